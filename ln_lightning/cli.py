@@ -1,0 +1,59 @@
+"""``ln-fit``: the LightningCLI of the library (subcommands fit, validate, test, predict)."""
+
+from __future__ import annotations
+
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+import zoo  # noqa: F401  (registers the zoo's backbones in timm)
+from ln_lightning.data.base import NoisyLabelDataModule
+from ln_lightning.module import NoisyLabelClassifier
+
+
+class LNLightningCLI(LightningCLI):
+    """LightningCLI with the data module's shape linked into the model and test-after-fit.
+
+    ``data.num_classes`` and ``data.input_shape`` are linked into the model, so they are set
+    once, by the data module. ``--test_after_fit true`` evaluates the final weights on the clean
+    test split when ``fit`` ends.
+    """
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments(
+            "data.num_classes", "model.init_args.num_classes", apply_on="instantiate"
+        )
+        parser.link_arguments(
+            "data.input_shape", "model.init_args.input_shape", apply_on="instantiate"
+        )
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=False,
+            help="After `fit`, evaluate the final weights on the clean test split.",
+        )
+
+    def after_fit(self) -> None:
+        if self.config.fit.get("test_after_fit") and not self.trainer.interrupted:
+            self.trainer.test(self.model, datamodule=self.datamodule)
+
+
+def run_cli(args: list[str] | None = None, run: bool = True) -> LNLightningCLI:
+    """Build (and by default run) the CLI; ``args`` as on the command line, ``sys.argv`` if None."""
+    return LNLightningCLI(
+        NoisyLabelClassifier,
+        NoisyLabelDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        auto_configure_optimizers=False,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        run=run,
+    )
+
+
+def main() -> None:
+    """Entry point of the ``ln-fit`` console script."""
+    run_cli()
+
+
+if __name__ == "__main__":
+    main()

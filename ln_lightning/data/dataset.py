@@ -1,0 +1,58 @@
+"""Datasets whose samples carry the observed label, the clean label and the sample index."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from torch import Tensor
+from torch.utils.data import Dataset
+
+
+class NoisySample(NamedTuple):
+    """One example (or, after collation, one batch).
+
+    Attributes:
+        input: The input tensor.
+        target: The observed, possibly noisy, label.
+        clean_target: The true label (equal to ``target`` on clean splits).
+        index: Position in the data set's training pool (or test set), stable across epochs,
+            so per-example quantities (is-corrupted mask, scores) can be looked up.
+    """
+
+    input: Tensor
+    target: Tensor
+    clean_target: Tensor
+    index: Tensor
+
+
+class NoisyLabelDataset(Dataset):
+    """A view of ``indices`` into in-memory inputs with noisy and clean labels.
+
+    Args:
+        inputs: All inputs of the pool, shape ``(N, ...)``.
+        noisy_labels: Observed labels of the pool, shape ``(N,)``.
+        clean_labels: True labels of the pool, shape ``(N,)``.
+        indices: Which pool positions this split holds.
+    """
+
+    def __init__(
+        self, inputs: Tensor, noisy_labels: Tensor, clean_labels: Tensor, indices: Tensor
+    ) -> None:
+        if not len(inputs) == len(noisy_labels) == len(clean_labels):
+            raise ValueError(
+                f"inputs, noisy_labels and clean_labels must have the same length; got "
+                f"{len(inputs)}, {len(noisy_labels)}, {len(clean_labels)}."
+            )
+        self.inputs = inputs
+        self.noisy_labels = noisy_labels
+        self.clean_labels = clean_labels
+        self.indices = indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, item: int) -> NoisySample:
+        index = self.indices[item]
+        return NoisySample(
+            self.inputs[index], self.noisy_labels[index], self.clean_labels[index], index
+        )

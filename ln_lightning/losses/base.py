@@ -1,0 +1,67 @@
+"""The contract every loss of the library follows."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+
+from torch import Tensor, nn
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+class NoisyLabelLoss(nn.Module, ABC):
+    """Base class of the losses: declares its heads, scores them, and turns them into probabilities.
+
+    A loss owns everything that is specific to a method, so :class:`NoisyLabelClassifier` never
+    needs to know which method it trains:
+
+    * :meth:`head_shapes` says which linear heads the model must put on the backbone features and
+      how wide each is (e.g. ``{"mean": K, "scale": K}`` for LN, ``{"logits": K}`` for CE).
+    * :meth:`per_example` maps the head outputs and labels to one loss per example.
+    * :meth:`predict_proba` maps the head outputs to class probabilities over the ``K`` classes.
+    * :attr:`prediction_heads` names the heads :meth:`predict_proba` reads; the others can be
+      dropped after training.
+
+    Args:
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``, applied by :meth:`forward`.
+    """
+
+    prediction_heads: tuple[str, ...] = ()
+
+    def __init__(self, reduction: str = "mean") -> None:
+        super().__init__()
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}.")
+        self.reduction = reduction
+
+    @abstractmethod
+    def head_shapes(self, num_classes: int) -> dict[str, int]:
+        """Output width of each head for ``num_classes`` real classes (0 means no head)."""
+
+    @abstractmethod
+    def per_example(self, outputs: Mapping[str, Tensor], labels: Tensor) -> Tensor:
+        """Float32 loss of shape ``(B,)`` from the head outputs and integer labels."""
+
+    @abstractmethod
+    def predict_proba(self, outputs: Mapping[str, Tensor]) -> Tensor:
+        """Class probabilities of shape ``(B, K)`` from the head outputs."""
+
+    def forward(self, outputs: Mapping[str, Tensor], labels: Tensor) -> Tensor:
+        """Reduced loss (see ``reduction``)."""
+        loss = self.per_example(outputs, labels)
+        if self.reduction == "mean":
+            return loss.mean()
+        if self.reduction == "sum":
+            return loss.sum()
+        return loss
+
+    @staticmethod
+    def _require(outputs: Mapping[str, Tensor], name: str) -> Tensor:
+        try:
+            return outputs[name]
+        except KeyError:
+            raise KeyError(
+                f"the loss needs the head output {name!r} but the model produced "
+                f"{sorted(outputs)}; build the model's heads from this loss's head_shapes()."
+            ) from None

@@ -1,0 +1,245 @@
+"""The LightningModule: a backbone, the heads its loss asks for, and noise-aware metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+import timm
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+import zoo  # noqa: F401  (registers the zoo's backbones in timm)
+from ln_lightning.data.dataset import NoisySample
+from ln_lightning.heads import LinearHeads
+from ln_lightning.losses.base import NoisyLabelLoss
+from ln_lightning.losses.logistic_normal import LogisticNormalLoss
+
+
+def build_backbone(
+    backbone: str | nn.Module,
+    *,
+    pretrained: bool = False,
+    in_chans: int | None = None,
+    backbone_kwargs: dict[str, Any] | None = None,
+) -> nn.Module:
+    """A feature extractor: a timm model (``num_classes=0``) by name, or the module as given."""
+    if isinstance(backbone, nn.Module):
+        if backbone_kwargs or pretrained:
+            raise ValueError(
+                "pretrained and backbone_kwargs apply to timm model names only; configure an "
+                "nn.Module backbone through its own constructor."
+            )
+        return backbone
+    kwargs = dict(backbone_kwargs or {})
+    if in_chans is not None:
+        kwargs.setdefault("in_chans", in_chans)
+    try:
+        return timm.create_model(backbone, pretrained=pretrained, num_classes=0, **kwargs)
+    except RuntimeError as err:
+        if "Unknown model" not in str(err):
+            raise
+        raise ValueError(
+            f"backbone {backbone!r} is not a timm model. Use a name from timm.list_models() or the "
+            "zoo (e.g. 'small_cnn'; `import zoo` registers them), or pass an nn.Module."
+        ) from err
+
+
+def feature_dim(backbone: nn.Module, input_shape: Sequence[int] | None) -> int:
+    """Width of the backbone's output, from a dry run when the input shape is known.
+
+    Falls back to timm's ``head_hidden_size`` / ``num_features`` attributes.
+    """
+    if input_shape is not None:
+        was_training = backbone.training
+        backbone.eval()
+        try:
+            with torch.no_grad():
+                out = backbone(torch.zeros(2, *input_shape))
+        finally:
+            backbone.train(was_training)
+        if out.ndim != 2:
+            raise ValueError(
+                f"the backbone must return features of shape (batch, features); got "
+                f"{tuple(out.shape)} for input shape {tuple(input_shape)}. Add global pooling and "
+                "flatten at the end of the backbone."
+            )
+        return int(out.shape[1])
+    for attribute in ("head_hidden_size", "num_features"):
+        value = getattr(backbone, attribute, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    raise ValueError(
+        "cannot tell the backbone's feature width: give input_shape (the CLI links it from the "
+        "data module) or set a `num_features` attribute on the backbone."
+    )
+
+
+def _unpicklable_hparams(init_args: dict[str, Any]) -> list[str]:
+    """Arguments to leave out of ``hparams`` when the model is built in Python.
+
+    Under LightningCLI the hyper-parameters saved are the parsed config (plain data, so
+    ``load_from_checkpoint`` rebuilds everything). Built in Python, modules and callables would be
+    pickled into the checkpoint, which ``torch.load(weights_only=True)`` refuses; pass them again to
+    ``load_from_checkpoint`` instead.
+    """
+    if _given_hyperparameters.get() is not None:
+        return []
+    plain = (str, int, float, bool, type(None), tuple, list, dict)
+    return [name for name, value in init_args.items() if not isinstance(value, plain)]
+
+
+def unpack_batch(batch: Any) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``(inputs, observed labels, clean labels or None)`` from a batch.
+
+    Accepts the library's :class:`NoisySample` batches and plain ``(inputs, labels)`` pairs.
+    """
+    if isinstance(batch, NoisySample):
+        return batch.input, batch.target, batch.clean_target
+    if isinstance(batch, (tuple, list)) and len(batch) in (2, 4):
+        return batch[0], batch[1], batch[2] if len(batch) == 4 else None
+    raise TypeError(
+        "expected a batch (inputs, labels) or (inputs, noisy labels, clean labels, indices); "
+        f"got {type(batch).__name__}."
+    )
+
+
+class NoisyLabelClassifier(pl.LightningModule):
+    """A classifier trained with any :class:`NoisyLabelLoss`; Logistic-Normal by default.
+
+    The model is ``backbone -> features -> heads``; the heads (linear layers on the shared
+    features) are whatever ``loss.head_shapes(num_classes)`` asks for, so switching the loss
+    switches the heads. Predictions come from ``loss.predict_proba`` (for LN: softmax of the mean
+    over the K real classes, Sec. 3.3).
+
+    Logged metrics: ``train/loss``, ``train/acc_noisy`` and ``train/acc_clean`` (accuracy against
+    the observed and the true training labels), ``val/loss``, ``val/acc_noisy`` (accuracy on the
+    noisy validation split, the paper's model-selection metric), ``val/acc_clean``, and
+    ``test/acc`` (clean test accuracy), ``test/loss``.
+
+    Args:
+        backbone: A timm model name (created with ``num_classes=0``; ``import zoo`` adds the zoo's
+            models) or any ``nn.Module`` mapping inputs to ``(batch, features)``.
+        loss: The training loss; ``LogisticNormalLoss()`` when ``None``.
+        num_classes: Number of classes ``K`` (the CLI links it from the data module).
+        input_shape: Shape of one input, e.g. ``(1, 8, 8)``; sets ``in_chans`` of timm models and
+            measures the feature width (the CLI links it from the data module).
+        pretrained: Load timm's pretrained weights (needs internet the first time).
+        backbone_kwargs: Extra keyword arguments for ``timm.create_model``.
+        optimizer: Callable mapping parameters to an optimiser; Adam(lr=1e-3), the paper's MNIST
+            setting, by default. From the CLI: ``--model.optimizer SGD --model.optimizer.lr 0.01``.
+        lr_scheduler: Optional callable mapping the optimiser to a scheduler (stepped per epoch).
+    """
+
+    def __init__(
+        self,
+        backbone: str | nn.Module = "small_cnn",
+        loss: NoisyLabelLoss | None = None,
+        num_classes: int = 10,
+        input_shape: Sequence[int] | None = None,
+        pretrained: bool = False,
+        backbone_kwargs: dict[str, Any] | None = None,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2; got {num_classes}.")
+        objects = {"backbone": backbone, "loss": loss, "optimizer": optimizer}
+        self.save_hyperparameters(
+            ignore=_unpicklable_hparams({**objects, "lr_scheduler": lr_scheduler})
+        )
+        self.num_classes = num_classes
+        self.input_shape = tuple(input_shape) if input_shape is not None else None
+        self.loss = loss if loss is not None else LogisticNormalLoss()
+        in_chans = self.input_shape[0] if self.input_shape and len(self.input_shape) == 3 else None
+        self.backbone = build_backbone(
+            backbone, pretrained=pretrained, in_chans=in_chans, backbone_kwargs=backbone_kwargs
+        )
+        self.heads = LinearHeads(
+            feature_dim(self.backbone, self.input_shape), self.loss.head_shapes(num_classes)
+        )
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+
+        def accuracy() -> MulticlassAccuracy:
+            return MulticlassAccuracy(num_classes=num_classes, average="micro")
+
+        self.train_acc_noisy, self.train_acc_clean = accuracy(), accuracy()
+        self.val_acc_noisy, self.val_acc_clean = accuracy(), accuracy()
+        self.test_acc = accuracy()
+
+    # ---------------------------------------------------------------- model
+    def forward(self, inputs: Tensor) -> dict[str, Tensor]:
+        """Head outputs (what the loss consumes) for a batch of inputs."""
+        return self.heads(self.backbone(inputs))
+
+    def predict_proba(self, inputs: Tensor) -> Tensor:
+        """Class probabilities of shape ``(B, K)``."""
+        return self.loss.predict_proba(self(inputs))
+
+    def drop_auxiliary_heads(self) -> None:
+        """Keep only the heads prediction needs (e.g. drop LN's covariance head for export).
+
+        Training is no longer possible afterwards; ``predict_proba`` and ``predict_step`` work.
+        """
+        self.heads.keep_only(self.loss.prediction_heads)
+
+    # ---------------------------------------------------------------- steps
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        inputs, targets, clean_targets = unpack_batch(batch)
+        outputs = self(inputs)
+        loss = self.loss(outputs, targets)
+        with torch.no_grad():
+            probs = self.loss.predict_proba(outputs)
+        self.train_acc_noisy(probs, targets)
+        log = {"on_step": False, "on_epoch": True, "batch_size": len(targets)}
+        self.log("train/loss", loss, prog_bar=True, **log)
+        self.log("train/acc_noisy", self.train_acc_noisy, **log)
+        if clean_targets is not None:
+            self.train_acc_clean(probs, clean_targets)
+            self.log("train/acc_clean", self.train_acc_clean, **log)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        inputs, targets, clean_targets = unpack_batch(batch)
+        outputs = self(inputs)
+        probs = self.loss.predict_proba(outputs)
+        self.val_acc_noisy(probs, targets)
+        log = {"on_step": False, "on_epoch": True, "batch_size": len(targets)}
+        self.log("val/loss", self.loss(outputs, targets), **log)
+        self.log("val/acc_noisy", self.val_acc_noisy, prog_bar=True, **log)
+        if clean_targets is not None:
+            self.val_acc_clean(probs, clean_targets)
+            self.log("val/acc_clean", self.val_acc_clean, **log)
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        inputs, targets, clean_targets = unpack_batch(batch)
+        labels = clean_targets if clean_targets is not None else targets
+        outputs = self(inputs)
+        self.test_acc(self.loss.predict_proba(outputs), labels)
+        self.log_dict(
+            {"test/acc": self.test_acc, "test/loss": self.loss(outputs, labels)},
+            on_epoch=True,
+            batch_size=len(labels),
+        )
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        """Class probabilities of shape ``(B, K)``."""
+        inputs = batch if isinstance(batch, Tensor) else unpack_batch(batch)[0]
+        return self.predict_proba(inputs)
+
+    # ---------------------------------------------------------------- optimisation
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        scheduler = self.lr_scheduler_factory(optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "monitor": "val/loss"},
+        }

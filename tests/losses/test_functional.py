@@ -1,0 +1,258 @@
+"""The Logistic-Normal loss against dense linear algebra and the paper's identities."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from ln_lightning.losses import functional as LF
+
+COVARIANCES = ["identity", "isotropic", "diagonal", "full"]
+
+
+def dense_covariance(scale: torch.Tensor | None, covariance: str, min_scale: float, dim: int):
+    """Sigma per example as a (B, D, D) float64 matrix, built the obvious way."""
+    eye = torch.eye(dim, dtype=torch.float64)
+    if covariance == "identity":
+        return eye.expand(1, dim, dim)
+    scale = scale.double()
+    if covariance == "isotropic":
+        return ((min_scale + scale[:, :1] ** 2) ** 2)[:, :, None] * eye
+    if covariance == "diagonal":
+        return torch.diag_embed((min_scale + scale**2) ** 2)
+    root = scale[:, :, None] * scale[:, None, :] + min_scale * eye  # Sigma^{1/2}, Eq. 9
+    return root @ root
+
+
+def dense_loss(mean, scale, labels, *, covariance, min_scale, temperature, smoothing, dummy):
+    num_classes = LF.num_classes_from_logit_dim(mean.shape[-1], dummy)
+    q = LF.smoothed_target(labels, num_classes, smoothing, dummy, dtype=torch.float64)
+    target = temperature * LF.inverse_softmax_centered(q)
+    residual = (target - mean.double()).unsqueeze(-1)
+    sigma = dense_covariance(scale, covariance, min_scale, mean.shape[-1])
+    sigma = sigma.expand(mean.shape[0], -1, -1)
+    mahalanobis = (residual.transpose(1, 2) @ torch.linalg.solve(sigma, residual)).flatten()
+    return 0.5 * (mahalanobis + torch.linalg.slogdet(sigma).logabsdet), sigma, residual
+
+
+def random_case(num_classes: int, covariance: str, dummy: bool, seed: int):
+    gen = torch.Generator().manual_seed(seed)
+    dim = LF.logit_dim(num_classes, dummy)
+    batch = 6
+    mean = 3 * torch.randn(batch, dim, generator=gen)
+    width = LF.scale_dim(covariance, dim)
+    scale = 0.7 * torch.randn(batch, width, generator=gen) if width else None
+    labels = torch.randint(0, num_classes, (batch,), generator=gen)
+    min_scale = float(torch.empty(1).uniform_(0.1, 1.5, generator=gen))
+    temperature = float(torch.empty(1).uniform_(0.3, 2.0, generator=gen))
+    return mean, scale, labels, min_scale, temperature
+
+
+@pytest.mark.parametrize("covariance", COVARIANCES)
+@pytest.mark.parametrize("num_classes", [2, 10, 100])
+@pytest.mark.parametrize("dummy", [True, False])
+def test_closed_form_matches_dense(covariance, num_classes, dummy):
+    for seed in range(3):
+        mean, scale, labels, min_scale, temperature = random_case(
+            num_classes, covariance, dummy, seed
+        )
+        hparams = dict(
+            covariance=covariance, min_scale=min_scale, temperature=temperature, smoothing=0.01
+        )
+        got = LF.logistic_normal_loss(mean, scale, labels, dummy_class=dummy, **hparams)
+        want, _, _ = dense_loss(mean, scale, labels, dummy=dummy, **hparams)
+        assert got.dtype == torch.float32 and got.shape == (len(labels),)
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_full_covariance_matches_papers_expanded_formula():
+    mean, c, labels, lam, tau = random_case(10, "full", True, seed=7)
+    r = LF.target_logits(labels, 10, temperature=tau) - mean
+    c_sq, c_r = (c**2).sum(-1), (c * r).sum(-1)
+    paper = ((r**2).sum(-1) - (c_sq + 2 * lam) * c_r**2 / (lam + c_sq) ** 2) / lam**2
+    mahalanobis, logdet = LF.gaussian_terms(r, c, covariance="full", min_scale=lam)
+    torch.testing.assert_close(mahalanobis, paper, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(logdet, 2 * 9 * math.log(lam) + 2 * torch.log(lam + c_sq))
+
+
+@pytest.mark.parametrize("covariance", COVARIANCES)
+def test_gradient_wrt_mean_is_minus_precision_times_residual(covariance):
+    """Eq. 6: dL/dmu = -Sigma^{-1} r."""
+    mean, scale, labels, lam, tau = random_case(10, covariance, True, seed=3)
+    mean = mean.double().requires_grad_()
+    scale = None if scale is None else scale.double()
+    LF.logistic_normal_loss(
+        mean, scale, labels, covariance=covariance, min_scale=lam, temperature=tau
+    ).sum().backward()
+    _, sigma, residual = dense_loss(
+        mean.detach(), scale, labels, covariance=covariance, min_scale=lam, temperature=tau,
+        smoothing=0.01, dummy=True,
+    )  # fmt: skip
+    want = -torch.linalg.solve(sigma, residual).squeeze(-1)
+    torch.testing.assert_close(mean.grad, want, rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("min_scale", [0.1, 0.5, 1.0])
+def test_one_dimensional_threshold_of_min_scale(min_scale):
+    """App. B.4: at the optimal c, sigma^2 = max(lambda^2, r^2) and r^2/sigma^2 <= 1."""
+    residual = torch.tensor([0.02, 0.3, 0.8, 2.0, 5.0], dtype=torch.float64)[:, None]
+    c = torch.full_like(residual, 1.0, requires_grad=True)
+    optimizer = torch.optim.LBFGS([c], max_iter=500, tolerance_grad=1e-12, tolerance_change=1e-15)
+
+    def closure():
+        optimizer.zero_grad()
+        mahalanobis, logdet = LF.gaussian_terms(residual, c, covariance="full", min_scale=min_scale)
+        loss = 0.5 * (mahalanobis + logdet).sum()
+        loss.backward()
+        return loss
+
+    for _ in range(5):
+        optimizer.step(closure)
+    sigma_sq = (min_scale + c.detach() ** 2).square().flatten()
+    r_sq = residual.flatten() ** 2
+    torch.testing.assert_close(sigma_sq, torch.clamp(r_sq, min=min_scale**2), rtol=1e-3, atol=1e-6)
+    ratio = r_sq / sigma_sq
+    torch.testing.assert_close(
+        ratio, torch.minimum(torch.ones_like(r_sq), r_sq / min_scale**2), rtol=1e-3, atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("smoothing", [0.01, 0.1, 0.5])
+@pytest.mark.parametrize("num_classes", [2, 10, 100])
+def test_target_logits_are_C_times_one_hot(num_classes, smoothing):
+    labels = torch.arange(num_classes)
+    for dummy, categories in ((True, num_classes + 1), (False, num_classes)):
+        c_value = math.log(((1 - smoothing) * categories + smoothing) / smoothing)  # App. B.5
+        assert LF.target_logit_scale(categories, smoothing) == pytest.approx(c_value)
+        for tau in (0.5, 1.0, 2.0):
+            target = LF.target_logits(
+                labels, num_classes, smoothing=smoothing, dummy_class=dummy, temperature=tau
+            )
+            q = LF.smoothed_target(labels, num_classes, smoothing, dummy)
+            torch.testing.assert_close(target, tau * LF.inverse_softmax_centered(q))
+            if dummy:
+                want = tau * c_value * torch.eye(num_classes)
+            else:  # the last class is the reference category of S_C
+                want = (
+                    tau
+                    * c_value
+                    * torch.cat([torch.eye(num_classes - 1), -torch.ones(1, num_classes - 1)])
+                )
+            torch.testing.assert_close(target, want)
+
+
+def test_softmax_centered_roundtrip():
+    z = torch.randn(5, 7, dtype=torch.float64)
+    probs = LF.softmax_centered(z)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(5, dtype=torch.float64))
+    torch.testing.assert_close(LF.inverse_softmax_centered(probs), z)
+
+
+@pytest.mark.parametrize("covariance", COVARIANCES)
+@pytest.mark.parametrize("dummy", [True, False])
+def test_exact_nll_is_the_logistic_normal_density(covariance, dummy):
+    """Eq. 16: change of variables q -> tau S_C^{-1}(q), Jacobian taken by autograd."""
+    num_classes = 5
+    mean, scale, labels, lam, tau = random_case(num_classes, covariance, dummy, seed=11)
+    mean, scale = mean.double(), None if scale is None else scale.double()
+    got = LF.logistic_normal_nll(
+        mean, scale, labels, covariance=covariance, min_scale=lam, temperature=tau,
+        smoothing=0.05, dummy_class=dummy,
+    )  # fmt: skip
+    q = LF.smoothed_target(labels, num_classes, 0.05, dummy, dtype=torch.float64)
+    sigma = dense_covariance(scale, covariance, lam, mean.shape[-1]).expand(len(labels), -1, -1)
+
+    def to_logits(q_free):  # the first D coordinates of q determine the rest
+        return tau * (torch.log(q_free) - torch.log(1 - q_free.sum()))
+
+    for i in range(len(labels)):
+        z = to_logits(q[i, :-1])
+        gaussian = torch.distributions.MultivariateNormal(mean[i], covariance_matrix=sigma[i])
+        jacobian = torch.autograd.functional.jacobian(to_logits, q[i, :-1])
+        want = -(gaussian.log_prob(z) + torch.linalg.slogdet(jacobian).logabsdet)
+        torch.testing.assert_close(got[i], want, rtol=1e-9, atol=1e-9)
+
+
+def test_mean_probabilities_exclude_the_dummy_class():
+    mean = torch.randn(4, 10)
+    probs = LF.mean_probabilities(mean, dummy_class=True)
+    torch.testing.assert_close(probs, torch.softmax(mean, -1))
+    s_c = LF.softmax_centered(mean)
+    torch.testing.assert_close(probs, s_c[:, :-1] / s_c[:, :-1].sum(-1, keepdim=True))
+    no_dummy = LF.mean_probabilities(mean[:, :9], dummy_class=False)
+    assert no_dummy.shape == (4, 10)
+    torch.testing.assert_close(no_dummy.sum(-1), torch.ones(4))
+
+
+@pytest.mark.parametrize("covariance", COVARIANCES)
+def test_float32_and_finite_under_bf16_autocast(covariance):
+    layer = torch.nn.Linear(16, 20)
+    features = torch.randn(8, 16)
+    labels = torch.randint(0, 10, (8,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(features)
+        assert out.dtype == torch.bfloat16
+        width = LF.scale_dim(covariance, 10)
+        scale = out[:, 10 : 10 + width] if width else None
+        loss = LF.logistic_normal_loss(out[:, :10], scale, labels, covariance=covariance)
+    assert loss.dtype == torch.float32
+    assert torch.isfinite(loss).all()
+    loss.mean().backward()
+    assert torch.isfinite(layer.weight.grad).all()
+
+
+@pytest.mark.parametrize("covariance", COVARIANCES)
+@pytest.mark.parametrize("magnitude", [1.0, 1e2, 1e4])
+def test_finite_for_extreme_means_and_scales(covariance, magnitude):
+    gen = torch.Generator().manual_seed(0)
+    mean = (magnitude * torch.randn(16, 10, generator=gen)).requires_grad_()
+    width = LF.scale_dim(covariance, 10)
+    scale = (magnitude * torch.randn(16, width, generator=gen)).requires_grad_() if width else None
+    labels = torch.randint(0, 10, (16,), generator=gen)
+    loss = LF.logistic_normal_loss(mean, scale, labels, covariance=covariance, min_scale=0.1)
+    assert torch.isfinite(loss).all()
+    loss.sum().backward()
+    assert torch.isfinite(mean.grad).all()
+    if scale is not None:
+        assert torch.isfinite(scale.grad).all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name", "allowed"),
+    [
+        ({"min_scale": 0.0}, "min_scale", "> 0"),
+        ({"min_scale": -1.0}, "min_scale", "> 0"),
+        ({"smoothing": 0.0}, "smoothing", "(0, 1)"),
+        ({"smoothing": 1.0}, "smoothing", "(0, 1)"),
+        ({"temperature": 0.0}, "temperature", "> 0"),
+        ({"temperature": float("inf")}, "temperature", "> 0"),
+        ({"covariance": "low-rank"}, "covariance", "identity"),
+    ],
+)
+def test_invalid_hyper_parameters_name_the_parameter(kwargs, name, allowed):
+    with pytest.raises(ValueError, match=name) as info:
+        LF.logistic_normal_loss(
+            torch.zeros(2, 3), torch.zeros(2, 3), torch.tensor([0, 1]), **kwargs
+        )
+    assert allowed in str(info.value)
+
+
+@pytest.mark.parametrize("labels", [[0, 3], [-1, 0], [0, 10]])
+def test_labels_outside_range_raise(labels):
+    mean, scale = torch.zeros(2, 3), torch.zeros(2, 3)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+        LF.logistic_normal_loss(mean, scale, torch.tensor(labels))
+    with pytest.raises(ValueError, match="integer"):
+        LF.logistic_normal_loss(mean, scale, torch.tensor([0.0, 1.0]))
+
+
+def test_cross_entropy_matches_torch():
+    logits, labels = torch.randn(5, 4), torch.tensor([0, 1, 2, 3, 0])
+    torch.testing.assert_close(
+        LF.cross_entropy(logits, labels),
+        torch.nn.functional.cross_entropy(logits, labels, reduction="none"),
+    )
+    with pytest.raises(ValueError, match=r"\[0, 4\)"):
+        LF.cross_entropy(logits, torch.tensor([0, 1, 2, 3, 4]))

@@ -1,0 +1,93 @@
+"""End-to-end runs of the ``ln-fit`` CLI on the embedded digits data."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ln_lightning import CrossEntropy, LogisticNormalLoss, NoisyLabelClassifier
+from ln_lightning.cli import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = str(ROOT / "cli.yaml")
+QUICK = [
+    "--trainer.max_epochs=1",
+    "--trainer.limit_train_batches=2",
+    "--trainer.limit_val_batches=1",
+    "--trainer.enable_progress_bar=false",
+]
+
+
+def ln_fit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    executable = shutil.which("ln-fit") or f"{sys.executable} -m ln_lightning.cli"
+    return subprocess.run(
+        [*executable.split(), *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_default_config_fits_tests_and_writes_a_checkpoint(tmp_path):
+    result = ln_fit("fit", "--config", CONFIG, *QUICK, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "realised noise rate" in output
+    assert "test/acc" in output  # test_after_fit printed the clean test accuracy
+    checkpoints = sorted(tmp_path.glob("runs/digits/version_0/checkpoints/*.ckpt"))
+    assert {p.name for p in checkpoints} >= {"last.ckpt"}
+    assert (tmp_path / "runs/digits/version_0/config.yaml").exists()
+
+    # the checkpoint evaluates through the CLI ...
+    result = ln_fit(
+        "test", "--config", CONFIG, "--ckpt_path", str(checkpoints[-1]), cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "test/acc" in result.stdout + result.stderr
+    # ... and rebuilds in Python from its saved config alone, loss included.
+    model = NoisyLabelClassifier.load_from_checkpoint(checkpoints[-1])
+    assert isinstance(model.loss, LogisticNormalLoss)
+    assert model.predict_proba(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+
+
+@pytest.mark.parametrize(
+    ("override", "check"),
+    [
+        (["--model.loss", "ln_lightning.CrossEntropy"], lambda m: isinstance(m.loss, CrossEntropy)),
+        (["--model.loss", "CrossEntropy"], lambda m: isinstance(m.loss, CrossEntropy)),
+        (
+            ["--model.loss.temperature=0.5", "--model.loss.min_scale=0.1"],
+            lambda m: (m.loss.temperature, m.loss.min_scale) == (0.5, 0.1),
+        ),
+        (
+            ["--model.loss.covariance=diagonal"],
+            lambda m: m.heads.heads["scale"].out_features == 10,
+        ),
+        (["--model.backbone=resnet18"], lambda m: type(m.backbone).__name__ == "ResNet"),
+        (
+            ["--model.optimizer=SGD", "--model.optimizer.lr=0.01", "--model.optimizer.momentum=0.9"],
+            lambda m: isinstance(m.trainer.optimizers[0], torch.optim.SGD),
+        ),
+    ],
+)
+def test_switching_from_the_command_line(tmp_path, override, check):
+    cli = run_cli(
+        [
+            "fit", "--config", CONFIG, *QUICK, *override, "--test_after_fit=false",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+        ]
+    )  # fmt: skip
+    assert check(cli.model)
+    assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+
+
+def test_config_errors_fail_before_training(tmp_path):
+    result = ln_fit("fit", "--config", CONFIG, "--model.loss.min_scal=0.1", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "min_scal" in result.stderr
+    result = ln_fit("fit", "--config", CONFIG, "--model.loss.min_scale=-1", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "min_scale must be a finite number > 0" in result.stderr
+    assert not list(tmp_path.rglob("*.ckpt"))

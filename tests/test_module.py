@@ -1,0 +1,148 @@
+"""NoisyLabelClassifier: heads follow the loss, training, prediction, export, checkpoints."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from torch import nn
+
+from ln_lightning import CrossEntropy, DigitsDataModule, LogisticNormalLoss, NoisyLabelClassifier
+
+
+def trainer(tmp_path, **kwargs) -> pl.Trainer:
+    defaults = dict(
+        max_epochs=1, limit_train_batches=3, limit_val_batches=1, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=tmp_path, accelerator="cpu",
+    )  # fmt: skip
+    return pl.Trainer(**{**defaults, **kwargs})
+
+
+@pytest.fixture(scope="module")
+def datamodule():
+    dm = DigitsDataModule(batch_size=32)
+    dm.setup()
+    return dm
+
+
+@pytest.mark.parametrize(
+    ("loss", "heads"),
+    [
+        (LogisticNormalLoss(), {"mean": 10, "scale": 10}),
+        (LogisticNormalLoss(covariance="isotropic"), {"mean": 10, "scale": 1}),
+        (LogisticNormalLoss(covariance="identity", dummy_class=False), {"mean": 9}),
+        (CrossEntropy(), {"logits": 10}),
+    ],
+)
+def test_heads_follow_the_loss(loss, heads):
+    model = NoisyLabelClassifier(loss=loss, input_shape=(1, 8, 8))
+    widths = {name: layer.out_features for name, layer in model.heads.heads.items()}
+    assert widths == heads
+    outputs = model(torch.randn(4, 1, 8, 8))
+    assert {k: v.shape for k, v in outputs.items()} == {k: (4, w) for k, w in heads.items()}
+    probs = model.predict_proba(torch.randn(4, 1, 8, 8))
+    assert probs.shape == (4, 10)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(4))
+
+
+class TinyBackbone(nn.Module):
+    """A plain nn.Module without timm attributes."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 24), nn.ReLU())
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_any_module_backbone_with_input_shape():
+    model = NoisyLabelClassifier(backbone=TinyBackbone(), input_shape=(1, 8, 8))
+    assert model.heads.heads["mean"].in_features == 24
+    with pytest.raises(ValueError, match="input_shape"):
+        NoisyLabelClassifier(backbone=TinyBackbone())
+
+
+def test_backbone_errors_are_clear():
+    with pytest.raises(ValueError, match="not a timm model"):
+        NoisyLabelClassifier(backbone="no_such_net", input_shape=(1, 8, 8))
+    with pytest.raises(ValueError, match=r"\(batch, features\)"):
+        NoisyLabelClassifier(backbone=nn.Conv2d(1, 4, 3), input_shape=(1, 8, 8))
+    with pytest.raises(ValueError, match="num_classes"):
+        NoisyLabelClassifier(num_classes=1, input_shape=(1, 8, 8))
+
+
+def test_timm_backbones_by_name():
+    model = NoisyLabelClassifier(backbone="resnet18", input_shape=(1, 8, 8))
+    assert model.backbone.conv1.in_channels == 1  # in_chans from input_shape
+    assert model.heads.heads["mean"].in_features == 512
+
+
+def test_training_logs_noise_aware_metrics_and_learns(tmp_path, datamodule):
+    torch.manual_seed(0)
+    model = NoisyLabelClassifier(input_shape=(1, 8, 8))
+    batch = next(iter(datamodule.train_dataloader()))
+    before = model.loss(model(batch.input), batch.target).item()
+    t = trainer(tmp_path, max_epochs=3, limit_train_batches=None)
+    t.fit(model, datamodule=datamodule)
+    model.eval()
+    after = model.loss(model(batch.input), batch.target).item()
+    assert after < before
+    for key in (
+        "train/loss",
+        "train/acc_noisy",
+        "train/acc_clean",
+        "val/acc_noisy",
+        "val/acc_clean",
+    ):
+        assert key in t.callback_metrics, key
+    assert float(t.callback_metrics["val/acc_clean"]) > 0.3  # far above chance after 3 epochs
+    (result,) = t.test(model, datamodule=datamodule, verbose=False)
+    assert 0.0 <= result["test/acc"] <= 1.0
+
+
+def test_predict_returns_probabilities(tmp_path, datamodule):
+    model = NoisyLabelClassifier(input_shape=(1, 8, 8))
+    predictions = trainer(tmp_path).predict(model, datamodule=datamodule)
+    probs = torch.cat(predictions)
+    assert probs.shape == (len(datamodule.test_set), 10)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(len(probs)))
+
+
+def test_drop_auxiliary_heads_keeps_predictions():
+    model = NoisyLabelClassifier(input_shape=(1, 8, 8)).eval()
+    x = torch.randn(5, 1, 8, 8)
+    before = model.predict_proba(x)
+    model.drop_auxiliary_heads()
+    assert set(model.heads.heads) == {"mean"}
+    torch.testing.assert_close(model.predict_proba(x), before)
+
+
+def test_checkpoint_roundtrip(tmp_path, datamodule):
+    model = NoisyLabelClassifier(loss=LogisticNormalLoss(temperature=0.5), input_shape=(1, 8, 8))
+    t = trainer(tmp_path)
+    t.fit(model, datamodule=datamodule)
+    path = tmp_path / "model.ckpt"
+    t.save_checkpoint(path)
+    restored = NoisyLabelClassifier.load_from_checkpoint(
+        path, loss=LogisticNormalLoss(temperature=0.5)
+    )
+    x = torch.randn(3, 1, 8, 8)
+    torch.testing.assert_close(restored.eval().predict_proba(x), model.eval().predict_proba(x))
+
+
+def test_bf16_mixed_training_on_cpu(tmp_path, datamodule):
+    model = NoisyLabelClassifier(input_shape=(1, 8, 8))
+    t = trainer(tmp_path, precision="bf16-mixed", limit_train_batches=2)
+    t.fit(model, datamodule=datamodule)
+    assert torch.isfinite(t.callback_metrics["train/loss"])
+
+
+def test_plain_two_tuple_batches_work(tmp_path):
+    x, y = torch.randn(40, 1, 8, 8), torch.randint(0, 10, (40,))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
+    model = NoisyLabelClassifier(input_shape=(1, 8, 8))
+    t = trainer(tmp_path)
+    t.fit(model, train_dataloaders=loader, val_dataloaders=loader)
+    assert "train/acc_noisy" in t.callback_metrics and "train/acc_clean" not in t.callback_metrics

@@ -1,0 +1,9 @@
+"""The model zoo: backbones registered in timm's registry and experiment configs.
+
+``import zoo`` registers every model below, after which ``timm.create_model("small_cnn")``
+works. The ``ln-fit`` CLI imports it for you.
+"""
+
+from zoo.small_cnn import SmallCNN
+
+__all__ = ["SmallCNN"]
