@@ -92,9 +92,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     jobs = [(name, cli, seed) for name, cli in variants for seed in args.seeds]
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     with ThreadPoolExecutor(args.jobs) as pool:
-        rows = list(
-            pool.map(lambda j: run_one(args.config, *j, args.out, threads), jobs)
-        )
+        rows = list(pool.map(lambda j: run_one(args.config, *j, args.out, threads), jobs))
 
     print("| variant | clean test acc (%) | noisy val acc (%) | s / run | CLI |")
     print("| --- | --- | --- | --- | --- |")

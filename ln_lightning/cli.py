@@ -12,12 +12,21 @@ from ln_lightning.module import NoisyLabelClassifier
 class LNLightningCLI(LightningCLI):
     """LightningCLI with the data module's shape linked into the model and test-after-fit.
 
+    Without a config the model is a :class:`NoisyLabelClassifier` with its defaults (LN loss,
+    ``small_cnn``) on :class:`DigitsDataModule`.
+
     ``data.num_classes`` and ``data.input_shape`` are linked into the model, so they are set
     once, by the data module. ``--test_after_fit true`` evaluates the final weights on the clean
     test split when ``fit`` ends.
     """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.set_defaults(
+            {
+                "model": {"class_path": "ln_lightning.NoisyLabelClassifier"},
+                "data": {"class_path": "ln_lightning.DigitsDataModule"},
+            }
+        )
         parser.link_arguments(
             "data.num_classes", "model.init_args.num_classes", apply_on="instantiate"
         )
@@ -45,6 +54,7 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> LNLightningCLI:
         subclass_mode_data=True,
         auto_configure_optimizers=False,
         save_config_kwargs={"overwrite": True},
+        parser_kwargs={"description": "ln-fit: train classifiers on noisy labels (LN likelihood)."},
         args=args,
         run=run,
     )

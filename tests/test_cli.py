@@ -41,9 +41,7 @@ def test_default_config_fits_tests_and_writes_a_checkpoint(tmp_path):
     assert (tmp_path / "runs/digits/version_0/config.yaml").exists()
 
     # the checkpoint evaluates through the CLI ...
-    result = ln_fit(
-        "test", "--config", CONFIG, "--ckpt_path", str(checkpoints[-1]), cwd=tmp_path
-    )
+    result = ln_fit("test", "--config", CONFIG, "--ckpt_path", str(checkpoints[-1]), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test/acc" in result.stdout + result.stderr
     # ... and rebuilds in Python from its saved config alone, loss included.
@@ -67,7 +65,11 @@ def test_default_config_fits_tests_and_writes_a_checkpoint(tmp_path):
         ),
         (["--model.backbone=resnet18"], lambda m: type(m.backbone).__name__ == "ResNet"),
         (
-            ["--model.optimizer=SGD", "--model.optimizer.lr=0.01", "--model.optimizer.momentum=0.9"],
+            [
+                "--model.optimizer=SGD",
+                "--model.optimizer.lr=0.01",
+                "--model.optimizer.momentum=0.9",
+            ],
             lambda m: isinstance(m.trainer.optimizers[0], torch.optim.SGD),
         ),
     ],
@@ -91,3 +93,17 @@ def test_config_errors_fail_before_training(tmp_path):
     assert result.returncode != 0
     assert "min_scale must be a finite number > 0" in result.stderr
     assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_defaults_without_a_config(tmp_path):
+    """`ln-fit fit` alone trains LN on the digits; data flags work without a config too."""
+    cli = run_cli(
+        [
+            "fit", *QUICK, "--data.noise_type=symmetric", "--data.noise_rate=0.6",
+            f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false",
+        ]
+    )  # fmt: skip
+    assert type(cli.datamodule).__name__ == "DigitsDataModule"
+    assert isinstance(cli.model.loss, LogisticNormalLoss)
+    assert cli.datamodule.noise_type == "symmetric"
+    assert 0.45 < cli.datamodule.noise.realised_rate < 0.62
