@@ -160,6 +160,7 @@ class NoisyLabelClassifier(pl.LightningModule):
         self.backbone = build_backbone(
             backbone, pretrained=pretrained, in_chans=in_chans, backbone_kwargs=backbone_kwargs
         )
+        self.loss.setup(num_classes)
         self.heads = LinearHeads(
             feature_dim(self.backbone, self.input_shape), self.loss.head_shapes(num_classes)
         )
@@ -190,6 +191,12 @@ class NoisyLabelClassifier(pl.LightningModule):
         self.heads.keep_only(self.loss.prediction_heads)
 
     # ---------------------------------------------------------------- steps
+    def on_fit_start(self) -> None:
+        self.loss.on_fit_start(self)
+
+    def on_train_epoch_start(self) -> None:
+        self.loss.on_train_epoch_start(self)
+
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         inputs, targets, clean_targets = unpack_batch(batch)
         outputs = self(inputs)

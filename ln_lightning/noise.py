@@ -122,6 +122,35 @@ def symmetric_noise(
     return _result(labels, torch.where(resample, random_labels, labels), num_classes)
 
 
+def expected_transition_matrix(
+    num_classes: int,
+    noise_type: str,
+    noise_rate: float,
+    class_map: Mapping[int, int] | None = None,
+) -> Tensor:
+    """The design ``T[i, j] = P(noisy j | true i)`` of a noise model (not the realised one).
+
+    Symmetric: ``(1 - r) I + r / K``. Asymmetric: row ``i`` of a mapped class has ``1 - r`` on
+    the diagonal and ``r`` at its target; unmapped rows are identity.
+    """
+    _check_noise_rate(noise_rate)
+    eye = torch.eye(num_classes)
+    if noise_type == "none" or noise_rate == 0.0:
+        return eye
+    if noise_type == "symmetric":
+        return (1.0 - noise_rate) * eye + noise_rate / num_classes
+    if noise_type == "asymmetric":
+        if class_map is None:
+            raise ValueError("asymmetric noise needs a class_map (source class -> target class).")
+        matrix = eye.clone()
+        for source, target in class_map.items():
+            matrix[int(source)] = 0.0
+            matrix[int(source), int(source)] += 1.0 - noise_rate
+            matrix[int(source), int(target)] += noise_rate
+        return matrix
+    raise ValueError(f"noise_type must be one of {NOISE_TYPES}; got {noise_type!r}.")
+
+
 def inject_noise(
     labels: Tensor,
     num_classes: int,

@@ -12,7 +12,12 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from ln_lightning.data.dataset import NoisyLabelDataset
-from ln_lightning.noise import NOISE_TYPES, NoiseResult, inject_noise
+from ln_lightning.noise import (
+    NOISE_TYPES,
+    NoiseResult,
+    expected_transition_matrix,
+    inject_noise,
+)
 
 
 class NoisyLabelDataModule(pl.LightningDataModule):
@@ -72,6 +77,20 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         self.val_set: NoisyLabelDataset | None = None
         self.test_set: NoisyLabelDataset | None = None
 
+    @property
+    def transition_matrix(self) -> Tensor:
+        """The true ``K x K`` transition matrix of the configured noise (its design, not a fit).
+
+        ``ForwardCorrection(transition_matrix="data")`` reads it; the realised matrix of the
+        drawn labels is ``self.noise.transition_matrix`` after ``setup``.
+        """
+        return expected_transition_matrix(
+            self.num_classes, self.noise_type, self.noise_rate, self._class_map()
+        )
+
+    def _class_map(self) -> Mapping[int, int] | None:
+        return self.class_map if self.class_map is not None else self.default_class_map
+
     @abstractmethod
     def load_arrays(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(train_inputs, train_labels, test_inputs, test_labels)`` with clean labels."""
@@ -80,9 +99,13 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         if self.train_set is not None:
             return
         train_x, train_y, test_x, test_y = self.load_arrays()
-        class_map = self.class_map if self.class_map is not None else self.default_class_map
         self.noise = inject_noise(
-            train_y, self.num_classes, self.noise_type, self.noise_rate, class_map, self.seed
+            train_y,
+            self.num_classes,
+            self.noise_type,
+            self.noise_rate,
+            self._class_map(),
+            self.seed,
         )
         generator = torch.Generator().manual_seed(self.seed + 1)
         order = torch.randperm(len(train_y), generator=generator)

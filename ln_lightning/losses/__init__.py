@@ -2,7 +2,32 @@
 
 from ln_lightning.losses import functional
 from ln_lightning.losses.base import NoisyLabelLoss
-from ln_lightning.losses.cross_entropy import CrossEntropy
+from ln_lightning.losses.forward import ForwardCorrection
+from ln_lightning.losses.heteroscedastic import (
+    Heteroscedastic,
+    HeteroscedasticLowRank,
+    HeteroscedasticTemperature,
+)
 from ln_lightning.losses.logistic_normal import LogisticNormalLoss
+from ln_lightning.losses.softmax import (
+    CrossEntropy,
+    GeneralizedCrossEntropy,
+    LabelSmoothing,
+    NoiseAgainstNoise,
+    SoftmaxLoss,
+)
 
-__all__ = ["CrossEntropy", "LogisticNormalLoss", "NoisyLabelLoss", "functional"]
+__all__ = [
+    "CrossEntropy",
+    "ForwardCorrection",
+    "GeneralizedCrossEntropy",
+    "Heteroscedastic",
+    "HeteroscedasticLowRank",
+    "HeteroscedasticTemperature",
+    "LabelSmoothing",
+    "LogisticNormalLoss",
+    "NoiseAgainstNoise",
+    "NoisyLabelLoss",
+    "SoftmaxLoss",
+    "functional",
+]

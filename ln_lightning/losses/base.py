@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 
+import lightning.pytorch as pl
 from torch import Tensor, nn
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -22,6 +23,8 @@ class NoisyLabelLoss(nn.Module, ABC):
     * :meth:`predict_proba` maps the head outputs to class probabilities over the ``K`` classes.
     * :attr:`prediction_heads` names the heads :meth:`predict_proba` reads; the others can be
       dropped after training.
+    * Optional hooks (:meth:`setup`, :meth:`on_fit_start`, :meth:`on_train_epoch_start`) let a
+      loss keep state or change phase during training (Forward correction's warm-up).
 
     Args:
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``, applied by :meth:`forward`.
@@ -46,6 +49,18 @@ class NoisyLabelLoss(nn.Module, ABC):
     @abstractmethod
     def predict_proba(self, outputs: Mapping[str, Tensor]) -> Tensor:
         """Class probabilities of shape ``(B, K)`` from the head outputs."""
+
+    def setup(self, num_classes: int) -> None:
+        """Called once by the model, before :meth:`head_shapes`, with the number of classes.
+
+        Losses with state that depends on ``K`` (e.g. a transition matrix buffer) create it here.
+        """
+
+    def on_fit_start(self, module: pl.LightningModule) -> None:
+        """Called from the model's ``on_fit_start``."""
+
+    def on_train_epoch_start(self, module: pl.LightningModule) -> None:
+        """Called from the model's ``on_train_epoch_start`` (e.g. to end a warm-up phase)."""
 
     def forward(self, outputs: Mapping[str, Tensor], labels: Tensor) -> Tensor:
         """Reduced loss (see ``reduction``)."""

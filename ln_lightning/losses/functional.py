@@ -333,3 +333,211 @@ def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     with torch.autocast(logits.device.type, enabled=False):
         check_labels(labels, logits.shape[-1])
         return F.cross_entropy(upcast(logits), labels.long(), reduction="none")
+
+
+def label_smoothing_cross_entropy(logits: Tensor, labels: Tensor, smoothing: float) -> Tensor:
+    """Cross-entropy against ``(1 - t) onehot(y) + t / K`` (LS baseline).
+
+    Args:
+        logits: Shape ``(B, K)``.
+        labels: Shape ``(B,)`` in ``[0, K)``.
+        smoothing: ``t`` in [0, 1]; 0 is plain cross-entropy.
+    """
+    if not 0.0 <= smoothing <= 1.0:
+        raise ValueError(f"smoothing must lie in [0, 1]; got {smoothing!r}.")
+    with torch.autocast(logits.device.type, enabled=False):
+        check_labels(labels, logits.shape[-1])
+        log_probs = torch.log_softmax(upcast(logits), dim=-1)
+        nll = -log_probs.gather(1, labels.long()[:, None]).squeeze(1)
+        return (1.0 - smoothing) * nll - smoothing * log_probs.mean(-1)
+
+
+def generalized_cross_entropy(logits: Tensor, labels: Tensor, q: float) -> Tensor:
+    """Generalized cross-entropy (1 - p_y^q) / q (Zhang & Sabuncu 2018).
+
+    ``q -> 0`` recovers cross-entropy and ``q = 1`` is MAE, ``1 - p_y``. ``p_y^q`` is computed as
+    ``exp(q log p_y)`` from ``log_softmax`` so tiny probabilities keep their gradient.
+
+    Args:
+        logits: Shape ``(B, K)``.
+        labels: Shape ``(B,)`` in ``[0, K)``.
+        q: Exponent in (0, 1].
+    """
+    if not 0.0 < q <= 1.0:
+        raise ValueError(f"q must lie in (0, 1]; got {q!r}.")
+    with torch.autocast(logits.device.type, enabled=False):
+        check_labels(labels, logits.shape[-1])
+        log_p = torch.log_softmax(upcast(logits), dim=-1).gather(1, labels.long()[:, None])
+        return -torch.expm1(q * log_p.squeeze(1)) / q
+
+
+def noisy_target_cross_entropy(
+    logits: Tensor, labels: Tensor, sigma: float, generator: torch.Generator | None = None
+) -> Tensor:
+    """Noise against noise (NAN / SLN, Chen et al. 2021): -sum((onehot + sigma eps) log softmax).
+
+    A fresh ``eps ~ N(0, I)`` is drawn on every call (from ``generator`` if given).
+
+    Args:
+        logits: Shape ``(B, K)``.
+        labels: Shape ``(B,)`` in ``[0, K)``.
+        sigma: Standard deviation of the target noise, >= 0; 0 is plain cross-entropy.
+        generator: Optional random generator on the logits' device.
+    """
+    if not sigma >= 0.0 or not math.isfinite(sigma):
+        raise ValueError(f"sigma must be a finite number >= 0; got {sigma!r}.")
+    with torch.autocast(logits.device.type, enabled=False):
+        logits = upcast(logits)
+        check_labels(labels, logits.shape[-1])
+        target = F.one_hot(labels.long(), logits.shape[-1]).to(logits.dtype)
+        if sigma > 0:
+            noise = torch.randn(
+                logits.shape, generator=generator, device=logits.device, dtype=logits.dtype
+            )
+            target = target + sigma * noise
+        return -(target * torch.log_softmax(logits, dim=-1)).sum(-1)
+
+
+def forward_corrected_cross_entropy(
+    logits: Tensor, labels: Tensor, transition_matrix: Tensor
+) -> Tensor:
+    """Forward loss correction -log((T^T p)_y) (Patrini et al. 2017).
+
+    ``T[i, j] = P(noisy label j | true class i)``; computed in log space,
+    ``log (T^T p)_y = logsumexp_i(log p_i + log T_iy)``, so zeros in ``T`` are exact.
+
+    Args:
+        logits: Shape ``(B, K)``, the clean-class logits.
+        labels: Observed (noisy) labels, shape ``(B,)`` in ``[0, K)``.
+        transition_matrix: Row-stochastic ``(K, K)`` matrix.
+    """
+    num_classes = logits.shape[-1]
+    if transition_matrix.shape != (num_classes, num_classes):
+        raise ValueError(
+            f"transition_matrix must have shape ({num_classes}, {num_classes}); "
+            f"got {tuple(transition_matrix.shape)}."
+        )
+    with torch.autocast(logits.device.type, enabled=False):
+        check_labels(labels, num_classes)
+        log_probs = torch.log_softmax(upcast(logits), dim=-1)
+        log_t = torch.log(transition_matrix.to(log_probs))
+        columns = log_t[:, labels.long()].T  # (B, K): log T[i, y_b]
+        return -torch.logsumexp(log_probs + columns, dim=-1)
+
+
+def estimate_transition_matrix(probs: Tensor, percentile: float = 97.0) -> Tensor:
+    """Estimate ``T`` from a model's class probabilities on the noisy training data.
+
+    Row ``i`` is the predicted distribution of the example that is most confidently class ``i``
+    (Patrini et al. 2017). With ``percentile < 100`` the examples above that percentile of
+    ``p(i|x)`` are treated as outliers and the most confident of the rest is used, as in the
+    reference implementation (97).
+
+    Args:
+        probs: ``(N, K)`` predicted probabilities (of the noisy labels).
+        percentile: In (0, 100]; 100 takes the plain arg-max.
+
+    Returns:
+        ``(K, K)`` float32 row-stochastic estimate.
+    """
+    if not 0.0 < percentile <= 100.0:
+        raise ValueError(f"percentile must lie in (0, 100]; got {percentile!r}.")
+    probs = probs.float()
+    if percentile < 100.0:
+        # The 'higher' interpolation of the reference: the threshold is an observed value.
+        threshold = torch.quantile(probs, percentile / 100.0, dim=0, interpolation="higher")
+        scores = torch.where(probs >= threshold, torch.zeros_like(probs), probs)
+    else:
+        scores = probs
+    best = scores.argmax(dim=0)  # (K,): one example per class
+    estimate = probs[best]
+    return estimate / estimate.sum(-1, keepdim=True)
+
+
+def _het_logits(
+    mean: Tensor,
+    std: Tensor,
+    num_samples: int,
+    factor: Tensor | None,
+    share_samples: bool,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """Samples u = mu + d * eps_K (+ V eps_R) of shape ``(B, S, K)``."""
+    batch, num_classes = mean.shape
+    rows = 1 if share_samples else batch
+
+    def normal(*shape: int) -> Tensor:
+        return torch.randn(shape, generator=generator, device=mean.device, dtype=mean.dtype)
+
+    # eps_K is drawn first so a low-rank model with V = 0 sees the same noise as a diagonal one.
+    logits = mean[:, None, :] + std[:, None, :] * normal(rows, num_samples, num_classes)
+    if factor is not None:
+        eps_r = normal(rows, num_samples, factor.shape[-1]).expand(batch, -1, -1)
+        logits = logits + torch.einsum("bkr,bsr->bsk", factor, eps_r)
+    return logits
+
+
+def heteroscedastic_loss(
+    mean: Tensor,
+    std: Tensor,
+    labels: Tensor,
+    *,
+    num_samples: int = 100,
+    temperature: float = 1.0,
+    factor: Tensor | None = None,
+    share_samples: bool = False,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Heteroscedastic MC softmax loss -log((1/S) sum_s softmax(u_s / tau)_y).
+
+    ``u_s = mu + d * eps_s`` (Het, Kendall & Gal 2017; Het-tau with ``temperature``, Collier et
+    al. 2020), plus ``V eps_R`` when ``factor`` (``V``, shape ``(B, K, R)``) is given
+    (Het-tau-Sigma_full, Collier et al. 2021). Log-mean-exp over samples in float32; memory
+    ``O(B S K)``.
+
+    Args:
+        mean: ``mu``, shape ``(B, K)``.
+        std: ``d >= 0``, shape ``(B, K)``.
+        labels: Shape ``(B,)`` in ``[0, K)``.
+        num_samples: MC samples ``S`` >= 1.
+        temperature: ``tau`` > 0.
+        factor: Optional low-rank factor ``V`` of shape ``(B, K, R)``.
+        share_samples: Draw one set of ``eps`` for the whole batch (less memory for the noise).
+        generator: Optional random generator on the inputs' device.
+    """
+    _check_het(num_samples, temperature)
+    with torch.autocast(mean.device.type, enabled=False):
+        mean, std = upcast(mean), upcast(std).to(upcast(mean).dtype)
+        factor = None if factor is None else upcast(factor).to(mean.dtype)
+        check_labels(labels, mean.shape[-1])
+        logits = _het_logits(mean, std, num_samples, factor, share_samples, generator)
+        log_probs = torch.log_softmax(logits / temperature, dim=-1)
+        index = labels.long()[:, None, None].expand(-1, num_samples, 1)
+        log_p_y = log_probs.gather(2, index).squeeze(2)  # (B, S)
+        return math.log(num_samples) - torch.logsumexp(log_p_y, dim=1)
+
+
+def heteroscedastic_probabilities(
+    mean: Tensor,
+    std: Tensor,
+    *,
+    num_samples: int = 100,
+    temperature: float = 1.0,
+    factor: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """MC average of softmax(u_s / tau) over ``num_samples`` samples, shape ``(B, K)``."""
+    _check_het(num_samples, temperature)
+    with torch.autocast(mean.device.type, enabled=False):
+        mean = upcast(mean)
+        std = upcast(std).to(mean.dtype)
+        factor = None if factor is None else upcast(factor).to(mean.dtype)
+        logits = _het_logits(mean, std, num_samples, factor, False, generator)
+        return torch.softmax(logits / temperature, dim=-1).mean(1)
+
+
+def _check_het(num_samples: int, temperature: float) -> None:
+    if int(num_samples) != num_samples or num_samples < 1:
+        raise ValueError(f"num_samples must be an integer >= 1; got {num_samples!r}.")
+    if not temperature > 0 or not math.isfinite(temperature):
+        raise ValueError(f"temperature must be a finite number > 0; got {temperature!r}.")

@@ -1,0 +1,218 @@
+"""The baselines of the paper: limits that reduce them to cross-entropy, MC convergence, T."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ln_lightning import (
+    CrossEntropy,
+    ForwardCorrection,
+    GeneralizedCrossEntropy,
+    Heteroscedastic,
+    HeteroscedasticLowRank,
+    HeteroscedasticTemperature,
+    LabelSmoothing,
+    NoiseAgainstNoise,
+)
+from ln_lightning.losses import functional as LF
+from ln_lightning.noise import MNIST_ASYMMETRIC_MAP, expected_transition_matrix
+
+
+@pytest.fixture
+def batch():
+    gen = torch.Generator().manual_seed(0)
+    logits = 3 * torch.randn(64, 10, generator=gen, dtype=torch.float64)
+    labels = torch.randint(0, 10, (64,), generator=gen)
+    return logits, labels, LF.cross_entropy(logits, labels)
+
+
+def test_gce_limits(batch):
+    logits, labels, ce = batch
+    torch.testing.assert_close(
+        LF.generalized_cross_entropy(logits, labels, 1e-6), ce, rtol=1e-4, atol=1e-5
+    )
+    errors = [
+        (LF.generalized_cross_entropy(logits, labels, q) - ce).abs().max() for q in (0.5, 0.1, 0.01)
+    ]
+    assert errors[0] > errors[1] > errors[2]  # tends to CE as q -> 0
+    p_y = torch.softmax(logits, -1).gather(1, labels[:, None]).squeeze(1)
+    torch.testing.assert_close(LF.generalized_cross_entropy(logits, labels, 1.0), 1 - p_y)
+
+
+def test_label_smoothing_zero_is_ce_and_one_is_uniform(batch):
+    logits, labels, ce = batch
+    torch.testing.assert_close(LF.label_smoothing_cross_entropy(logits, labels, 0.0), ce)
+    uniform = -torch.log_softmax(logits, -1).mean(-1)
+    torch.testing.assert_close(LF.label_smoothing_cross_entropy(logits, labels, 1.0), uniform)
+
+
+def test_nan_sigma_zero_is_ce_and_noise_is_zero_mean(batch):
+    logits, labels, ce = batch
+    torch.testing.assert_close(LF.noisy_target_cross_entropy(logits, labels, 0.0), ce)
+    gen = torch.Generator().manual_seed(1)
+    draws = torch.stack(
+        [LF.noisy_target_cross_entropy(logits, labels, 0.5, generator=gen) for _ in range(2000)]
+    )
+    assert not torch.allclose(draws[0], draws[1])
+    # E[eps] = 0: the mean over draws is CE within 5 standard errors sigma |log p| / sqrt(n).
+    standard_error = 0.5 * torch.log_softmax(logits, -1).norm(dim=-1) / len(draws) ** 0.5
+    assert ((draws.mean(0) - ce).abs() < 5 * standard_error).all()
+    loss = NoiseAgainstNoise(sigma=0.5)
+    outputs = {"logits": logits}
+    torch.testing.assert_close(loss.eval()(outputs, labels), ce.mean())  # no noise in eval
+
+
+def test_forward_with_identity_is_ce_and_matches_the_definition(batch):
+    logits, labels, ce = batch
+    eye = torch.eye(10, dtype=torch.float64)
+    torch.testing.assert_close(LF.forward_corrected_cross_entropy(logits, labels, eye), ce)
+    t = expected_transition_matrix(10, "asymmetric", 0.4, MNIST_ASYMMETRIC_MAP).double()
+    p = torch.softmax(logits, -1)
+    want = -torch.log((p @ t).gather(1, labels[:, None]).squeeze(1))
+    torch.testing.assert_close(LF.forward_corrected_cross_entropy(logits, labels, t), want)
+
+
+def test_forward_module_phases_and_validation(batch):
+    logits, labels, ce = batch
+    loss = ForwardCorrection(warmup_epochs=2)
+    loss.setup(10)
+    torch.testing.assert_close(loss({"logits": logits}, labels), ce.mean())  # warm-up: CE
+    given = ForwardCorrection(transition_matrix=torch.eye(10).tolist())
+    given.setup(10)
+    torch.testing.assert_close(given({"logits": logits}, labels), ce.mean())
+    with pytest.raises(ValueError, match="10 x 10"):
+        ForwardCorrection(transition_matrix=torch.eye(3).tolist()).setup(10)
+    with pytest.raises(ValueError, match="row-stochastic"):
+        ForwardCorrection(transition_matrix=(2 * torch.eye(3)).tolist())
+    with pytest.raises(ValueError, match="'data' or None"):
+        ForwardCorrection(transition_matrix="estimated")
+
+
+def test_transition_estimate_recovers_the_rows_of_confident_examples():
+    true_t = expected_transition_matrix(4, "asymmetric", 0.3, {0: 1, 2: 3})
+    # A perfect noisy-posterior model: each example's prediction is the row of its class, blurred
+    # towards uniform; the anchor of class i (the highest p(i|x)) is then an unblurred example.
+    blur = torch.linspace(0.0, 0.5, 50)
+    probs = torch.cat([(1 - b) * true_t[i] + b / 4 for i in range(4) for b in blur])
+    probs = probs.view(-1, 4)
+    torch.testing.assert_close(LF.estimate_transition_matrix(probs, percentile=100.0), true_t)
+    robust = LF.estimate_transition_matrix(probs, percentile=97.0)
+    torch.testing.assert_close(robust.sum(-1), torch.ones(4))
+    assert (robust.diagonal() > 0.5).all()
+
+
+@pytest.mark.parametrize("num_samples", [1, 7, 100])
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_het_with_zero_scale_is_ce(batch, num_samples, temperature):
+    logits, labels, _ = batch
+    het = LF.heteroscedastic_loss(
+        logits, torch.zeros_like(logits), labels, num_samples=num_samples, temperature=temperature
+    )
+    torch.testing.assert_close(het, LF.cross_entropy(logits / temperature, labels))
+
+
+def test_low_rank_with_zero_factor_is_het_tau(batch):
+    logits, labels, _ = batch
+    std = torch.rand_like(logits)
+    kwargs = dict(num_samples=16, temperature=0.5)
+    het = LF.heteroscedastic_loss(
+        logits, std, labels, generator=torch.Generator().manual_seed(3), **kwargs
+    )
+    low_rank = LF.heteroscedastic_loss(
+        logits, std, labels, factor=torch.zeros(64, 10, 3, dtype=logits.dtype),
+        generator=torch.Generator().manual_seed(3), **kwargs,
+    )  # fmt: skip
+    torch.testing.assert_close(low_rank, het)
+
+
+@pytest.mark.parametrize("factor_rank", [0, 2])
+def test_het_mc_estimate_converges(batch, factor_rank):
+    logits, labels, _ = batch
+    logits, labels = logits[:8] / 3, labels[:8]
+    std = torch.ones_like(logits)
+    factor = 0.7 * torch.ones(8, 10, factor_rank, dtype=logits.dtype) if factor_rank else None
+    gen = torch.Generator().manual_seed(0)
+
+    def estimate(samples):
+        return LF.heteroscedastic_loss(
+            logits, std, labels, num_samples=samples, factor=factor, generator=gen
+        )
+
+    reference = estimate(200_000)
+    errors = []
+    for samples in (10, 100, 1000):
+        draws = torch.stack([estimate(samples) for _ in range(20)])
+        errors.append((draws - reference).abs().mean().item())
+    # The error shrinks like 1 / sqrt(S): about 10x from 10 to 1000 samples.
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[2] < errors[0] / 5 and errors[2] < 0.05
+    shared = LF.heteroscedastic_loss(
+        logits, std, labels, num_samples=20_000, factor=factor, share_samples=True, generator=gen
+    )
+    torch.testing.assert_close(shared, reference, rtol=0.02, atol=0.02)
+
+
+def test_het_modules_heads_predictions_and_validation():
+    outputs = {
+        "mean": torch.randn(5, 10),
+        "scale": torch.full((5, 10), -20.0),  # softplus ~ 0: the MC predictive is softmax(mu/tau)
+        "factor": torch.zeros(5, 20),
+    }
+    for loss in (
+        Heteroscedastic(),
+        HeteroscedasticTemperature(temperature=0.5),
+        HeteroscedasticLowRank(temperature=0.5, num_factors=2),
+    ):
+        probs = loss.predict_proba(outputs)
+        want = torch.softmax(outputs["mean"] / loss.temperature, -1)
+        torch.testing.assert_close(probs, want, rtol=0, atol=2e-3)
+        torch.testing.assert_close(loss.predict_proba(outputs), probs)  # deterministic
+        assert torch.isfinite(loss(outputs, torch.arange(5)))
+    assert HeteroscedasticLowRank(num_factors=4).head_shapes(10) == {
+        "mean": 10, "scale": 10, "factor": 40,
+    }  # fmt: skip
+    assert Heteroscedastic(predict_with="mean").prediction_heads == ("mean",)
+    for kwargs, match in (
+        ({"num_samples": 0}, "num_samples"),
+        ({"temperature": 0}, "temperature"),
+        ({"num_factors": 0}, "num_factors"),
+        ({"predict_with": "median"}, "predict_with"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            HeteroscedasticLowRank(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda: GeneralizedCrossEntropy(q=0), r"q must lie in \(0, 1\]"),
+        (lambda: GeneralizedCrossEntropy(q=1.5), r"q must lie in \(0, 1\]"),
+        (lambda: LabelSmoothing(smoothing=-0.1), r"smoothing must lie in \[0, 1\]"),
+        (lambda: NoiseAgainstNoise(sigma=-1), "sigma must be"),
+        (lambda: ForwardCorrection(warmup_epochs=0), "warmup_epochs"),
+    ],
+)
+def test_invalid_hyper_parameters(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_losses_are_float32_under_bf16_autocast():
+    layer = torch.nn.Linear(8, 40)
+    x, y = torch.randn(6, 8), torch.randint(0, 10, (6,))
+    losses = [
+        CrossEntropy(), LabelSmoothing(0.3), GeneralizedCrossEntropy(0.5), NoiseAgainstNoise(0.5),
+        Heteroscedastic(num_samples=4), HeteroscedasticLowRank(num_factors=2, num_samples=4),
+    ]  # fmt: skip
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x)
+        outputs = {
+            "logits": out[:, :10],
+            "mean": out[:, :10],
+            "scale": out[:, 10:20],
+            "factor": out[:, 20:],
+        }
+        for loss in losses:
+            value = loss(outputs, y)
+            assert value.dtype == torch.float32 and torch.isfinite(value), type(loss).__name__
