@@ -61,3 +61,29 @@ def test_every_loss_trains_from_the_cli(path, tmp_path):
     if path.stem == "forward":
         assert bool(loss.transition_ready)
         assert (tmp_path.rglob("transition_matrix.csv")).__next__().exists()
+
+
+def quick_forward(tmp_path: Path, *extra: str):
+    return run_cli(
+        [
+            "fit", "--config", str(ROOT / "cli.yaml"),
+            "--config", str(ROOT / "zoo/configs/losses/forward.yaml"), *extra,
+            "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
+            "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false",
+            "--test_after_fit=false", f"--trainer.logger.init_args.save_dir={tmp_path}",
+        ]
+    )  # fmt: skip
+
+
+def test_forward_takes_the_true_matrix_from_the_data_module(tmp_path):
+    cli = quick_forward(tmp_path, "--model.loss.transition_matrix=data")
+    loss = cli.model.loss
+    assert bool(loss.transition_ready)
+    torch.testing.assert_close(loss.transition_matrix, cli.datamodule.transition_matrix)
+    assert loss.transition_matrix[7, 1] == pytest.approx(0.4)
+
+
+def test_forward_takes_a_matrix_from_the_command_line(tmp_path):
+    matrix = (0.91 * torch.eye(10) + 0.009).tolist()
+    cli = quick_forward(tmp_path, f"--model.loss.transition_matrix={matrix}")
+    torch.testing.assert_close(cli.model.loss.transition_matrix, torch.tensor(matrix))

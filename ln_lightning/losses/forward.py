@@ -100,7 +100,11 @@ class ForwardCorrection(SoftmaxLoss):
         self.transition_ready.fill_(True)
         rows = "\n".join("  " + " ".join(f"{v:.3f}" for v in row) for row in matrix.tolist())
         rank_zero_info(f"ForwardCorrection: transition matrix ({how}):\n{rows}")
-        module.log("forward/transition_diag_mean", matrix.diagonal().mean(), rank_zero_only=True)
+        for logger in module.loggers:  # self.log is not allowed in on_fit_start
+            logger.log_metrics(
+                {"forward/transition_diag_mean": float(matrix.diagonal().mean())},
+                step=module.global_step,
+            )
         log_dir = module.trainer.log_dir if module.trainer is not None else None
         if log_dir and module.trainer.is_global_zero:
             Path(log_dir).mkdir(parents=True, exist_ok=True)

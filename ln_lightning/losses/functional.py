@@ -505,7 +505,7 @@ def heteroscedastic_loss(
         share_samples: Draw one set of ``eps`` for the whole batch (less memory for the noise).
         generator: Optional random generator on the inputs' device.
     """
-    _check_het(num_samples, temperature)
+    check_het_hparams(num_samples, temperature)
     with torch.autocast(mean.device.type, enabled=False):
         mean, std = upcast(mean), upcast(std).to(upcast(mean).dtype)
         factor = None if factor is None else upcast(factor).to(mean.dtype)
@@ -527,7 +527,7 @@ def heteroscedastic_probabilities(
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """MC average of softmax(u_s / tau) over ``num_samples`` samples, shape ``(B, K)``."""
-    _check_het(num_samples, temperature)
+    check_het_hparams(num_samples, temperature)
     with torch.autocast(mean.device.type, enabled=False):
         mean = upcast(mean)
         std = upcast(std).to(mean.dtype)
@@ -536,7 +536,8 @@ def heteroscedastic_probabilities(
         return torch.softmax(logits / temperature, dim=-1).mean(1)
 
 
-def _check_het(num_samples: int, temperature: float) -> None:
+def check_het_hparams(num_samples: int, temperature: float) -> None:
+    """Raise ``ValueError`` naming the first invalid heteroscedastic hyper-parameter."""
     if int(num_samples) != num_samples or num_samples < 1:
         raise ValueError(f"num_samples must be an integer >= 1; got {num_samples!r}.")
     if not temperature > 0 or not math.isfinite(temperature):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Literal
 
@@ -33,10 +32,7 @@ class _HeteroscedasticBase(NoisyLabelLoss):
         reduction: str,
     ) -> None:
         super().__init__(reduction=reduction)
-        if not temperature > 0 or not math.isfinite(temperature):
-            raise ValueError(f"temperature must be a finite number > 0; got {temperature!r}.")
-        if int(num_samples) != num_samples or num_samples < 1:
-            raise ValueError(f"num_samples must be an integer >= 1; got {num_samples!r}.")
+        LF.check_het_hparams(num_samples, temperature)
         if not min_std >= 0:
             raise ValueError(f"min_std must be >= 0; got {min_std!r}.")
         if predict_with not in PREDICT_MODES:

@@ -1,0 +1,131 @@
+"""Per-step time of every loss relative to cross-entropy on the same batch.
+
+For each shipped loss config (``zoo/configs/losses/*.yaml``) this builds the same
+``NoisyLabelClassifier`` (same backbone, heads as the loss declares) and times, on one fixed
+batch:
+
+* ``step``: a full training step (forward, loss, backward, Adam update);
+* ``loss``: the loss alone, forward and backward, on fixed head outputs.
+
+Medians over ``--repeats`` after ``--warmup`` untimed runs; ratios are to CE in the same run.
+
+    python benchmarks/loss_step_time.py                        # digits batch, small_cnn, CPU
+    python benchmarks/loss_step_time.py --batch-size 256 --num-classes 100 --input-shape 3 32 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+import yaml
+from jsonargparse import ArgumentParser
+
+from ln_lightning import NoisyLabelClassifier, NoisyLabelLoss
+
+CONFIGS = Path(__file__).resolve().parents[1] / "zoo" / "configs" / "losses"
+ORDER = ["ce", "ls", "gce", "nan", "forward", "het", "het_tau", "het_tau_full", "ln"]
+
+
+def load_loss(path: Path) -> NoisyLabelLoss:
+    """Instantiate the loss of a loss config with jsonargparse, as the CLI does."""
+    parser = ArgumentParser()
+    parser.add_argument("--loss", type=NoisyLabelLoss)
+    config = yaml.safe_load(path.read_text())["model"]["init_args"]
+    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes
+    return instantiate(parser.parse_object(config)).loss
+
+
+def median_seconds(fn, repeats: int, warmup: int, device: torch.device) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def train_step(model: NoisyLabelClassifier, optimizer, inputs, labels) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    model.loss(model(inputs), labels).backward()
+    optimizer.step()
+
+
+def loss_step(loss: NoisyLabelLoss, fixed: dict, labels) -> None:
+    outputs = {k: v.clone().requires_grad_() for k, v in fixed.items()}
+    loss(outputs, labels).backward()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backbone", default="small_cnn")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--num-classes", type=int, default=10)
+    parser.add_argument("--input-shape", type=int, nargs="+", default=[1, 8, 8])
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+
+    device = torch.device(args.device)
+    gen = torch.Generator().manual_seed(0)
+    inputs = torch.randn(args.batch_size, *args.input_shape, generator=gen).to(device)
+    labels = torch.randint(0, args.num_classes, (args.batch_size,), generator=gen).to(device)
+
+    rows = []
+    for name in ORDER:
+        loss = load_loss(CONFIGS / f"{name}.yaml")
+        torch.manual_seed(0)
+        model = NoisyLabelClassifier(
+            backbone=args.backbone,
+            loss=loss,
+            num_classes=args.num_classes,
+            input_shape=args.input_shape,
+        ).to(device)
+        if name == "forward":  # time the corrected loss, not the CE warm-up
+            loss.transition_ready.fill_(True)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        with torch.no_grad():
+            fixed = {k: v.detach() for k, v in model(inputs).items()}
+        rows.append(
+            (
+                name,
+                median_seconds(
+                    partial(train_step, model, optimizer, inputs, labels),
+                    args.repeats,
+                    args.warmup,
+                    device,
+                ),
+                median_seconds(
+                    partial(loss_step, model.loss, fixed, labels), args.repeats, args.warmup, device
+                ),
+            )
+        )
+
+    ce_step, ce_loss = rows[0][1], rows[0][2]
+    print(
+        f"device={device}, backbone={args.backbone}, batch={args.batch_size}, "
+        f"K={args.num_classes}, input={tuple(args.input_shape)}, "
+        f"threads={torch.get_num_threads()}, median of {args.repeats}"
+    )
+    print("| loss | step (ms) | step / CE | loss fwd+bwd (ms) | loss / CE |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, step_s, loss_s in rows:
+        print(
+            f"| {name} | {1e3 * step_s:.2f} | {step_s / ce_step:.2f} | "
+            f"{1e3 * loss_s:.3f} | {loss_s / ce_loss:.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
