@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from ln_lightning.noise import MNIST_ASYMMETRIC_MAP, asymmetric_noise, inject_noise, symmetric_noise
+from ln_lightning.noise import (
+    ASYMMETRIC_MAPS,
+    MNIST_ASYMMETRIC_MAP,
+    asymmetric_noise,
+    expected_transition_matrix,
+    inject_noise,
+    load_noisy_labels,
+    pairflip_noise,
+    save_noisy_labels,
+    symmetric_noise,
+    transition_noise,
+)
 
 
 def balanced_labels(n: int = 50_000, num_classes: int = 10) -> torch.Tensor:
@@ -76,3 +89,94 @@ def test_invalid_inputs():
         asymmetric_noise(balanced_labels(10), 10, 0.2, {3: 12})
     with pytest.raises(ValueError, match="class_map"):
         inject_noise(balanced_labels(10), 10, "asymmetric", 0.2)
+
+
+def within_binomial(observed: float, expected: float, n: int, sigmas: float = 4.0) -> bool:
+    return abs(observed - expected) <= sigmas * math.sqrt(max(expected * (1 - expected), 1e-12) / n)
+
+
+def test_symmetric_other_classes_only_changes_every_resampled_label():
+    labels = balanced_labels()
+    result = symmetric_noise(labels, 10, 0.4, seed=0, include_true_class=False)
+    assert within_binomial(result.realised_rate, 0.4, len(labels))
+    off_diagonal = result.transition_matrix - torch.diag(result.transition_matrix.diagonal())
+    assert (off_diagonal[0, 1:] > 0.02).all()  # spread over all other classes
+
+
+def test_pairflip_and_builtin_maps_are_exact():
+    labels = torch.arange(100).repeat(500)
+    result = pairflip_noise(labels, 100, 0.45, seed=2)
+    changed = result.is_corrupted
+    assert torch.equal(result.noisy_labels[changed], (labels[changed] + 1) % 100)
+    assert within_binomial(result.realised_rate, 0.45, len(labels))
+    cifar100 = inject_noise(labels, 100, "asymmetric", 0.45, ASYMMETRIC_MAPS["cifar100"], seed=2)
+    assert torch.equal(cifar100.noisy_labels, result.noisy_labels)  # the same noise model
+    assert ASYMMETRIC_MAPS["cifar10"] == {2: 0, 3: 5, 5: 3, 4: 7}
+    assert ASYMMETRIC_MAPS["fashion_mnist"] == {0: 6, 2: 4, 5: 7, 9: 7}
+
+
+@pytest.mark.parametrize(
+    ("noise_type", "class_map"),
+    [
+        ("symmetric", None),
+        ("symmetric_other", None),
+        ("asymmetric", MNIST_ASYMMETRIC_MAP),
+        ("pairflip", None),
+    ],
+)
+def test_realised_matrix_matches_the_design(noise_type, class_map):
+    labels = balanced_labels()
+    result = inject_noise(labels, 10, noise_type, 0.3, class_map, seed=7)
+    design = expected_transition_matrix(10, noise_type, 0.3, class_map)
+    torch.testing.assert_close(result.transition_matrix, design, atol=0.03, rtol=0)
+    expected_rate = float((1 - design.diagonal()).mean())  # balanced classes
+    assert within_binomial(result.realised_rate, expected_rate, len(labels))
+
+
+def test_arbitrary_transition_matrix():
+    gen = torch.Generator().manual_seed(0)
+    matrix = torch.softmax(2 * torch.randn(10, 10, generator=gen), dim=1)
+    labels = balanced_labels()
+    result = transition_noise(labels, matrix, seed=1)
+    torch.testing.assert_close(result.transition_matrix, matrix, atol=0.03, rtol=0)
+    via_dispatch = inject_noise(labels, 10, "transition", 0.0, seed=1, transition_matrix=matrix)
+    assert torch.equal(via_dispatch.noisy_labels, result.noisy_labels)
+    with pytest.raises(ValueError, match="row-stochastic"):
+        transition_noise(labels, 2 * torch.eye(10))
+    with pytest.raises(ValueError, match="needs a transition_matrix"):
+        inject_noise(labels, 10, "transition", 0.0)
+
+
+SCRIPT = """
+import torch
+from ln_lightning.noise import inject_noise, MNIST_ASYMMETRIC_MAP
+labels = torch.arange(20_000) % 10
+for kind in ("symmetric", "asymmetric", "pairflip"):
+    r = inject_noise(labels, 10, kind, 0.4, MNIST_ASYMMETRIC_MAP, seed=11)
+    print(kind, int((r.noisy_labels * torch.arange(20_000)).sum()))
+"""
+
+
+def test_same_seed_same_labels_in_two_processes():
+    outputs = [
+        subprocess.run(
+            [sys.executable, "-c", SCRIPT], capture_output=True, text=True, check=True
+        ).stdout
+        for _ in range(2)
+    ]
+    assert outputs[0] == outputs[1] and outputs[0].count("\n") == 3
+
+
+def test_noisy_labels_file_roundtrip(tmp_path):
+    labels = balanced_labels(1000)
+    result = inject_noise(labels, 10, "symmetric", 0.5, seed=3)
+    path = tmp_path / "noisy.csv"
+    save_noisy_labels(path, labels, result.noisy_labels)
+    assert path.read_text().splitlines()[0] == "index,clean_label,noisy_label"
+    clean, noisy = load_noisy_labels(path)
+    assert torch.equal(clean, labels) and torch.equal(noisy, result.noisy_labels)
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="header"):
+        load_noisy_labels(tmp_path / "bad.csv")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_noisy_labels(tmp_path / "missing.csv")

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from ln_lightning.losses import functional as LF
 from ln_lightning.losses.softmax import SoftmaxLoss
+from ln_lightning.noise import check_transition_matrix
 
 
 class ForwardCorrection(SoftmaxLoss):
@@ -118,21 +119,6 @@ class ForwardCorrection(SoftmaxLoss):
         if not bool(self.transition_ready):
             return LF.cross_entropy(logits, labels)  # warm-up phase
         return LF.forward_corrected_cross_entropy(logits, labels, self.transition_matrix)
-
-
-def check_transition_matrix(matrix: Tensor, num_classes: int) -> None:
-    """Raise ``ValueError`` unless ``matrix`` is a row-stochastic ``K x K`` matrix."""
-    if matrix.shape != (num_classes, num_classes):
-        raise ValueError(
-            f"transition_matrix must be {num_classes} x {num_classes} for {num_classes} classes; "
-            f"got shape {tuple(matrix.shape)}."
-        )
-    rows = matrix.sum(-1)
-    if (matrix < 0).any() or not torch.allclose(rows, torch.ones_like(rows), atol=1e-4):
-        raise ValueError(
-            "transition_matrix must be row-stochastic: entries >= 0 and each row summing to 1 "
-            "(row i is P(noisy label | true class i))."
-        )
 
 
 @torch.no_grad()

@@ -216,3 +216,18 @@ def test_losses_are_float32_under_bf16_autocast():
         for loss in losses:
             value = loss(outputs, y)
             assert value.dtype == torch.float32 and torch.isfinite(value), type(loss).__name__
+
+
+def test_het_sampling_is_reproducible_from_the_global_seed():
+    outputs = {
+        "mean": torch.randn(4, 10),
+        "scale": torch.randn(4, 10),
+        "factor": torch.randn(4, 20),
+    }
+    labels = torch.arange(4)
+    loss = HeteroscedasticLowRank(num_factors=2, num_samples=8)
+    torch.manual_seed(5)
+    first = loss(outputs, labels)
+    torch.manual_seed(5)
+    torch.testing.assert_close(loss(outputs, labels), first)
+    assert not torch.equal(loss(outputs, labels), first)  # fresh samples on the next step
