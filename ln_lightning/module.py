@@ -168,7 +168,8 @@ class NoisyLabelClassifier(pl.LightningModule):
         self.lr_scheduler_factory = lr_scheduler
 
         def accuracy() -> MulticlassAccuracy:
-            return MulticlassAccuracy(num_classes=num_classes, average="micro")
+            # ignore_index: clean labels are -1 where unknown (e.g. most of Clothing1M).
+            return MulticlassAccuracy(num_classes=num_classes, average="micro", ignore_index=-1)
 
         self.train_acc_noisy, self.train_acc_clean = accuracy(), accuracy()
         self.val_acc_noisy, self.val_acc_clean = accuracy(), accuracy()

@@ -88,12 +88,20 @@ def realised_transition_matrix(clean: Tensor, noisy: Tensor, num_classes: int) -
     return torch.where(totals > 0, counts / totals.clamp_min(1), eye).float()
 
 
-def _result(clean: Tensor, noisy: Tensor, num_classes: int) -> NoiseResult:
-    corrupted = noisy != clean
-    rate = float(corrupted.float().mean()) if clean.numel() else 0.0
-    return NoiseResult(
-        noisy, corrupted, rate, realised_transition_matrix(clean, noisy, num_classes)
-    )
+def noise_from_labels(clean: Tensor, noisy: Tensor, num_classes: int) -> NoiseResult:
+    """Describe given noisy labels (e.g. CIFAR-N's human labels) as a :class:`NoiseResult`.
+
+    Clean labels of ``-1`` mean unknown: such examples count as uncorrupted and are left out of
+    the realised rate and the transition matrix.
+    """
+    clean, noisy = torch.as_tensor(clean).long().cpu(), torch.as_tensor(noisy).long().cpu()
+    if clean.shape != noisy.shape:
+        raise ValueError(f"clean and noisy labels differ in shape: {clean.shape} vs {noisy.shape}.")
+    known = clean >= 0
+    corrupted = known & (noisy != clean)
+    rate = float(corrupted.sum() / known.sum()) if known.any() else 0.0
+    matrix = realised_transition_matrix(clean[known], noisy[known], num_classes)
+    return NoiseResult(noisy, corrupted, rate, matrix)
 
 
 def asymmetric_noise(
@@ -124,7 +132,7 @@ def asymmetric_noise(
     generator = torch.Generator().manual_seed(seed)
     flip = torch.rand(labels.shape, generator=generator) < noise_rate
     noisy = torch.where(flip, lookup[labels], labels)
-    return _result(labels, noisy, num_classes)
+    return noise_from_labels(labels, noisy, num_classes)
 
 
 def symmetric_noise(
@@ -150,7 +158,7 @@ def symmetric_noise(
         new = (
             labels + torch.randint(1, num_classes, labels.shape, generator=generator)
         ) % num_classes
-    return _result(labels, torch.where(resample, new, labels), num_classes)
+    return noise_from_labels(labels, torch.where(resample, new, labels), num_classes)
 
 
 def pairflip_noise(
@@ -180,7 +188,7 @@ def transition_noise(labels: Tensor, transition_matrix: Tensor, seed: int = 0) -
     for source, members in zip(range(num_classes), torch.split(order, counts), strict=True):
         if len(members):
             noisy[members] = torch.searchsorted(cumulative[source], uniform[members], right=True)
-    return _result(labels, noisy.clamp_max(num_classes - 1), num_classes)
+    return noise_from_labels(labels, noisy.clamp_max(num_classes - 1), num_classes)
 
 
 def check_transition_matrix(matrix: Tensor, num_classes: int) -> None:
@@ -272,7 +280,7 @@ def inject_noise(
     _check_noise_rate(noise_rate)
     if noise_type == "none" or noise_rate == 0.0:
         labels = _check_labels(labels, num_classes)
-        return _result(labels, labels.clone(), num_classes)
+        return noise_from_labels(labels, labels.clone(), num_classes)
     if noise_type in ("symmetric", "symmetric_other"):
         return symmetric_noise(labels, num_classes, noise_rate, seed, noise_type == "symmetric")
     if noise_type == "pairflip":

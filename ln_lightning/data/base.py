@@ -3,42 +3,82 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ln_lightning.data.dataset import NoisyLabelDataset
+from ln_lightning.data.dataset import InputSource, NoisyLabelDataset
 from ln_lightning.noise import (
     NOISE_TYPES,
     NoiseResult,
     expected_transition_matrix,
     inject_noise,
+    load_noisy_labels,
+    noise_from_labels,
+    save_noisy_labels,
 )
+
+Transform = Callable[[Any], Any]
+
+
+@dataclass
+class DataSplits:
+    """What a data module loads.
+
+    Attributes:
+        train_inputs: The training pool: a tensor ``(N, ...)`` or a dataset whose item ``i`` is
+            the input (or an ``(input, label)`` pair).
+        train_labels: True labels of the pool, ``(N,)``; ``-1`` where unknown (Clothing1M).
+        test_inputs: Clean test inputs.
+        test_labels: Clean test labels.
+        train_noisy_labels: Real-world noisy labels of the pool (CIFAR-N, Clothing1M); when
+            given, no synthetic noise is drawn.
+        val_inputs: A provided validation split (e.g. Clothing1M's clean one) instead of a
+            ``val_fraction`` cut of the noisy pool.
+        val_labels: Labels of ``val_inputs``.
+    """
+
+    train_inputs: InputSource
+    train_labels: Tensor
+    test_inputs: InputSource
+    test_labels: Tensor
+    train_noisy_labels: Tensor | None = None
+    val_inputs: InputSource | None = None
+    val_labels: Tensor | None = None
 
 
 class NoisyLabelDataModule(pl.LightningDataModule):
-    """Train / noisy validation / clean test splits with synthetic label noise.
+    """Train / noisy validation / clean test splits with label noise.
 
-    Subclasses only say where the data comes from (:meth:`load_arrays`) and set
-    :attr:`num_classes`, :attr:`input_shape` and, for asymmetric noise, :attr:`default_class_map`.
+    Subclasses only say where the data comes from (:meth:`load_splits`), set
+    :attr:`num_classes`, :attr:`input_shape` and, for asymmetric noise, :attr:`default_class_map`,
+    and may override :meth:`train_transform`, :meth:`eval_transform` and :meth:`train_sampler`.
 
-    Noise is injected into the whole training pool from ``seed``; the validation split
-    (``val_fraction`` of the pool, drawn from the same seed) is therefore noisy too, as in the
-    paper; the test set stays clean. Batches are :class:`NoisySample` tuples
-    ``(input, noisy label, clean label, index)``.
+    Noise is drawn once, from ``seed``, over the whole training pool (vectorised, so identical on
+    every DDP rank and after a resume); the validation split (``val_fraction`` of the pool, from
+    the same seed) is therefore noisy too, as in the paper; the test set stays clean. Batches are
+    :class:`NoisySample` tuples ``(input, noisy label, clean label, index)``.
 
     Args:
-        noise_type: ``none``, ``symmetric`` or ``asymmetric``.
+        noise_type: One of :data:`ln_lightning.noise.NOISE_TYPES`.
         noise_rate: Corruption probability in [0, 1).
         class_map: Source -> target class for asymmetric noise; the data set's own map if ``None``.
+        transition_matrix: ``K x K`` row-stochastic matrix for ``noise_type="transition"``.
         val_fraction: Fraction of the training pool held out as the noisy validation split.
         batch_size: Batch size of every loader.
         num_workers: DataLoader worker processes.
         seed: Seed of the noise and of the validation split (not of the model).
+        noisy_labels_file: Read the pool's noisy labels from this CSV (written by
+            ``save_noisy_labels_to`` or :func:`ln_lightning.noise.save_noisy_labels`) instead of
+            drawing them; its clean labels must match the data.
+        save_noisy_labels_to: Write the pool's ``index,clean_label,noisy_label`` CSV here.
     """
 
     num_classes: int
@@ -50,10 +90,13 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         noise_type: str = "asymmetric",
         noise_rate: float = 0.4,
         class_map: dict[int, int] | None = None,
+        transition_matrix: list[list[float]] | None = None,
         val_fraction: float = 0.1,
         batch_size: int = 128,
         num_workers: int = 0,
         seed: int = 0,
+        noisy_labels_file: str | None = None,
+        save_noisy_labels_to: str | None = None,
     ) -> None:
         super().__init__()
         if noise_type not in NOISE_TYPES:
@@ -64,19 +107,41 @@ class NoisyLabelDataModule(pl.LightningDataModule):
             raise ValueError(f"val_fraction must lie in (0, 1); got {val_fraction!r}.")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size!r}.")
-        self.save_hyperparameters()
+        if noise_type == "transition" and transition_matrix is None:
+            raise ValueError("noise_type='transition' needs transition_matrix (a K x K list).")
         self.noise_type = noise_type
         self.noise_rate = noise_rate
         self.class_map = class_map
+        self.noise_transition_matrix = transition_matrix
         self.val_fraction = val_fraction
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
+        self.noisy_labels_file = noisy_labels_file
+        self.save_noisy_labels_to = save_noisy_labels_to
         self.noise: NoiseResult | None = None
         self.train_set: NoisyLabelDataset | None = None
         self.val_set: NoisyLabelDataset | None = None
         self.test_set: NoisyLabelDataset | None = None
 
+    # ------------------------------------------------------------ what subclasses provide
+    @abstractmethod
+    def load_splits(self) -> DataSplits:
+        """Load the training pool and the test set (clean labels)."""
+
+    def train_transform(self) -> Transform | None:
+        """Transform of training inputs (augmentation); ``None`` keeps inputs as loaded."""
+        return None
+
+    def eval_transform(self) -> Transform | None:
+        """Transform of validation, test and predict inputs."""
+        return None
+
+    def train_sampler(self, dataset: NoisyLabelDataset) -> Sampler | None:
+        """A sampler for the training loader; ``None`` shuffles."""
+        return None
+
+    # ------------------------------------------------------------ noise
     @property
     def transition_matrix(self) -> Tensor:
         """The true ``K x K`` transition matrix of the configured noise (its design, not a fit).
@@ -84,74 +149,232 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         ``ForwardCorrection(transition_matrix="data")`` reads it; the realised matrix of the
         drawn labels is ``self.noise.transition_matrix`` after ``setup``.
         """
+        if self.noise_type != "transition" and self._has_real_noise():
+            if self.noise is None:
+                self.setup()
+            return self.noise.transition_matrix
         return expected_transition_matrix(
-            self.num_classes, self.noise_type, self.noise_rate, self._class_map()
+            self.num_classes,
+            self.noise_type,
+            self.noise_rate,
+            self._class_map(),
+            self.noise_transition_matrix,
         )
+
+    def _has_real_noise(self) -> bool:
+        """Whether the data set brings its own noisy labels (then its realised T is the truth)."""
+        return False
 
     def _class_map(self) -> Mapping[int, int] | None:
         return self.class_map if self.class_map is not None else self.default_class_map
 
-    @abstractmethod
-    def load_arrays(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``(train_inputs, train_labels, test_inputs, test_labels)`` with clean labels."""
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
-        train_x, train_y, test_x, test_y = self.load_arrays()
-        self.noise = inject_noise(
-            train_y,
+    def _draw_noise(self, splits: DataSplits) -> NoiseResult:
+        clean = splits.train_labels.long()
+        if self.noisy_labels_file is not None:
+            file_clean, noisy = load_noisy_labels(self.noisy_labels_file)
+            if not torch.equal(file_clean, clean):
+                raise ValueError(
+                    f"{self.noisy_labels_file} was written for other data: its clean labels "
+                    f"({len(file_clean)}) do not match this data set's training pool "
+                    f"({len(clean)})."
+                )
+            return noise_from_labels(clean, noisy, self.num_classes)
+        if splits.train_noisy_labels is not None:
+            return noise_from_labels(clean, splits.train_noisy_labels.long(), self.num_classes)
+        return inject_noise(
+            clean,
             self.num_classes,
             self.noise_type,
             self.noise_rate,
             self._class_map(),
             self.seed,
+            self.noise_transition_matrix,
         )
-        generator = torch.Generator().manual_seed(self.seed + 1)
-        order = torch.randperm(len(train_y), generator=generator)
-        num_val = max(1, round(self.val_fraction * len(train_y)))
-        val_idx, train_idx = order[:num_val].sort().values, order[num_val:].sort().values
-        noisy = self.noise.noisy_labels
-        self.train_set = NoisyLabelDataset(train_x, noisy, train_y, train_idx)
-        self.val_set = NoisyLabelDataset(train_x, noisy, train_y, val_idx)
-        self.test_set = NoisyLabelDataset(test_x, test_y, test_y, torch.arange(len(test_y)))
+
+    # ------------------------------------------------------------ Lightning hooks
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        splits = self.load_splits()
+        check_split_labels(splits, self.num_classes, type(self).__name__)
+        self.noise = self._draw_noise(splits)
+        noisy, clean = self.noise.noisy_labels, splits.train_labels.long()
+        train_tf, eval_tf = self.train_transform(), self.eval_transform()
+        if splits.val_inputs is None:
+            generator = torch.Generator().manual_seed(self.seed + 1)
+            order = torch.randperm(len(clean), generator=generator)
+            num_val = max(1, round(self.val_fraction * len(clean)))
+            val_idx, train_idx = order[:num_val].sort().values, order[num_val:].sort().values
+            if len(train_idx) == 0:
+                raise ValueError(f"{type(self).__name__}: the training pool is too small to split.")
+            self.val_set = NoisyLabelDataset(splits.train_inputs, noisy, clean, val_idx, eval_tf)
+        else:
+            train_idx = torch.arange(len(clean))
+            val_labels = splits.val_labels.long()
+            self.val_set = NoisyLabelDataset(
+                splits.val_inputs, val_labels, val_labels, torch.arange(len(val_labels)), eval_tf
+            )
+        self.train_set = NoisyLabelDataset(splits.train_inputs, noisy, clean, train_idx, train_tf)
+        test_labels = splits.test_labels.long()
+        self.test_set = NoisyLabelDataset(
+            splits.test_inputs, test_labels, test_labels, torch.arange(len(test_labels)), eval_tf
+        )
+        if self.save_noisy_labels_to is not None:
+            save_noisy_labels(self.save_noisy_labels_to, clean, noisy)
         self._report_noise()
 
     def _report_noise(self) -> None:
-        assert self.noise is not None
+        assert self.noise is not None and self.train_set is not None
         rate = self.noise.realised_rate
+        source = (
+            f"labels from {Path(self.noisy_labels_file).name}"
+            if self.noisy_labels_file
+            else "real-world noisy labels"
+            if self._has_real_noise()
+            else f"{self.noise_type} noise at rate {self.noise_rate}"
+        )
         rank_zero_info(
-            f"{type(self).__name__}: {self.noise_type} noise at rate {self.noise_rate} "
-            f"-> realised noise rate {rate:.2%} of {len(self.noise.noisy_labels)} training-pool "
-            f"labels (train {len(self.train_set)}, noisy val {len(self.val_set)}, "
-            f"clean test {len(self.test_set)})."
+            f"{type(self).__name__}: {source} -> realised noise rate {rate:.2%} of "
+            f"{len(self.noise.noisy_labels)} training-pool labels (train {len(self.train_set)}, "
+            f"{'clean' if self.val_set.noisy_labels is self.val_set.clean_labels else 'noisy'} "
+            f"val {len(self.val_set)}, clean test {len(self.test_set)})."
         )
         trainer = getattr(self, "trainer", None)
         if trainer is not None:
             for logger in trainer.loggers:
-                logger.log_metrics(
-                    {"noise/realised_rate": rate, "noise/rate": self.noise_rate}, step=0
-                )
+                logger.log_metrics({"noise/realised_rate": rate}, step=0)
 
-    def _loader(self, dataset: NoisyLabelDataset | None, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: NoisyLabelDataset | None, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() must run before asking for loaders.")
+        sampler = self.train_sampler(dataset) if train else None
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            shuffle=train and sampler is None,
+            sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        return self._loader(self.train_set, train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        return self._loader(self.val_set, train=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
+        return self._loader(self.test_set, train=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
+        return self._loader(self.test_set, train=False)
+
+    # ------------------------------------------------------------ user data
+    @staticmethod
+    def from_arrays(
+        train_inputs: Tensor,
+        train_labels: Tensor,
+        test_inputs: Tensor,
+        test_labels: Tensor,
+        num_classes: int | None = None,
+        class_map: dict[int, int] | None = None,
+        **kwargs: Any,
+    ) -> ArrayDataModule:
+        """A data module over your own in-memory data, with the same noise, splits and batches.
+
+        Example:
+            >>> import torch
+            >>> x, y = torch.randn(100, 5), torch.arange(100) % 3
+            >>> dm = NoisyLabelDataModule.from_arrays(x, y, x[:10], y[:10], noise_type="symmetric")
+            >>> dm.setup(); len(dm.train_set), len(dm.val_set), dm.num_classes
+            (90, 10, 3)
+        """
+        return ArrayDataModule(
+            train_inputs, train_labels, test_inputs, test_labels, num_classes, class_map, **kwargs
+        )
+
+    @staticmethod
+    def from_dataset(
+        train_dataset: Dataset,
+        test_dataset: Dataset,
+        num_classes: int | None = None,
+        input_shape: tuple[int, ...] | None = None,
+        **kwargs: Any,
+    ) -> ArrayDataModule:
+        """A data module over map-style datasets of ``(input, label)`` items.
+
+        Labels are read from a ``targets`` attribute (torchvision's convention) when present,
+        otherwise by iterating the dataset once. Inputs are read lazily, with the dataset's own
+        transform.
+        """
+        return ArrayDataModule(
+            train_dataset,
+            dataset_labels(train_dataset),
+            test_dataset,
+            dataset_labels(test_dataset),
+            num_classes,
+            input_shape=input_shape,
+            **kwargs,
+        )
+
+
+def dataset_labels(dataset: Dataset) -> Tensor:
+    """Labels of a map-style dataset of ``(input, label)`` items."""
+    targets = getattr(dataset, "targets", None)
+    if targets is not None:
+        return torch.as_tensor(targets).long()
+    return torch.tensor([int(dataset[i][1]) for i in range(len(dataset))])
+
+
+def check_split_labels(splits: DataSplits, num_classes: int, name: str) -> None:
+    """Raise ``ValueError`` for labels outside ``[0, K)`` (clean training labels may be -1)."""
+    checks = [("test", splits.test_labels, 0)]
+    checks.append(("training", splits.train_labels, -1))
+    if splits.train_noisy_labels is not None:
+        checks.append(("noisy training", splits.train_noisy_labels, 0))
+    if splits.val_labels is not None:
+        checks.append(("validation", splits.val_labels, 0))
+    for what, labels, low in checks:
+        if len(labels) == 0:
+            raise ValueError(f"{name}: the {what} split is empty.")
+        if int(labels.min()) < low or int(labels.max()) >= num_classes:
+            raise ValueError(
+                f"{name}: {what} labels must lie in [0, {num_classes}); got values in "
+                f"[{int(labels.min())}, {int(labels.max())}]. Check num_classes and 0-based labels."
+            )
+
+
+class ArrayDataModule(NoisyLabelDataModule):
+    """Your own data (tensors or datasets) with the library's noise, splits and batches.
+
+    Build it with :meth:`NoisyLabelDataModule.from_arrays` or :meth:`~.from_dataset`.
+    """
+
+    def __init__(
+        self,
+        train_inputs: InputSource,
+        train_labels: Tensor,
+        test_inputs: InputSource,
+        test_labels: Tensor,
+        num_classes: int | None = None,
+        class_map: dict[int, int] | None = None,
+        input_shape: tuple[int, ...] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if len(train_inputs) != len(train_labels) or len(test_inputs) != len(test_labels):
+            raise ValueError("inputs and labels must have the same length in each split.")
+        train_labels, test_labels = torch.as_tensor(train_labels), torch.as_tensor(test_labels)
+        if num_classes is None:
+            num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+        self.num_classes = num_classes
+        if input_shape is None:
+            first = train_inputs[0]
+            first = first[0] if isinstance(first, (tuple, list)) else first
+            input_shape = tuple(torch.as_tensor(first).shape)
+        self.input_shape = tuple(input_shape)
+        kwargs.setdefault("noise_type", "none" if class_map is None else "asymmetric")
+        super().__init__(class_map=class_map, **kwargs)
+        self._splits = DataSplits(train_inputs, train_labels, test_inputs, test_labels)
+
+    def load_splits(self) -> DataSplits:
+        return self._splits

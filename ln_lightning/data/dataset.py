@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from torch import Tensor
 from torch.utils.data import Dataset
+
+#: Where inputs come from: a tensor ``(N, ...)`` indexed directly, or a map-style dataset whose
+#: item ``i`` is the input or an ``(input, label)`` pair (the label is ignored).
+InputSource = Tensor | Dataset
 
 
 class NoisySample(NamedTuple):
@@ -14,7 +19,7 @@ class NoisySample(NamedTuple):
     Attributes:
         input: The input tensor.
         target: The observed, possibly noisy, label.
-        clean_target: The true label (equal to ``target`` on clean splits).
+        clean_target: The true label (equal to ``target`` on clean splits; ``-1`` if unknown).
         index: Position in the data set's training pool (or test set), stable across epochs,
             so per-example quantities (is-corrupted mask, scores) can be looked up.
     """
@@ -26,17 +31,23 @@ class NoisySample(NamedTuple):
 
 
 class NoisyLabelDataset(Dataset):
-    """A view of ``indices`` into in-memory inputs with noisy and clean labels.
+    """A view of ``indices`` into a pool of inputs with noisy and clean labels.
 
     Args:
-        inputs: All inputs of the pool, shape ``(N, ...)``.
+        inputs: All inputs of the pool (see :data:`InputSource`).
         noisy_labels: Observed labels of the pool, shape ``(N,)``.
         clean_labels: True labels of the pool, shape ``(N,)``.
         indices: Which pool positions this split holds.
+        transform: Applied to each input (e.g. augmentation for the training split).
     """
 
     def __init__(
-        self, inputs: Tensor, noisy_labels: Tensor, clean_labels: Tensor, indices: Tensor
+        self,
+        inputs: InputSource,
+        noisy_labels: Tensor,
+        clean_labels: Tensor,
+        indices: Tensor,
+        transform: Callable[[Any], Any] | None = None,
     ) -> None:
         if not len(inputs) == len(noisy_labels) == len(clean_labels):
             raise ValueError(
@@ -47,12 +58,16 @@ class NoisyLabelDataset(Dataset):
         self.noisy_labels = noisy_labels
         self.clean_labels = clean_labels
         self.indices = indices
+        self.transform = transform
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, item: int) -> NoisySample:
         index = self.indices[item]
-        return NoisySample(
-            self.inputs[index], self.noisy_labels[index], self.clean_labels[index], index
-        )
+        x = self.inputs[index] if isinstance(self.inputs, Tensor) else self.inputs[int(index)]
+        if isinstance(x, (tuple, list)):
+            x = x[0]
+        if self.transform is not None:
+            x = self.transform(x)
+        return NoisySample(x, self.noisy_labels[index], self.clean_labels[index], index)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
-from torch import Tensor
 
-from ln_lightning.data.base import NoisyLabelDataModule
+from ln_lightning.data.base import DataSplits, NoisyLabelDataModule
 from ln_lightning.noise import MNIST_ASYMMETRIC_MAP
 
 
@@ -34,7 +33,7 @@ class DigitsDataModule(NoisyLabelDataModule):
             raise ValueError(f"test_fraction must lie in (0, 1); got {test_fraction!r}.")
         self.test_fraction = test_fraction
 
-    def load_arrays(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def load_splits(self) -> DataSplits:
         digits = load_digits()
         images = digits.images.astype("float32") / 16.0
         train_x, test_x, train_y, test_y = train_test_split(
@@ -48,4 +47,6 @@ class DigitsDataModule(NoisyLabelDataModule):
         mean, std = train_x.mean(), train_x.std()
         train_x = ((train_x - mean) / std).unsqueeze(1)
         test_x = ((test_x - mean) / std).unsqueeze(1)
-        return train_x, torch.from_numpy(train_y).long(), test_x, torch.from_numpy(test_y).long()
+        return DataSplits(
+            train_x, torch.from_numpy(train_y).long(), test_x, torch.from_numpy(test_y).long()
+        )
