@@ -1,7 +1,33 @@
-"""Data modules with synthetic label noise and (input, noisy label, clean label, index) batches."""
+"""Data modules with label noise and (input, noisy label, clean label, index) batches."""
 
-from ln_lightning.data.base import NoisyLabelDataModule
+from ln_lightning.data.base import ArrayDataModule, DataSplits, NoisyLabelDataModule
+from ln_lightning.data.cifar import (
+    CIFAR10DataModule,
+    CIFAR10NDataModule,
+    CIFAR100DataModule,
+    CIFAR100NDataModule,
+)
+from ln_lightning.data.clothing1m import ClassBalancedSampler, Clothing1MDataModule
 from ln_lightning.data.dataset import NoisyLabelDataset, NoisySample
 from ln_lightning.data.digits import DigitsDataModule
+from ln_lightning.data.mnist import FashionMNISTDataModule, MNISTDataModule
+from ln_lightning.data.toy import CirclesDataModule, TwoMoonsDataModule
 
-__all__ = ["DigitsDataModule", "NoisyLabelDataModule", "NoisyLabelDataset", "NoisySample"]
+__all__ = [
+    "ArrayDataModule",
+    "CIFAR10DataModule",
+    "CIFAR10NDataModule",
+    "CIFAR100DataModule",
+    "CIFAR100NDataModule",
+    "CirclesDataModule",
+    "ClassBalancedSampler",
+    "Clothing1MDataModule",
+    "DataSplits",
+    "DigitsDataModule",
+    "FashionMNISTDataModule",
+    "MNISTDataModule",
+    "NoisyLabelDataModule",
+    "NoisyLabelDataset",
+    "NoisySample",
+    "TwoMoonsDataModule",
+]

@@ -1,0 +1,244 @@
+"""Clothing1M (Xiao et al. 2015) from a local copy in the official layout."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset, DistributedSampler
+from torchvision.transforms import v2
+
+from ln_lightning.data.base import DataSplits, NoisyLabelDataModule, Transform
+from ln_lightning.data.dataset import NoisyLabelDataset
+
+ANNOTATIONS = (
+    "noisy_label_kv.txt",
+    "noisy_train_key_list.txt",
+    "clean_label_kv.txt",
+    "clean_val_key_list.txt",
+    "clean_test_key_list.txt",
+    "category_names_eng.txt",
+)
+#: Per-channel mean and standard deviation of Clothing1M images (as used by DivideMix et al.).
+CLOTHING1M_MEAN = (0.6959, 0.6537, 0.6371)
+CLOTHING1M_STD = (0.3113, 0.3192, 0.3214)
+
+
+class ImageFiles(Dataset):
+    """RGB images read lazily from ``root / key``."""
+
+    def __init__(self, root: Path, keys: list[str]) -> None:
+        self.root, self.keys = root, keys
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, index: int) -> Image.Image:
+        with Image.open(self.root / self.keys[index]) as image:
+            return image.convert("RGB")
+
+
+def read_key_values(path: Path) -> dict[str, int]:
+    """``key -> label`` from a ``*_label_kv.txt`` file (``images/x/yy/z.jpg 3`` per line)."""
+    table = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            raise ValueError(
+                f"{path}:{number}: expected 'KEY LABEL', got {line!r} (truncated file?)."
+            )
+        table[parts[0]] = int(parts[1])
+    return table
+
+
+def read_keys(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+class ClassBalancedSampler(DistributedSampler):
+    """Draw ``per_class`` examples of every class each epoch (by the noisy labels), shuffled.
+
+    Classes with fewer examples are sampled with replacement. The draw depends only on
+    ``seed`` and the epoch (``set_epoch``, which Lightning calls), and DDP ranks take disjoint
+    slices of the same draw, as a ``DistributedSampler``.
+
+    Args:
+        labels: Label of each example of the dataset being sampled, ``(N,)``.
+        per_class: Examples per class and epoch.
+        seed: Seed of the draw.
+        num_replicas: DDP world size (from ``torch.distributed`` when initialised, else 1).
+        rank: This process's rank (likewise, else 0).
+    """
+
+    def __init__(
+        self,
+        labels: Tensor,
+        per_class: int,
+        seed: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ) -> None:
+        distributed = dist.is_available() and dist.is_initialized()
+        num_replicas = num_replicas or (dist.get_world_size() if distributed else 1)
+        rank = rank if rank is not None else (dist.get_rank() if distributed else 0)
+        super().__init__(labels, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        if per_class < 1:
+            raise ValueError(f"per_class must be >= 1; got {per_class}.")
+        self.labels = torch.as_tensor(labels).long()
+        self.per_class = per_class
+        self.classes = torch.unique(self.labels).tolist()
+        total = per_class * len(self.classes)
+        self.num_samples = math.ceil(total / self.num_replicas)
+        self.total_size = self.num_samples * self.num_replicas
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        chosen = []
+        for label in self.classes:
+            members = torch.nonzero(self.labels == label).flatten()
+            if len(members) >= self.per_class:
+                pick = torch.randperm(len(members), generator=generator)[: self.per_class]
+            else:
+                pick = torch.randint(len(members), (self.per_class,), generator=generator)
+            chosen.append(members[pick])
+        order = torch.cat(chosen)[
+            torch.randperm(self.per_class * len(self.classes), generator=generator)
+        ]
+        order = torch.cat([order, order[: self.total_size - len(order)]])  # pad for even shards
+        return iter(order[self.rank : self.total_size : self.num_replicas].tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class Clothing1MDataModule(NoisyLabelDataModule):
+    """Clothing1M: 1M noisy web images of 14 clothing classes, with clean val and test sets.
+
+    Point ``data_dir`` at a local copy in the official layout: the annotation files
+    (``noisy_label_kv.txt``, ``noisy_train_key_list.txt``, ``clean_label_kv.txt``,
+    ``clean_val_key_list.txt``, ``clean_test_key_list.txt``, ``category_names_eng.txt``, in
+    ``data_dir`` or ``data_dir/annotations``) and the images under the keys' paths
+    (``data_dir/images/...``). The data set cannot be downloaded automatically; request it from
+    its authors.
+
+    Training uses the noisy labels of ``noisy_train_key_list.txt`` (clean labels where
+    ``clean_label_kv.txt`` has them, else -1), sampled class-balanced each epoch
+    (``per_class`` per class, 18,976 as in the reference); validation and test are the clean
+    sets. ImageNet-style transforms (resize 256, random 224 crop and flip for training, centre
+    crop otherwise) with the data set's mean and standard deviation.
+
+    Args:
+        data_dir: Root of the local copy.
+        per_class: Training examples drawn per class and epoch.
+        **kwargs: See :class:`NoisyLabelDataModule` (noise arguments are ignored).
+    """
+
+    num_classes = 14
+    input_shape = (3, 224, 224)
+
+    def __init__(
+        self,
+        data_dir: str = "data/clothing1m",
+        per_class: int = 18_976,
+        batch_size: int = 32,
+        **kwargs,
+    ) -> None:
+        kwargs.setdefault("noise_type", "none")
+        super().__init__(batch_size=batch_size, **kwargs)
+        if per_class < 1:
+            raise ValueError(f"per_class must be >= 1; got {per_class}.")
+        self.data_dir = data_dir
+        self.per_class = per_class
+
+    def _has_real_noise(self) -> bool:
+        return True
+
+    def _annotation_dir(self) -> Path:
+        root = Path(self.data_dir).expanduser()
+        for candidate in (root, root / "annotations"):
+            if all((candidate / name).is_file() for name in ANNOTATIONS):
+                return candidate
+        for candidate in (root, root / "annotations"):
+            if any((candidate / name).is_file() for name in ANNOTATIONS):
+                missing = [name for name in ANNOTATIONS if not (candidate / name).is_file()]
+                break
+        else:
+            missing = list(ANNOTATIONS)
+        raise FileNotFoundError(
+            f"Clothing1M layout incomplete in {root}: missing {', '.join(missing)}. Clothing1M "
+            "cannot be downloaded automatically: request it from its authors "
+            "(https://github.com/Cysu/noisy_label) and point --data.data_dir at the folder with "
+            "the annotation files and images/."
+        )
+
+    def load_splits(self) -> DataSplits:
+        annotations = self._annotation_dir()
+        root = Path(self.data_dir).expanduser()
+        noisy_kv = read_key_values(annotations / "noisy_label_kv.txt")
+        clean_kv = read_key_values(annotations / "clean_label_kv.txt")
+        train_keys = read_keys(annotations / "noisy_train_key_list.txt")
+        missing_labels = [k for k in train_keys if k not in noisy_kv]
+        if missing_labels:
+            raise ValueError(
+                f"{len(missing_labels)} training keys have no noisy label in noisy_label_kv.txt "
+                f"(first: {missing_labels[0]}); the annotation files are inconsistent or truncated."
+            )
+        splits = {}
+        for split in ("val", "test"):
+            keys = read_keys(annotations / f"clean_{split}_key_list.txt")
+            unlabeled = [k for k in keys if k not in clean_kv]
+            if unlabeled:
+                raise ValueError(
+                    f"{len(unlabeled)} {split} keys have no label in clean_label_kv.txt "
+                    f"(first: {unlabeled[0]})."
+                )
+            splits[split] = (ImageFiles(root, keys), torch.tensor([clean_kv[k] for k in keys]))
+        first_image = root / train_keys[0]
+        if not first_image.is_file():
+            raise FileNotFoundError(
+                f"Clothing1M image {first_image} not found: the images must lie under "
+                f"{root} at the paths of the key lists (e.g. images/0/00/....jpg)."
+            )
+        return DataSplits(
+            train_inputs=ImageFiles(root, train_keys),
+            train_labels=torch.tensor([clean_kv.get(k, -1) for k in train_keys]),
+            train_noisy_labels=torch.tensor([noisy_kv[k] for k in train_keys]),
+            test_inputs=splits["test"][0],
+            test_labels=splits["test"][1],
+            val_inputs=splits["val"][0],
+            val_labels=splits["val"][1],
+        )
+
+    def train_transform(self) -> Transform | None:
+        return v2.Compose(
+            [
+                v2.PILToTensor(),
+                v2.Resize(256, antialias=True),
+                v2.RandomCrop(224),
+                v2.RandomHorizontalFlip(),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(CLOTHING1M_MEAN, CLOTHING1M_STD),
+            ]
+        )
+
+    def eval_transform(self) -> Transform | None:
+        return v2.Compose(
+            [
+                v2.PILToTensor(),
+                v2.Resize(256, antialias=True),
+                v2.CenterCrop(224),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(CLOTHING1M_MEAN, CLOTHING1M_STD),
+            ]
+        )
+
+    def train_sampler(self, dataset: NoisyLabelDataset) -> ClassBalancedSampler:
+        labels = dataset.noisy_labels[dataset.indices]
+        return ClassBalancedSampler(labels, self.per_class, seed=self.seed)

@@ -1,0 +1,368 @@
+"""Data modules on tiny data written in the real on-disk formats (and on real files if present)."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import TensorDataset
+
+from ln_lightning.data import (
+    CIFAR10DataModule,
+    CIFAR10NDataModule,
+    CIFAR100DataModule,
+    CIFAR100NDataModule,
+    CirclesDataModule,
+    ClassBalancedSampler,
+    Clothing1MDataModule,
+    FashionMNISTDataModule,
+    MNISTDataModule,
+    NoisyLabelDataModule,
+    NoisySample,
+    TwoMoonsDataModule,
+)
+from ln_lightning.noise import noise_from_labels
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar-n"
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+# ----------------------------------------------------------------------------- toy sets
+@pytest.mark.parametrize("cls", [TwoMoonsDataModule, CirclesDataModule])
+def test_toy_sets(cls):
+    dm = cls(num_train=500, num_test=200, noise_rate=0.4, seed=3)
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    assert batch.input.shape == (128, 2) and dm.input_shape == (2,) and dm.num_classes == 2
+    assert len(dm.train_set) + len(dm.val_set) == 500 and len(dm.test_set) == 200
+    assert 0.1 < dm.noise.realised_rate < 0.3  # symmetric 40% over 2 classes: about 20% flips
+    again = cls(num_train=500, num_test=200, noise_rate=0.4, seed=3)
+    again.setup()
+    assert torch.equal(again.train_set.inputs, dm.train_set.inputs)
+
+
+# ----------------------------------------------------------------------------- MNIST format
+def write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
+    payload = header + array.astype(np.uint8).tobytes()
+    if path.suffix == ".gz":
+        with gzip.open(path, "wb") as handle:
+            handle.write(payload)
+    else:
+        path.write_bytes(payload)
+
+
+def write_mnist(directory: Path, n_train: int = 60, n_test: int = 20, gz: bool = True) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    suffix = ".gz" if gz else ""
+    write_idx(
+        directory / f"train-images-idx3-ubyte{suffix}", rng.integers(0, 256, (n_train, 28, 28))
+    )
+    write_idx(directory / f"train-labels-idx1-ubyte{suffix}", np.arange(n_train) % 10)
+    write_idx(directory / f"t10k-images-idx3-ubyte{suffix}", rng.integers(0, 256, (n_test, 28, 28)))
+    write_idx(directory / f"t10k-labels-idx1-ubyte{suffix}", np.arange(n_test) % 10)
+
+
+@pytest.mark.parametrize("layout", ["flat-gz", "torchvision-raw"])
+def test_mnist_reads_idx_files(tmp_path, layout):
+    if layout == "flat-gz":
+        write_mnist(tmp_path)
+    else:
+        write_mnist(tmp_path / "MNIST" / "raw", gz=False)
+    dm = MNISTDataModule(data_dir=str(tmp_path), noise_rate=0.5, batch_size=8)
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    assert isinstance(batch, NoisySample) and batch.input.shape == (8, 1, 28, 28)
+    assert len(dm.train_set) + len(dm.val_set) == 60 and len(dm.test_set) == 20
+    changed = dm.noise.is_corrupted
+    clean = dm.train_set.clean_labels
+    assert set(clean[changed].tolist()) <= {7, 2, 5, 6, 3}  # the MNIST map
+
+
+def test_mnist_missing_files_say_where_and_how(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"--data\.download true") as info:
+        MNISTDataModule(data_dir=str(tmp_path)).setup()
+    assert str(tmp_path) in str(info.value)
+
+
+def test_truncated_idx_file(tmp_path):
+    write_mnist(tmp_path)
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    with gzip.open(path) as handle:
+        data = handle.read()
+    with gzip.open(path, "wb") as handle:
+        handle.write(data[:-100])
+    with pytest.raises(ValueError, match="truncated"):
+        MNISTDataModule(data_dir=str(tmp_path)).setup()
+
+
+@pytest.mark.skipif(
+    not DEBIAN_FASHION.is_dir(), reason="Debian's dataset-fashion-mnist not installed"
+)
+def test_fashion_mnist_from_the_debian_package(tmp_path):
+    dm = FashionMNISTDataModule(data_dir=str(tmp_path / "nothing-here"), noise_rate=0.4)
+    dm.setup()
+    assert len(dm.train_set) + len(dm.val_set) == 60_000 and len(dm.test_set) == 10_000
+    assert dm.train_set.inputs.shape == (60_000, 1, 28, 28)
+    assert torch.bincount(dm.test_set.clean_labels).tolist() == [1000] * 10
+    # 40% of the 4 mapped classes (6,000 images each): about 16% of all labels.
+    assert abs(dm.noise.realised_rate - 0.16) < 0.01
+    assert abs(float(dm.train_set.inputs.mean())) < 0.05  # standardised
+
+
+# ----------------------------------------------------------------------------- CIFAR format
+def write_cifar10(root: Path, per_batch: int = 20, n_test: int = 20) -> torch.Tensor:
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    labels = []
+    for i in range(1, 6):
+        batch_labels = [(i * per_batch + j) % 10 for j in range(per_batch)]
+        labels += batch_labels
+        batch = {
+            "data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+            "labels": batch_labels,
+        }
+        (folder / f"data_batch_{i}").write_bytes(pickle.dumps(batch))
+    test = {
+        "data": rng.integers(0, 256, (n_test, 3072), dtype=np.uint8),
+        "labels": list(np.arange(n_test) % 10),
+    }
+    (folder / "test_batch").write_bytes(pickle.dumps(test))
+    return torch.tensor(labels)
+
+
+def write_cifar100(
+    root: Path, n_train: int = 100, n_test: int = 20
+) -> tuple[torch.Tensor, torch.Tensor]:
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    fine = np.arange(n_train) % 100
+    coarse = fine // 5
+    for name, n, f, c in (
+        ("train", n_train, fine, coarse),
+        ("test", n_test, fine[:n_test], coarse[:n_test]),
+    ):
+        batch = {
+            "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            "fine_labels": list(f),
+            "coarse_labels": list(c),
+        }
+        (folder / name).write_bytes(pickle.dumps(batch))
+    return torch.tensor(fine), torch.tensor(coarse)
+
+
+def test_cifar10_pickle_batches_and_paper_transforms(tmp_path):
+    labels = write_cifar10(tmp_path)
+    dm = CIFAR10DataModule(data_dir=str(tmp_path), noise_rate=0.4, batch_size=4)
+    dm.setup()
+    torch.testing.assert_close(dm.train_set.clean_labels, labels)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch.input.shape == (4, 3, 32, 32) and batch.input.dtype == torch.float32
+    raw = dm.test_set.inputs[0]
+    assert raw.dtype == torch.uint8  # kept compact in memory, normalised per item
+    expected = (raw.float() / 255 - torch.tensor(dm.mean)[:, None, None]) / torch.tensor(dm.std)[
+        :, None, None
+    ]
+    torch.testing.assert_close(dm.test_set[0].input, expected)
+    changed = dm.noise.is_corrupted
+    assert set(dm.train_set.clean_labels[changed].tolist()) <= {2, 3, 4, 5}
+
+
+def test_cifar100_fine_and_coarse(tmp_path):
+    fine, coarse = write_cifar100(tmp_path)
+    dm = CIFAR100DataModule(data_dir=str(tmp_path), noise_rate=0.4)
+    dm.setup()
+    assert dm.num_classes == 100
+    torch.testing.assert_close(dm.train_set.clean_labels, fine)
+    noisy = dm.noise.noisy_labels[dm.noise.is_corrupted]
+    torch.testing.assert_close(noisy, (fine[dm.noise.is_corrupted] + 1) % 100)
+    dm = CIFAR100DataModule(data_dir=str(tmp_path), coarse=True)
+    dm.setup()
+    assert dm.num_classes == 20
+    torch.testing.assert_close(dm.train_set.clean_labels, coarse)
+
+
+def test_cifar_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"--data\.download true"):
+        CIFAR10DataModule(data_dir=str(tmp_path)).setup()
+
+
+def test_cifar10n_synthetic_file(tmp_path):
+    labels = write_cifar10(tmp_path)
+    worst = labels.clone()
+    worst[::3] = (worst[::3] + 1) % 10
+    content = {
+        "clean_label": labels.numpy(),
+        "worse_label": worst.numpy(),
+        "aggre_label": labels.numpy(),
+    }
+    torch.save(content, tmp_path / "CIFAR-10_human.pt")
+    dm = CIFAR10NDataModule(data_dir=str(tmp_path), label_set="worst")
+    dm.setup()
+    torch.testing.assert_close(dm.noise.noisy_labels, worst)
+    assert dm.noise.realised_rate == pytest.approx(34 / 100)
+    torch.testing.assert_close(dm.transition_matrix, dm.noise.transition_matrix)
+
+    bad = dict(content, clean_label=np.roll(labels.numpy(), 1))
+    torch.save(bad, tmp_path / "wrong.pt")
+    with pytest.raises(ValueError, match="does not belong to these CIFAR labels"):
+        CIFAR10NDataModule(data_dir=str(tmp_path), labels_file=str(tmp_path / "wrong.pt")).setup()
+    with pytest.raises(FileNotFoundError, match="UCSC-REAL/cifar-10-100n"):
+        CIFAR10NDataModule(data_dir=str(tmp_path), labels_file=str(tmp_path / "nope.pt")).setup()
+    with pytest.raises(ValueError, match="label_set must be one of"):
+        CIFAR10NDataModule(label_set="best")
+
+
+def test_cifar100n_synthetic_file_coarse(tmp_path):
+    fine, coarse = write_cifar100(tmp_path)
+    noisy_coarse = (coarse + (torch.arange(100) % 2)) % 20
+    content = {
+        "clean_label": fine.numpy(), "noisy_label": fine.numpy(),
+        "clean_coarse_label": coarse.tolist(), "noisy_coarse_label": noisy_coarse.tolist(),
+    }  # fmt: skip
+    torch.save(content, tmp_path / "CIFAR-100_human.pt")
+    dm = CIFAR100NDataModule(data_dir=str(tmp_path), coarse=True)
+    dm.setup()
+    assert dm.num_classes == 20
+    assert dm.noise.realised_rate == pytest.approx(0.5)
+
+
+@pytest.mark.skipif(
+    not SHARED.is_dir(), reason="the CIFAR-N label files are not beside the checkout"
+)
+@pytest.mark.parametrize(
+    ("file", "key", "rate"),
+    [
+        ("CIFAR-10_human.pt", "aggre_label", 0.0901),
+        ("CIFAR-10_human.pt", "worse_label", 0.4021),
+        ("CIFAR-100_human.pt", "noisy_label", 0.4020),
+    ],
+)
+def test_real_cifar_n_noise_rates(file, key, rate):
+    from ln_lightning.data.cifar import read_cifar_n
+
+    noisy, clean = read_cifar_n(SHARED / file, key, "clean_label")
+    assert len(noisy) == 50_000
+    result = noise_from_labels(clean, noisy, 100 if "100" in file else 10)
+    assert result.realised_rate == pytest.approx(rate, abs=5e-5)
+
+
+# ----------------------------------------------------------------------------- Clothing1M
+def write_clothing1m(root: Path, per_class: int = 3, classes: int = 14) -> None:
+    (root / "annotations").mkdir(parents=True)
+    keys = {"train": [], "val": [], "test": []}
+    noisy_kv, clean_kv = [], []
+    for split in keys:
+        for c in range(classes):
+            for i in range(per_class if split == "train" else 1):
+                key = f"images/{c}/{split}{i}.jpg"
+                (root / key).parent.mkdir(parents=True, exist_ok=True)
+                Image.new("RGB", (40 + i, 30), color=(10 * c, 5 * i, 100)).save(root / key)
+                keys[split].append(key)
+                if split == "train":
+                    noisy_kv.append(f"{key} {(c + (i == 0)) % classes}")
+                    if i == 1:
+                        clean_kv.append(f"{key} {c}")
+                else:
+                    clean_kv.append(f"{key} {c}")
+    ann = root / "annotations"
+    (ann / "noisy_label_kv.txt").write_text("\n".join(noisy_kv) + "\n")
+    (ann / "clean_label_kv.txt").write_text("\n".join(clean_kv) + "\n")
+    (ann / "noisy_train_key_list.txt").write_text("\n".join(keys["train"]) + "\n")
+    (ann / "clean_val_key_list.txt").write_text("\n".join(keys["val"]) + "\n")
+    (ann / "clean_test_key_list.txt").write_text("\n".join(keys["test"]) + "\n")
+    (ann / "category_names_eng.txt").write_text(
+        "\n".join(f"class{c}" for c in range(classes)) + "\n"
+    )
+
+
+def test_clothing1m_layout_transforms_and_balanced_sampling(tmp_path):
+    write_clothing1m(tmp_path)
+    dm = Clothing1MDataModule(data_dir=str(tmp_path), per_class=2, batch_size=7)
+    dm.setup()
+    assert len(dm.train_set) == 42 and len(dm.val_set) == 14 and len(dm.test_set) == 14
+    known = dm.train_set.clean_labels >= 0
+    assert int(known.sum()) == 14  # only the i == 1 images have a clean label
+    assert dm.noise.realised_rate == 0.0  # the known ones are correctly labelled
+    loader = dm.train_dataloader()
+    batch = next(iter(loader))
+    assert batch.input.shape == (7, 3, 224, 224) and batch.input.dtype == torch.float32
+    assert len(loader.sampler) == 28
+    drawn = dm.train_set.noisy_labels[torch.tensor(list(loader.sampler))]
+    assert torch.bincount(drawn, minlength=14).tolist() == [2] * 14  # class-balanced by noisy label
+    first = list(loader.sampler)
+    loader.sampler.set_epoch(1)
+    assert list(loader.sampler) != first  # a new draw each epoch ...
+    loader.sampler.set_epoch(0)
+    assert list(loader.sampler) == first  # ... reproducible from seed and epoch
+
+
+def test_balanced_sampler_is_rank_aware():
+    labels = torch.arange(30) % 3
+    shards = [list(ClassBalancedSampler(labels, 5, seed=1, num_replicas=2, rank=r)) for r in (0, 1)]
+    assert len(shards[0]) == len(shards[1]) == 8
+    # The two ranks split one draw of 5 per class (15, padded to 16) between them.
+    counts = torch.bincount(labels[torch.tensor(shards[0] + shards[1])], minlength=3)
+    assert counts.sum() == 16 and (counts >= 5).all()
+
+
+def test_clothing1m_errors_list_missing_and_truncated_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"noisy_label_kv\.txt") as info:
+        Clothing1MDataModule(data_dir=str(tmp_path)).setup()
+    assert "cannot be downloaded automatically" in str(info.value)
+    write_clothing1m(tmp_path)
+    (tmp_path / "annotations" / "clean_test_key_list.txt").unlink()
+    with pytest.raises(FileNotFoundError, match=r"missing clean_test_key_list\.txt"):
+        Clothing1MDataModule(data_dir=str(tmp_path)).setup()
+    write_clothing1m(tmp_path / "b")
+    kv = tmp_path / "b" / "annotations" / "noisy_label_kv.txt"
+    kv.write_text(kv.read_text()[:-7])  # cut mid-line
+    with pytest.raises(ValueError, match="truncated"):
+        Clothing1MDataModule(data_dir=str(tmp_path / "b")).setup()
+
+
+# ----------------------------------------------------------------------------- your own data
+def test_from_arrays_and_from_dataset_get_the_same_noise():
+    x, y = torch.randn(200, 5), torch.arange(200) % 4
+    kwargs = dict(noise_type="symmetric", noise_rate=0.3, seed=2, batch_size=16)
+    a = NoisyLabelDataModule.from_arrays(x, y, x[:20], y[:20], **kwargs)
+    b = NoisyLabelDataModule.from_dataset(
+        TensorDataset(x, y), TensorDataset(x[:20], y[:20]), **kwargs
+    )
+    for dm in (a, b):
+        dm.setup()
+        assert dm.num_classes == 4 and dm.input_shape == (5,)
+    assert torch.equal(a.noise.noisy_labels, b.noise.noisy_labels)
+    batch_a, batch_b = next(iter(a.val_dataloader())), next(iter(b.val_dataloader()))
+    torch.testing.assert_close(batch_a.input, batch_b.input)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+        NoisyLabelDataModule.from_arrays(x, y, x[:20], y[:20], num_classes=3).setup()
+    with pytest.raises(ValueError, match="empty"):
+        NoisyLabelDataModule.from_arrays(x, y, x[:0], y[:0], num_classes=4).setup()
+
+
+def test_noisy_labels_file_is_reused_exactly(tmp_path):
+    x, y = torch.randn(300, 3), torch.arange(300) % 3
+    path = tmp_path / "labels.csv"
+    first = NoisyLabelDataModule.from_arrays(
+        x, y, x[:10], y[:10], noise_type="symmetric", noise_rate=0.5, seed=9,
+        save_noisy_labels_to=str(path),
+    )  # fmt: skip
+    first.setup()
+    second = NoisyLabelDataModule.from_arrays(x, y, x[:10], y[:10], noisy_labels_file=str(path))
+    second.setup()
+    assert torch.equal(first.noise.noisy_labels, second.noise.noisy_labels)
+    other = NoisyLabelDataModule.from_arrays(
+        x[:50], y[:50], x[:10], y[:10], noisy_labels_file=str(path)
+    )
+    with pytest.raises(ValueError, match="written for other data"):
+        other.setup()
