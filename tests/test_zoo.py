@@ -22,3 +22,14 @@ def test_small_cnn_is_in_timm_registry():
 def test_small_cnn_has_no_pretrained_weights():
     with pytest.raises(ValueError, match="no pretrained weights"):
         timm.create_model("small_cnn", pretrained=True)
+
+
+def test_lenet5_is_in_timm_registry():
+    model = timm.create_model("lenet5", num_classes=0)
+    assert model.num_features == 84
+    assert model(torch.randn(3, 1, 28, 28)).shape == (3, 84)
+    assert timm.create_model("lenet5", num_classes=10, img_size=32)(
+        torch.randn(2, 1, 32, 32)
+    ).shape == (2, 10)
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        timm.create_model("lenet5", pretrained=True)

@@ -4,6 +4,7 @@
 works. The ``ln-fit`` CLI imports it for you.
 """
 
+from zoo.lenet import LeNet5
 from zoo.small_cnn import SmallCNN
 
-__all__ = ["SmallCNN"]
+__all__ = ["LeNet5", "SmallCNN"]
