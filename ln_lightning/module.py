@@ -156,7 +156,8 @@ class NoisyLabelClassifier(pl.LightningModule):
         self.num_classes = num_classes
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         self.loss = loss if loss is not None else LogisticNormalLoss()
-        in_chans = self.input_shape[0] if self.input_shape and len(self.input_shape) == 3 else None
+        # Channels of an image (C, H, W), or the width of a vector input (D,).
+        in_chans = self.input_shape[0] if self.input_shape else None
         self.backbone = build_backbone(
             backbone, pretrained=pretrained, in_chans=in_chans, backbone_kwargs=backbone_kwargs
         )

@@ -12,6 +12,7 @@ import torch
 
 from ln_lightning import CrossEntropy, LogisticNormalLoss, NoisyLabelClassifier
 from ln_lightning.cli import run_cli
+from ln_lightning.data import TwoMoonsDataModule
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "cli.yaml")
@@ -107,3 +108,20 @@ def test_defaults_without_a_config(tmp_path):
     assert isinstance(cli.model.loss, LogisticNormalLoss)
     assert cli.datamodule.noise_type == "symmetric"
     assert 0.45 < cli.datamodule.noise.realised_rate < 0.62
+
+
+def test_other_data_modules_by_class_path(tmp_path):
+    """The toy sets through the CLI: data module and backbone chosen by name."""
+    cli = run_cli(
+        [
+            "fit", "--config", CONFIG, *QUICK, "--data", "ln_lightning.data.TwoMoonsDataModule",
+            "--data.num_train=200", "--data.noise_type=symmetric", "--model.backbone=mlp_2x2000",
+            "--test_after_fit=true",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+        ]
+    )  # fmt: skip
+    assert cli.model.input_shape == (2,) and cli.model.num_classes == 2
+    assert cli.model.heads.heads["mean"].in_features == 2000
+    assert "test/acc" in cli.trainer.callback_metrics
+    with pytest.raises(ValueError, match="has no built-in map"):
+        TwoMoonsDataModule(noise_type="asymmetric")

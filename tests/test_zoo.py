@@ -33,3 +33,9 @@ def test_lenet5_is_in_timm_registry():
     ).shape == (2, 10)
     with pytest.raises(ValueError, match="no pretrained weights"):
         timm.create_model("lenet5", pretrained=True)
+
+
+def test_mlp_2x2000_is_in_timm_registry():
+    model = timm.create_model("mlp_2x2000", num_classes=0, in_chans=2)
+    assert model.num_features == 2000
+    assert model(torch.randn(5, 2)).shape == (5, 2000)

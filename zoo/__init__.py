@@ -5,6 +5,7 @@ works. The ``ln-fit`` CLI imports it for you.
 """
 
 from zoo.lenet import LeNet5
+from zoo.mlp import MLP
 from zoo.small_cnn import SmallCNN
 
-__all__ = ["LeNet5", "SmallCNN"]
+__all__ = ["MLP", "LeNet5", "SmallCNN"]

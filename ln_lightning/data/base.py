@@ -107,6 +107,11 @@ class NoisyLabelDataModule(pl.LightningDataModule):
             raise ValueError(f"val_fraction must lie in (0, 1); got {val_fraction!r}.")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size!r}.")
+        if noise_type == "asymmetric" and class_map is None and self.default_class_map is None:
+            raise ValueError(
+                f"noise_type='asymmetric' needs a class_map: {type(self).__name__} has no built-in "
+                "map. Pass class_map (e.g. --data.class_map '{0: 1, 1: 0}') or another noise_type."
+            )
         if noise_type == "transition" and transition_matrix is None:
             raise ValueError("noise_type='transition' needs transition_matrix (a K x K list).")
         self.noise_type = noise_type
