@@ -5,17 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from timm.models import register_model
 from torch import nn
+
+from zoo._base import ZooClassifier, build_without_weights
 
 __all__ = ["SmallCNN"]
 
 
-class SmallCNN(nn.Module):
+class SmallCNN(ZooClassifier):
     """Three 3x3 conv blocks with batch norm, one 2x2 max-pool and global average pooling.
-
-    Follows timm's conventions: ``num_features``, ``forward_features``, ``forward_head``,
-    ``get_classifier`` and ``reset_classifier``; ``num_classes=0`` returns pooled features.
 
     Args:
         num_classes: Classifier width; 0 for a feature extractor.
@@ -42,39 +42,17 @@ class SmallCNN(nn.Module):
             nn.MaxPool2d(2),
             *block(2 * width, 4 * width),
         )
-        self.num_features = self.head_hidden_size = 4 * width
         self.drop_rate = drop_rate
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self._init_classifier(4 * width, num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x.mean(dim=(2, 3))
-        x = nn.functional.dropout(x, self.drop_rate, self.training)
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-
-def _create(pretrained: bool, **kwargs: Any) -> SmallCNN:
-    for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
-        kwargs.pop(key, None)
-    if pretrained:
-        raise ValueError("small_cnn has no pretrained weights; use pretrained=False.")
-    return SmallCNN(**kwargs)
+    def _pre_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return F.dropout(x.mean(dim=(2, 3)), self.drop_rate, self.training)
 
 
 @register_model
 def small_cnn(pretrained: bool = False, **kwargs: Any) -> SmallCNN:
     """SmallCNN, width 32 (about 94k parameters)."""
-    return _create(pretrained, **kwargs)
+    return build_without_weights(SmallCNN, "small_cnn", pretrained, **kwargs)
