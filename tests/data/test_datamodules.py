@@ -366,3 +366,27 @@ def test_noisy_labels_file_is_reused_exactly(tmp_path):
     )
     with pytest.raises(ValueError, match="written for other data"):
         other.setup()
+
+
+@pytest.mark.parametrize("kind", ["cifar10", "clothing1m"])
+def test_a_model_trains_on_the_file_based_modules(tmp_path, kind):
+    import lightning.pytorch as pl
+
+    from ln_lightning import NoisyLabelClassifier
+
+    if kind == "cifar10":
+        write_cifar10(tmp_path)
+        dm = CIFAR10DataModule(data_dir=str(tmp_path), batch_size=8)
+    else:
+        write_clothing1m(tmp_path)
+        dm = Clothing1MDataModule(data_dir=str(tmp_path), per_class=1, batch_size=7)
+    model = NoisyLabelClassifier(num_classes=dm.num_classes, input_shape=dm.input_shape)
+    trainer = pl.Trainer(
+        max_epochs=1, limit_train_batches=2, limit_val_batches=1, limit_test_batches=1,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, accelerator="cpu",
+    )  # fmt: skip
+    trainer.fit(model, datamodule=dm)
+    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+    (result,) = trainer.test(model, datamodule=dm, verbose=False)
+    assert 0.0 <= result["test/acc"] <= 1.0
