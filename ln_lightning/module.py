@@ -199,32 +199,36 @@ class NoisyLabelClassifier(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         self.loss.on_train_epoch_start(self)
 
+    def _log_accuracies(
+        self, stage: str, probs: Tensor, targets: Tensor, clean_targets: Tensor | None
+    ) -> None:
+        """Accuracy against the observed labels and, when known, the clean ones."""
+        log = {"on_step": False, "on_epoch": True, "batch_size": len(targets)}
+        noisy_metric = getattr(self, f"{stage}_acc_noisy")
+        noisy_metric(probs, targets)
+        self.log(f"{stage}/acc_noisy", noisy_metric, prog_bar=stage == "val", **log)
+        if clean_targets is not None:
+            clean_metric = getattr(self, f"{stage}_acc_clean")
+            clean_metric(probs, clean_targets)
+            self.log(f"{stage}/acc_clean", clean_metric, **log)
+
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         inputs, targets, clean_targets = unpack_batch(batch)
         outputs = self(inputs)
         loss = self.loss(outputs, targets)
+        self.log(
+            "train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(targets)
+        )
         with torch.no_grad():
-            probs = self.loss.predict_proba(outputs)
-        self.train_acc_noisy(probs, targets)
-        log = {"on_step": False, "on_epoch": True, "batch_size": len(targets)}
-        self.log("train/loss", loss, prog_bar=True, **log)
-        self.log("train/acc_noisy", self.train_acc_noisy, **log)
-        if clean_targets is not None:
-            self.train_acc_clean(probs, clean_targets)
-            self.log("train/acc_clean", self.train_acc_clean, **log)
+            self._log_accuracies("train", self.loss.predict_proba(outputs), targets, clean_targets)
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         inputs, targets, clean_targets = unpack_batch(batch)
         outputs = self(inputs)
-        probs = self.loss.predict_proba(outputs)
-        self.val_acc_noisy(probs, targets)
-        log = {"on_step": False, "on_epoch": True, "batch_size": len(targets)}
-        self.log("val/loss", self.loss(outputs, targets), **log)
-        self.log("val/acc_noisy", self.val_acc_noisy, prog_bar=True, **log)
-        if clean_targets is not None:
-            self.val_acc_clean(probs, clean_targets)
-            self.log("val/acc_clean", self.val_acc_clean, **log)
+        loss = self.loss(outputs, targets)
+        self.log("val/loss", loss, on_step=False, on_epoch=True, batch_size=len(targets))
+        self._log_accuracies("val", self.loss.predict_proba(outputs), targets, clean_targets)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         inputs, targets, clean_targets = unpack_batch(batch)
