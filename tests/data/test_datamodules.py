@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import gzip
-import pickle
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torch.utils.data import TensorDataset
 
 from ln_lightning.data import (
@@ -28,6 +25,13 @@ from ln_lightning.data import (
     TwoMoonsDataModule,
 )
 from ln_lightning.noise import noise_from_labels
+from tests.formats import (
+    write_cifar10,
+    write_cifar10n,
+    write_cifar100,
+    write_clothing1m,
+    write_mnist,
+)
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar-n"
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -48,28 +52,6 @@ def test_toy_sets(cls):
 
 
 # ----------------------------------------------------------------------------- MNIST format
-def write_idx(path: Path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
-    payload = header + array.astype(np.uint8).tobytes()
-    if path.suffix == ".gz":
-        with gzip.open(path, "wb") as handle:
-            handle.write(payload)
-    else:
-        path.write_bytes(payload)
-
-
-def write_mnist(directory: Path, n_train: int = 60, n_test: int = 20, gz: bool = True) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    suffix = ".gz" if gz else ""
-    write_idx(
-        directory / f"train-images-idx3-ubyte{suffix}", rng.integers(0, 256, (n_train, 28, 28))
-    )
-    write_idx(directory / f"train-labels-idx1-ubyte{suffix}", np.arange(n_train) % 10)
-    write_idx(directory / f"t10k-images-idx3-ubyte{suffix}", rng.integers(0, 256, (n_test, 28, 28)))
-    write_idx(directory / f"t10k-labels-idx1-ubyte{suffix}", np.arange(n_test) % 10)
-
-
 @pytest.mark.parametrize("layout", ["flat-gz", "torchvision-raw"])
 def test_mnist_reads_idx_files(tmp_path, layout):
     if layout == "flat-gz":
@@ -118,48 +100,6 @@ def test_fashion_mnist_from_the_debian_package(tmp_path):
 
 
 # ----------------------------------------------------------------------------- CIFAR format
-def write_cifar10(root: Path, per_batch: int = 20, n_test: int = 20) -> torch.Tensor:
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    labels = []
-    for i in range(1, 6):
-        batch_labels = [(i * per_batch + j) % 10 for j in range(per_batch)]
-        labels += batch_labels
-        batch = {
-            "data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-            "labels": batch_labels,
-        }
-        (folder / f"data_batch_{i}").write_bytes(pickle.dumps(batch))
-    test = {
-        "data": rng.integers(0, 256, (n_test, 3072), dtype=np.uint8),
-        "labels": list(np.arange(n_test) % 10),
-    }
-    (folder / "test_batch").write_bytes(pickle.dumps(test))
-    return torch.tensor(labels)
-
-
-def write_cifar100(
-    root: Path, n_train: int = 100, n_test: int = 20
-) -> tuple[torch.Tensor, torch.Tensor]:
-    folder = root / "cifar-100-python"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(1)
-    fine = np.arange(n_train) % 100
-    coarse = fine // 5
-    for name, n, f, c in (
-        ("train", n_train, fine, coarse),
-        ("test", n_test, fine[:n_test], coarse[:n_test]),
-    ):
-        batch = {
-            "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-            "fine_labels": list(f),
-            "coarse_labels": list(c),
-        }
-        (folder / name).write_bytes(pickle.dumps(batch))
-    return torch.tensor(fine), torch.tensor(coarse)
-
-
 def test_cifar10_pickle_batches_and_paper_transforms(tmp_path):
     labels = write_cifar10(tmp_path)
     dm = CIFAR10DataModule(data_dir=str(tmp_path), noise_rate=0.4, batch_size=4)
@@ -197,22 +137,15 @@ def test_cifar_missing_folder(tmp_path):
 
 
 def test_cifar10n_synthetic_file(tmp_path):
-    labels = write_cifar10(tmp_path)
-    worst = labels.clone()
-    worst[::3] = (worst[::3] + 1) % 10
-    content = {
-        "clean_label": labels.numpy(),
-        "worse_label": worst.numpy(),
-        "aggre_label": labels.numpy(),
-    }
-    torch.save(content, tmp_path / "CIFAR-10_human.pt")
+    worst = write_cifar10n(tmp_path)
     dm = CIFAR10NDataModule(data_dir=str(tmp_path), label_set="worst")
     dm.setup()
     torch.testing.assert_close(dm.noise.noisy_labels, worst)
     assert dm.noise.realised_rate == pytest.approx(34 / 100)
     torch.testing.assert_close(dm.transition_matrix, dm.noise.transition_matrix)
 
-    bad = dict(content, clean_label=np.roll(labels.numpy(), 1))
+    content = torch.load(tmp_path / "CIFAR-10_human.pt", weights_only=False)
+    bad = dict(content, clean_label=np.roll(content["clean_label"], 1))
     torch.save(bad, tmp_path / "wrong.pt")
     with pytest.raises(ValueError, match="does not belong to these CIFAR labels"):
         CIFAR10NDataModule(data_dir=str(tmp_path), labels_file=str(tmp_path / "wrong.pt")).setup()
@@ -257,34 +190,6 @@ def test_real_cifar_n_noise_rates(file, key, rate):
 
 
 # ----------------------------------------------------------------------------- Clothing1M
-def write_clothing1m(root: Path, per_class: int = 3, classes: int = 14) -> None:
-    (root / "annotations").mkdir(parents=True)
-    keys = {"train": [], "val": [], "test": []}
-    noisy_kv, clean_kv = [], []
-    for split in keys:
-        for c in range(classes):
-            for i in range(per_class if split == "train" else 1):
-                key = f"images/{c}/{split}{i}.jpg"
-                (root / key).parent.mkdir(parents=True, exist_ok=True)
-                Image.new("RGB", (40 + i, 30), color=(10 * c, 5 * i, 100)).save(root / key)
-                keys[split].append(key)
-                if split == "train":
-                    noisy_kv.append(f"{key} {(c + (i == 0)) % classes}")
-                    if i == 1:
-                        clean_kv.append(f"{key} {c}")
-                else:
-                    clean_kv.append(f"{key} {c}")
-    ann = root / "annotations"
-    (ann / "noisy_label_kv.txt").write_text("\n".join(noisy_kv) + "\n")
-    (ann / "clean_label_kv.txt").write_text("\n".join(clean_kv) + "\n")
-    (ann / "noisy_train_key_list.txt").write_text("\n".join(keys["train"]) + "\n")
-    (ann / "clean_val_key_list.txt").write_text("\n".join(keys["val"]) + "\n")
-    (ann / "clean_test_key_list.txt").write_text("\n".join(keys["test"]) + "\n")
-    (ann / "category_names_eng.txt").write_text(
-        "\n".join(f"class{c}" for c in range(classes)) + "\n"
-    )
-
-
 def test_clothing1m_layout_transforms_and_balanced_sampling(tmp_path):
     write_clothing1m(tmp_path)
     dm = Clothing1MDataModule(data_dir=str(tmp_path), per_class=2, batch_size=7)

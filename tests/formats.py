@@ -1,0 +1,127 @@
+"""Tiny data sets written in the real on-disk formats, shared by the data and config tests."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
+    payload = header + array.astype(np.uint8).tobytes()
+    if path.suffix == ".gz":
+        with gzip.open(path, "wb") as handle:
+            handle.write(payload)
+    else:
+        path.write_bytes(payload)
+
+
+def write_mnist(directory: Path, n_train: int = 60, n_test: int = 20, gz: bool = True) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    suffix = ".gz" if gz else ""
+    write_idx(
+        directory / f"train-images-idx3-ubyte{suffix}", rng.integers(0, 256, (n_train, 28, 28))
+    )
+    write_idx(directory / f"train-labels-idx1-ubyte{suffix}", np.arange(n_train) % 10)
+    write_idx(directory / f"t10k-images-idx3-ubyte{suffix}", rng.integers(0, 256, (n_test, 28, 28)))
+    write_idx(directory / f"t10k-labels-idx1-ubyte{suffix}", np.arange(n_test) % 10)
+
+
+def write_cifar10(root: Path, per_batch: int = 20, n_test: int = 20) -> torch.Tensor:
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    labels = []
+    for i in range(1, 6):
+        batch_labels = [(i * per_batch + j) % 10 for j in range(per_batch)]
+        labels += batch_labels
+        batch = {
+            "data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+            "labels": batch_labels,
+        }
+        (folder / f"data_batch_{i}").write_bytes(pickle.dumps(batch))
+    test = {
+        "data": rng.integers(0, 256, (n_test, 3072), dtype=np.uint8),
+        "labels": list(np.arange(n_test) % 10),
+    }
+    (folder / "test_batch").write_bytes(pickle.dumps(test))
+    return torch.tensor(labels)
+
+
+def write_cifar100(
+    root: Path, n_train: int = 100, n_test: int = 20
+) -> tuple[torch.Tensor, torch.Tensor]:
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    fine = np.arange(n_train) % 100
+    coarse = fine // 5
+    for name, n, f, c in (
+        ("train", n_train, fine, coarse),
+        ("test", n_test, fine[:n_test], coarse[:n_test]),
+    ):
+        batch = {
+            "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            "fine_labels": list(f),
+            "coarse_labels": list(c),
+        }
+        (folder / name).write_bytes(pickle.dumps(batch))
+    return torch.tensor(fine), torch.tensor(coarse)
+
+
+def write_cifar10n(root: Path) -> torch.Tensor:
+    """Tiny CIFAR-10 batches plus a ``CIFAR-10_human.pt`` whose 'worst' labels flip every third."""
+    labels = write_cifar10(root)
+    worst = labels.clone()
+    worst[::3] = (worst[::3] + 1) % 10
+    content = {"clean_label": labels.numpy(), "worse_label": worst.numpy()}
+    content.update({key: labels.numpy() for key in ("aggre_label", "random_label1")})
+    torch.save(content, root / "CIFAR-10_human.pt")
+    return worst
+
+
+def write_cifar100n(root: Path) -> torch.Tensor:
+    """Tiny CIFAR-100 files plus a ``CIFAR-100_human.pt`` with every other label shifted."""
+    fine, coarse = write_cifar100(root)
+    noisy = (fine + (torch.arange(len(fine)) % 2)) % 100
+    content = {
+        "clean_label": fine.numpy(), "noisy_label": noisy.numpy(),
+        "clean_coarse_label": coarse.tolist(), "noisy_coarse_label": coarse.tolist(),
+    }  # fmt: skip
+    torch.save(content, root / "CIFAR-100_human.pt")
+    return noisy
+
+
+def write_clothing1m(root: Path, per_class: int = 3, classes: int = 14) -> None:
+    (root / "annotations").mkdir(parents=True)
+    keys = {"train": [], "val": [], "test": []}
+    noisy_kv, clean_kv = [], []
+    for split in keys:
+        for c in range(classes):
+            for i in range(per_class if split == "train" else 1):
+                key = f"images/{c}/{split}{i}.jpg"
+                (root / key).parent.mkdir(parents=True, exist_ok=True)
+                Image.new("RGB", (40 + i, 30), color=(10 * c, 5 * i, 100)).save(root / key)
+                keys[split].append(key)
+                if split == "train":
+                    noisy_kv.append(f"{key} {(c + (i == 0)) % classes}")
+                    if i == 1:
+                        clean_kv.append(f"{key} {c}")
+                else:
+                    clean_kv.append(f"{key} {c}")
+    ann = root / "annotations"
+    (ann / "noisy_label_kv.txt").write_text("\n".join(noisy_kv) + "\n")
+    (ann / "clean_label_kv.txt").write_text("\n".join(clean_kv) + "\n")
+    (ann / "noisy_train_key_list.txt").write_text("\n".join(keys["train"]) + "\n")
+    (ann / "clean_val_key_list.txt").write_text("\n".join(keys["val"]) + "\n")
+    (ann / "clean_test_key_list.txt").write_text("\n".join(keys["test"]) + "\n")
+    (ann / "category_names_eng.txt").write_text(
+        "\n".join(f"class{c}" for c in range(classes)) + "\n"
+    )

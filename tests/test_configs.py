@@ -1,0 +1,158 @@
+"""Every shipped table spec, and through them every config, builds and trains on stand-in data.
+
+Each table row (a data set's ``base.yaml`` plus a setting file) is combined with each method of
+its table exactly as ``ln-fit-sweep`` would run it. Every combination must parse and build the
+model and data module; every row trains one step with its own loss, and every method trains one
+step on the embedded default. The data are tiny files in the real on-disk formats
+(``tests/formats.py``), so the file readers the configs name are exercised too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from ln_lightning.cli import run_cli
+from ln_lightning.sweep import load_spec
+from tests.formats import (
+    write_cifar10,
+    write_cifar10n,
+    write_cifar100,
+    write_cifar100n,
+    write_clothing1m,
+    write_mnist,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLES = sorted(p for p in (ROOT / "zoo" / "tables").glob("*.yaml") if p.stem != "paper_grids")
+FILE_BASED = ["--data.init_args.download=false", "--data.init_args.data_dir={data}"]
+# Config folder -> (writer of stand-in files in the real format, arguments pointing at them).
+STAND_INS: dict[str, tuple[Callable[[Path], object] | None, list[str]]] = {
+    "two_moons": (None, ["--data.init_args.num_train=40", "--data.init_args.num_test=10"]),
+    "circles": (None, ["--data.init_args.num_train=40", "--data.init_args.num_test=10"]),
+    "digits": (None, []),
+    "mnist": (write_mnist, FILE_BASED),
+    "fashion_mnist": (write_mnist, FILE_BASED),
+    "cifar10": (write_cifar10, FILE_BASED),
+    "cifar100": (write_cifar100, FILE_BASED),
+    "cifar10n": (write_cifar10n, FILE_BASED),
+    "cifar100n": (write_cifar100n, FILE_BASED),
+    "clothing1m": (
+        write_clothing1m,
+        [
+            "--data.init_args.data_dir={data}",
+            "--data.init_args.per_class=1",
+            "--data.init_args.num_workers=0",
+            "--model.init_args.pretrained=false",  # no ImageNet download here
+        ],
+    ),
+}
+
+
+def data_folder(args: tuple[str, ...]) -> str:
+    """The zoo config folder a row's arguments use (``digits`` for ``cli.yaml``)."""
+    for arg in args:
+        parts = Path(arg.split("=", 1)[-1]).parts
+        if "configs" in parts and parts[-1] == "base.yaml":
+            return parts[parts.index("configs") + 1]
+    return "digits"
+
+
+def combinations() -> list[tuple[str, str, str, tuple[str, ...]]]:
+    """(table, setting, method, args) for every cell of every shipped table, deduplicated."""
+    seen, cells = set(), []
+    for path in TABLES:
+        spec = load_spec(path)
+        for run in spec.runs(Path("unused"), seeds=[0]):
+            if run.args not in seen:
+                seen.add(run.args)
+                cells.append((path.stem, run.setting, run.method, run.args))
+    return cells
+
+
+CELLS = combinations()
+
+
+def cli_args(args: tuple[str, ...], tmp_path: Path, steps: bool) -> list[str]:
+    folder = data_folder(args)
+    writer, extra = STAND_INS[folder]
+    data = tmp_path / "data"
+    if writer is not None and not data.exists():
+        data.mkdir()
+        writer(data)
+    run = [
+        "--data.init_args.batch_size=4",
+        "--trainer.accelerator=cpu",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={tmp_path}",
+    ]
+    if steps:
+        run += ["--trainer.fast_dev_run=1"]
+    return [*args, *(e.format(data=data) for e in extra), *run]
+
+
+def declared_loss(args: tuple[str, ...]) -> str:
+    """The loss class the last config naming one declares (what the run must build)."""
+    import yaml
+
+    name = "ln_lightning.LogisticNormalLoss"
+    for arg in args:
+        path = Path(arg.split("=", 1)[-1])
+        if path.suffix == ".yaml" and path.is_file():
+            config = yaml.safe_load(path.read_text()) or {}
+            loss = config.get("model", {}).get("init_args", {}).get("loss")
+            if loss:
+                name = loss["class_path"]
+    return name.rsplit(".", 1)[-1]
+
+
+def test_the_tables_cover_every_shipped_config():
+    used = {
+        Path(arg.split("=", 1)[-1]).resolve()
+        for *_, args in CELLS
+        for arg in args
+        if arg.endswith(".yaml")
+    }
+    shipped = {p.resolve() for p in (ROOT / "zoo" / "configs").rglob("*.yaml")}
+    assert shipped - used == set(), "configs no table runs (so no test builds them)"
+    assert {p.stem for p in TABLES} >= {"cpu", "digits", "paper_synthetic", "paper_real_noise"}
+
+
+@pytest.mark.parametrize(
+    ("table", "setting", "method", "args"), CELLS, ids=[f"{c[0]}:{c[1]}:{c[2]}" for c in CELLS]
+)
+def test_every_cell_builds(table, setting, method, args, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    cli = run_cli(cli_args(args, tmp_path, steps=False), run=False)
+    model, data = cli.model, cli.datamodule
+    assert type(model.loss).__name__ == declared_loss(args)
+    assert model.num_classes == data.num_classes
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    outputs = model(batch.input)
+    for name, width in model.loss.head_shapes(model.num_classes).items():
+        if width:
+            assert outputs[name].shape == (len(batch.input), width)
+    loss = model.loss.per_example(outputs, batch.target)
+    assert loss.shape == (len(batch.input),) and torch.isfinite(loss).all()
+
+
+# Every row with its own loss (LN), and every method on the embedded default.
+STEP_CELLS = [c for c in CELLS if c[2] == "LN" or data_folder(c[3]) == "digits"]
+
+
+@pytest.mark.parametrize(
+    ("table", "setting", "method", "args"),
+    STEP_CELLS,
+    ids=[f"{c[0]}:{c[1]}:{c[2]}" for c in STEP_CELLS],
+)
+def test_one_training_step(table, setting, method, args, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    cli = run_cli(["fit", *cli_args(args, tmp_path, steps=True), "--test_after_fit=false"])
+    assert cli.trainer.state.finished and cli.trainer.global_step == 1
+    assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+    (result,) = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
+    assert 0.0 <= result["test/acc"] <= 1.0

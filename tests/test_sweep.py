@@ -1,0 +1,175 @@
+"""``ln-fit-sweep``: spec checks, run composition, tables, resuming and the grid search."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ln_lightning.cli import run_cli
+from ln_lightning.sweep import (
+    best_point,
+    grid_points,
+    load_spec,
+    main,
+    markdown_table,
+    mean_std,
+    nested,
+    slug,
+    zoo_path,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_spec(path: Path, spec: dict) -> Path:
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def test_runs_compose_row_method_and_cell_arguments(tmp_path):
+    spec = load_spec(
+        write_spec(
+            tmp_path / "t.yaml",
+            {
+                "seeds": [3, 4],
+                "methods": {"CE": "--config zoo/configs/losses/ce.yaml", "LN": ""},
+                "settings": {
+                    "Digits asym 40%": {
+                        "args": "--config cli.yaml --trainer.max_epochs=2",
+                        "paper": {"LN": 90.0},
+                        "method_args": {"CE": "--data.init_args.batch_size=64"},
+                    },
+                    "Plain": "--config cli.yaml",
+                },
+            },
+        )
+    )
+    runs = spec.runs(tmp_path / "out")
+    assert [(r.setting, r.method, r.seed) for r in runs[:4]] == [
+        ("Digits asym 40%", "CE", 3), ("Digits asym 40%", "CE", 4),
+        ("Digits asym 40%", "LN", 3), ("Digits asym 40%", "LN", 4),
+    ]  # fmt: skip
+    ce = runs[0]
+    assert ce.args[:3] == ("--config", "cli.yaml", "--trainer.max_epochs=2")
+    assert ce.args[-1] == "--data.init_args.batch_size=64"
+    assert Path(ce.args[4]).parts[-3:] == ("configs", "losses", "ce.yaml")
+    assert ce.run_dir == tmp_path / "out" / "digits_asym_40" / "ce" / "seed3"
+    command = ce.command(["--trainer.fast_dev_run=1"])
+    assert "--seed_everything=3" in command and "--data.init_args.seed=3" in command
+    assert command[-1] == "--trainer.fast_dev_run=1"
+    assert len(spec.runs(tmp_path, settings=["Plain"], methods=["LN"], seeds=[0])) == 1
+    with pytest.raises(ValueError, match="Unknown setting"):
+        spec.runs(tmp_path, settings=["CIFAR"])
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"settings": {"a": "--x"}}, "missing \\['methods'\\]"),
+        ({"methods": {"CE": ""}, "settings": {"a": {"paper": {"GCE": 1.0}}}}, "not methods"),
+        ({"methods": {"CE": ""}, "settings": {"a": {"arg": "--x"}}}, "unknown keys \\['arg'\\]"),
+        ({"methods": {"CE": ""}, "settings": {"a": ""}, "search": {"LN": {"k": [1]}}}, "unknown"),
+        ({"methods": {"CE": ""}, "settings": {"a": ""}, "search": {"CE": {"k": []}}}, "non-empty"),
+        ({"methods": {"CE": ""}, "settings": {"a": ""}, "search": "nope.yaml"}, "not found"),
+    ],
+)
+def test_bad_specs_say_what_is_wrong(tmp_path, spec, message):
+    with pytest.raises(ValueError, match=message):
+        load_spec(write_spec(tmp_path / "bad.yaml", spec))
+
+
+def test_shared_grids_file_and_zoo_paths_resolve_outside_the_checkout(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no zoo/ folder here: the installed package is used
+    resolved = zoo_path("zoo/tables/paper_synthetic.yaml")
+    assert resolved.is_file() and resolved.is_absolute()
+    assert zoo_path("not/zoo/x.yaml") == Path("not/zoo/x.yaml")
+    spec = load_spec("zoo/tables/paper_synthetic.yaml")
+    assert spec.search["LN"]["model.init_args.loss.init_args.min_scale"] == [0.1, 0.5, 1.0]
+    assert set(spec.search) <= set(spec.methods)
+    run = spec.runs(tmp_path, settings=["CIFAR-10 asym 40%"], methods=["LN"], seeds=[0])[0]
+    assert all(Path(a).is_file() for a in run.args if a.endswith(".yaml"))
+
+
+def test_table_layout_and_selection_helpers(tmp_path):
+    spec = load_spec(
+        write_spec(
+            tmp_path / "t.yaml",
+            {"methods": {"CE": "", "LN": ""}, "settings": {"S": {"paper": {"LN": 96.54}}}},
+        )
+    )
+    rows = [
+        {"setting": "S", "method": "CE", "seed": 0, "test_acc": 0.80, "val_acc_noisy": 0.7},
+        {"setting": "S", "method": "CE", "seed": 1, "test_acc": 0.82, "val_acc_noisy": 0.7},
+        {"setting": "S", "method": "LN", "seed": 0, "test_acc": 0.90, "val_acc_noisy": 0.8},
+        {"setting": "S", "method": "LN", "seed": 1, "test_acc": None, "val_acc_noisy": None},
+    ]
+    table = markdown_table(spec, rows).splitlines()
+    assert table[0] == "| setting | CE | LN |"
+    assert table[2] == "| S | 81.00 ± 1.41 | **90.00 ± 0.00** (paper 96.54) [n=1] |"
+    assert mean_std([]) == "-" and slug("CIFAR-10N worst") == "cifar_10n_worst"
+
+    grid = {"a.t": [0.5, 1.0], "a.l": [0.1, 1.0]}
+    points = list(grid_points(grid))
+    assert points[1] == {"a.t": 0.5, "a.l": 1.0} and len(points) == 4
+    values = [0.5, 0.9, 0.9, None]
+    scored = [(p, [{"val_acc_noisy": v}]) for p, v in zip(points, values, strict=True)]
+    assert best_point(scored) == points[1]  # highest noisy val; ties keep the first
+    assert nested({"a.t": 0.5, "a.l": 1.0, "b": 2}) == {"a": {"t": 0.5, "l": 1.0}, "b": 2}
+
+
+def test_sweep_runs_resumes_and_searches(tmp_path, monkeypatch, capsys):
+    """End to end on digits: two 1-epoch runs, a resumed no-op, and a two-point search."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    quick = (
+        f"--config {ROOT / 'cli.yaml'} --trainer.max_epochs=1 --trainer.limit_train_batches=2 "
+        "--trainer.limit_val_batches=1 --trainer.limit_test_batches=1"
+    )
+    spec = write_spec(
+        tmp_path / "tiny.yaml",
+        {
+            "title": "tiny",
+            "seeds": [0],
+            "methods": {"CE": "--config zoo/configs/losses/ce.yaml", "LN": ""},
+            "settings": {"Digits": {"args": quick, "paper": {"LN": 85.0}}},
+            "search": {"LN": {"model.init_args.loss.init_args.min_scale": [0.5, 1.0]}},
+        },
+    )
+    out = tmp_path / "out"
+    main(["run", str(spec), "--out", str(out), "--jobs", "2"])
+    printed = capsys.readouterr().out
+    assert "| Digits |" in printed and "(paper 85.00)" in printed
+    with (out / "results.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["method"], r["paper"]) for r in rows] == [("CE", ""), ("LN", "85.0")]
+    assert all(0.0 <= float(r["test_acc"]) <= 1.0 for r in rows)
+    metrics = out / "digits" / "ln" / "seed0" / "metrics.csv"
+    assert "ln_lightning.cli fit" in (metrics.parent / "command.txt").read_text()
+    stamp = metrics.stat().st_mtime_ns
+
+    main(["run", str(spec), "--out", str(out)])  # everything finished: nothing re-runs
+    assert "cached" in capsys.readouterr().out
+    assert metrics.stat().st_mtime_ns == stamp
+
+    main(["search", str(spec), "--out", str(out), "--setting", "Digits", "--method", "LN"])
+    printed = capsys.readouterr().out
+    assert printed.count("min_scale=") == 2 and "**selected**" in printed
+    best = out / "digits" / "ln" / "search" / "best.yaml"
+    value = yaml.safe_load(best.read_text())["model"]["init_args"]["loss"]["init_args"]
+    assert value["min_scale"] in (0.5, 1.0)
+    cli = run_cli(["--config", "cli.yaml", "--config", str(best)], run=False)
+    assert cli.model.loss.min_scale == value["min_scale"]
+
+
+def test_cli_errors_are_sentences(tmp_path, capsys):
+    with pytest.raises(SystemExit, match="cannot read the table spec"):
+        main(["run", str(tmp_path / "missing.yaml")])
+    spec = write_spec(tmp_path / "s.yaml", {"methods": {"CE": ""}, "settings": {"a": ""}})
+    with pytest.raises(SystemExit, match="no search grid for 'CE'"):
+        main(["search", str(spec), "--setting", "a", "--method", "CE"])
+    with pytest.raises(SystemExit, match="Unknown method"):
+        main(["run", str(spec), "--method", "LN", "--dry-run"])
