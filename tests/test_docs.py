@@ -32,3 +32,49 @@ def test_code_blocks_run(page, tmp_path):
             exec(compile(block, f"{page.name}[block {i}]", "exec"), namespace)
     finally:
         os.chdir(cwd)
+
+
+SHELL = re.compile(r"^```bash\n(.*?)^```", re.S | re.M)
+
+
+def shell_commands(program: str) -> list[tuple[str, list[str]]]:
+    """(page, argv) of every ``program`` command in the docs' bash blocks (continuations joined)."""
+    import shlex
+
+    found = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for block in SHELL.findall(page.read_text()):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = line.split(" #", 1)[0].strip()
+                if line.startswith(program + " "):
+                    found.append((page.name, shlex.split(line)[1:]))
+    return found
+
+
+SWEEPS = shell_commands("ln-fit-sweep")
+
+
+@pytest.mark.parametrize(("page", "argv"), SWEEPS, ids=[" ".join(a[:2]) for _, a in SWEEPS])
+def test_documented_sweeps_resolve(page, argv, monkeypatch, capsys):
+    """Every documented ``ln-fit-sweep`` command finds its spec, rows, methods and configs."""
+    from ln_lightning.sweep import main
+
+    monkeypatch.chdir(ROOT)
+    main([*argv, "--dry-run"])
+    commands = capsys.readouterr().out.splitlines()
+    assert commands and all("ln_lightning.cli fit" in c for c in commands)
+
+
+FITS = [(page, argv) for page, argv in shell_commands("ln-fit") if argv[0] == "fit"]
+
+
+@pytest.mark.parametrize(("page", "argv"), FITS, ids=[f"{p}:{i}" for i, (p, _) in enumerate(FITS)])
+def test_documented_fit_commands_parse(page, argv, monkeypatch, capsys):
+    """Every documented ``ln-fit fit`` command parses (its configs exist and compose)."""
+    from ln_lightning.cli import run_cli
+
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli([*argv, "--print_config"])
+    assert exit_info.value.code in (0, None), capsys.readouterr().err
+    assert "class_path: ln_lightning" in capsys.readouterr().out

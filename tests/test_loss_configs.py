@@ -87,19 +87,3 @@ def test_forward_takes_a_matrix_from_the_command_line(tmp_path):
     matrix = (0.91 * torch.eye(10) + 0.009).tolist()
     cli = quick_forward(tmp_path, f"--model.loss.transition_matrix={matrix}")
     torch.testing.assert_close(cli.model.loss.transition_matrix, torch.tensor(matrix))
-
-
-@pytest.mark.parametrize(
-    "path", [ROOT / "cli.yaml", *sorted((ROOT / "zoo/configs").glob("*/*.yaml"))],
-    ids=lambda p: p.relative_to(ROOT).as_posix(),
-)  # fmt: skip
-def test_every_shipped_config_parses(path, capsys):
-    base = (
-        []
-        if path.name == "cli.yaml" or "losses" not in path.parts
-        else ["--config", str(ROOT / "cli.yaml")]
-    )
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(["fit", *base, "--config", str(path), "--print_config"], run=True)
-    assert exit_info.value.code in (0, None)
-    assert "class_path: ln_lightning" in capsys.readouterr().out
