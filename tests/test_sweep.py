@@ -173,3 +173,29 @@ def test_cli_errors_are_sentences(tmp_path, capsys):
         main(["search", str(spec), "--setting", "a", "--method", "CE"])
     with pytest.raises(SystemExit, match="Unknown method"):
         main(["run", str(spec), "--method", "LN", "--dry-run"])
+
+
+def test_parallel_runs_get_their_own_gpu_and_threads(tmp_path, monkeypatch):
+    import ln_lightning.sweep as sweep
+
+    seen = []
+
+    def fake_run(run, extra, env, log):
+        seen.append((run.seed, env["CUDA_VISIBLE_DEVICES"], env["OMP_NUM_THREADS"], tuple(extra)))
+        run.run_dir.mkdir(parents=True)
+        run.metrics_csv.write_text(f"epoch,test/acc,val/acc_noisy\n0,0.{run.seed + 1},0.5\n")
+        return 1.0
+
+    monkeypatch.setattr(sweep, "_run_once", fake_run)
+    monkeypatch.setattr(sweep.os, "cpu_count", lambda: 8)
+    spec = load_spec(
+        write_spec(tmp_path / "s.yaml", {"methods": {"CE": ""}, "settings": {"a": "--x"}})
+    )
+    runs = spec.runs(tmp_path / "out", seeds=[0, 1, 2, 3])
+    rows = sweep.run_all(runs, jobs=2, extra=["--e"], gpus=["4", "5"])
+    assert [r["test_acc"] for r in rows] == [0.1, 0.2, 0.3, 0.4]  # in run order
+    assert {gpu for _, gpu, _, _ in seen} <= {"4", "5"}
+    assert {threads for _, _, threads, _ in seen} == {"4"}
+    assert all(extra == ("--e",) for *_, extra in seen)
+    with pytest.raises(ValueError, match="jobs must be >= 1"):
+        sweep.run_all(runs, jobs=0)
