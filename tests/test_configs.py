@@ -94,19 +94,19 @@ def cli_args(args: tuple[str, ...], tmp_path: Path, steps: bool) -> list[str]:
     return [*args, *(e.format(data=data) for e in extra), *run]
 
 
-def declared_loss(args: tuple[str, ...]) -> str:
-    """The loss class the last config naming one declares (what the run must build)."""
+def declared_loss(args: tuple[str, ...]) -> tuple[str, dict]:
+    """Class name and init_args of the loss the last config naming one declares."""
     import yaml
 
-    name = "ln_lightning.LogisticNormalLoss"
+    name, init_args = "ln_lightning.LogisticNormalLoss", {}
     for arg in args:
         path = Path(arg.split("=", 1)[-1])
         if path.suffix == ".yaml" and path.is_file():
             config = yaml.safe_load(path.read_text()) or {}
             loss = config.get("model", {}).get("init_args", {}).get("loss")
             if loss:
-                name = loss["class_path"]
-    return name.rsplit(".", 1)[-1]
+                name, init_args = loss["class_path"], loss.get("init_args", {})
+    return name.rsplit(".", 1)[-1], init_args
 
 
 def test_the_tables_cover_every_shipped_config():
@@ -128,7 +128,11 @@ def test_every_cell_builds(table, setting, method, args, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     cli = run_cli(cli_args(args, tmp_path, steps=False), run=False)
     model, data = cli.model, cli.datamodule
-    assert type(model.loss).__name__ == declared_loss(args)
+    name, init_args = declared_loss(args)
+    assert type(model.loss).__name__ == name
+    # What the method's file says is what is built (nothing carried over from the setting's LN).
+    built = cli.config.model.init_args.loss.init_args
+    assert {key: built[key] for key in init_args} == init_args
     assert model.num_classes == data.num_classes
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
