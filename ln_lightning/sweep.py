@@ -2,7 +2,7 @@
 
 A *table spec* is a YAML file (the paper's tables ship in ``zoo/tables/``)::
 
-    title: "Table 1: synthetic noise"
+    title: "Synthetic noise"
     seeds: [0, 1, 2, 3, 4]
     methods:                       # column -> ln-fit arguments added to every setting
       CE: --config zoo/configs/losses/ce.yaml
