@@ -458,6 +458,7 @@ def _cmd_search(args: argparse.Namespace, spec: TableSpec) -> None:
             f"{mean_std([r['test_acc'] for r in mine])} |"
         )
     table = "\n".join(lines)
+    search_dir.mkdir(parents=True, exist_ok=True)
     keys = list(spec.search[args.method])
     if len(keys) == 2:  # the sensitivity grid of Fig. 5
         from ln_lightning.analysis import plot_grid_heatmap
