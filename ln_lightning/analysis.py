@@ -350,10 +350,12 @@ def plot_grid_heatmap(
                 if values:
                     table[j, i] = 100 * sum(values) / len(values)
         image = ax.imshow(table.numpy(), cmap="viridis", origin="lower", aspect="auto")
+        middle = float(table.nan_to_num(float("inf")).min() + table.nan_to_num(-1.0).max()) / 2
         for j in range(len(ys)):
             for i in range(len(xs)):
                 if not table[j, i].isnan():
-                    ax.text(i, j, f"{table[j, i]:.1f}", ha="center", va="center", color="w")
+                    colour = "k" if table[j, i] > middle else "w"  # readable on viridis
+                    ax.text(i, j, f"{table[j, i]:.1f}", ha="center", va="center", color=colour)
         ax.set_xticks(range(len(xs)), [str(x) for x in xs])
         ax.set_yticks(range(len(ys)), [str(y) for y in ys])
         ax.set_xlabel(x_key.rsplit(".", 1)[-1])
