@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+import lightning.pytorch as pl
+import yaml
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 import zoo  # noqa: F401  (registers the zoo's backbones in timm)
 from ln_lightning.data.base import NoisyLabelDataModule
 from ln_lightning.module import NoisyLabelClassifier
+
+
+class LoggerSaveConfigCallback(SaveConfigCallback):
+    """Save ``config.yaml`` in the log directory and send the full config to every logger.
+
+    W&B shows it as the run's config (nested, as in the YAML), TensorBoard and CSV store it as
+    hyper-parameters, so every run records exactly what produced it.
+    """
+
+    def save_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        for logger in trainer.loggers:
+            logger.log_hyperparams(config)
 
 
 class LNLightningCLI(LightningCLI):
@@ -53,6 +68,7 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> LNLightningCLI:
         subclass_mode_model=True,
         subclass_mode_data=True,
         auto_configure_optimizers=False,
+        save_config_callback=LoggerSaveConfigCallback,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"description": "ln-fit: train classifiers on noisy labels (LN likelihood)."},
         args=args,

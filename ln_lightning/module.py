@@ -11,13 +11,14 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import Tensor, nn
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
 
 import zoo  # noqa: F401  (registers the zoo's backbones in timm)
 from ln_lightning.data.dataset import NoisySample
 from ln_lightning.heads import LinearHeads
 from ln_lightning.losses.base import NoisyLabelLoss
 from ln_lightning.losses.logistic_normal import LogisticNormalLoss
+from ln_lightning.metrics import BrierScore, NegativeLogLikelihood, NoiseSplitAccuracy
 
 
 def build_backbone(
@@ -116,10 +117,14 @@ class NoisyLabelClassifier(pl.LightningModule):
     switches the heads. Predictions come from ``loss.predict_proba`` (for LN: softmax of the mean
     over the K real classes, Sec. 3.3).
 
-    Logged metrics: ``train/loss``, ``train/acc_noisy`` and ``train/acc_clean`` (accuracy against
-    the observed and the true training labels), ``val/loss``, ``val/acc_noisy`` (accuracy on the
-    noisy validation split, the paper's model-selection metric), ``val/acc_clean``, and
-    ``test/acc`` (clean test accuracy), ``test/loss``.
+    Logged metrics (per epoch, synchronised across DDP ranks): ``train/loss``,
+    ``train/acc_noisy`` and ``train/acc_clean`` (accuracy against the observed and the true
+    training labels), the memorisation curves of Fig. 4 (``train/acc_uncorrupted``,
+    ``train/acc_corrupted_vs_noisy``, ``train/acc_corrupted_vs_true``; see
+    :class:`~ln_lightning.metrics.NoiseSplitAccuracy`), ``val/loss``, ``val/acc_noisy``
+    (accuracy on the noisy validation split, the paper's model-selection metric),
+    ``val/acc_clean``, and on the clean test set ``test/acc``, ``test/loss``, ``test/nll``,
+    ``test/ece`` (15 bins) and ``test/brier``.
 
     Args:
         backbone: A timm model name (created with ``num_classes=0``; ``import zoo`` adds the zoo's
@@ -174,7 +179,11 @@ class NoisyLabelClassifier(pl.LightningModule):
 
         self.train_acc_noisy, self.train_acc_clean = accuracy(), accuracy()
         self.val_acc_noisy, self.val_acc_clean = accuracy(), accuracy()
+        self.train_noise_split = NoiseSplitAccuracy()
         self.test_acc = accuracy()
+        self.test_nll = NegativeLogLikelihood()
+        self.test_ece = MulticlassCalibrationError(num_classes, n_bins=15, ignore_index=-1)
+        self.test_brier = BrierScore()
 
     # ---------------------------------------------------------------- model
     def forward(self, inputs: Tensor) -> dict[str, Tensor]:
@@ -220,8 +229,18 @@ class NoisyLabelClassifier(pl.LightningModule):
             "train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(targets)
         )
         with torch.no_grad():
-            self._log_accuracies("train", self.loss.predict_proba(outputs), targets, clean_targets)
+            probs = self.loss.predict_proba(outputs)
+            self._log_accuracies("train", probs, targets, clean_targets)
+            if clean_targets is not None:
+                self.train_noise_split.update(probs, targets, clean_targets)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        # Memorisation curves (Fig. 4): a dict-valued metric, so computed (and synced) here.
+        if self.train_noise_split.update_called:
+            values = self.train_noise_split.compute()
+            self.log_dict({f"train/{k}": v for k, v in values.items() if not v.isnan()})
+        self.train_noise_split.reset()
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         inputs, targets, clean_targets = unpack_batch(batch)
@@ -234,9 +253,17 @@ class NoisyLabelClassifier(pl.LightningModule):
         inputs, targets, clean_targets = unpack_batch(batch)
         labels = clean_targets if clean_targets is not None else targets
         outputs = self(inputs)
-        self.test_acc(self.loss.predict_proba(outputs), labels)
+        probs = self.loss.predict_proba(outputs)
+        for metric in (self.test_acc, self.test_nll, self.test_ece, self.test_brier):
+            metric.update(probs, labels)
         self.log_dict(
-            {"test/acc": self.test_acc, "test/loss": self.loss(outputs, labels)},
+            {
+                "test/acc": self.test_acc,
+                "test/loss": self.loss(outputs, labels),
+                "test/nll": self.test_nll,
+                "test/ece": self.test_ece,
+                "test/brier": self.test_brier,
+            },
             on_epoch=True,
             batch_size=len(labels),
         )

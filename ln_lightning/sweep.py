@@ -458,6 +458,21 @@ def _cmd_search(args: argparse.Namespace, spec: TableSpec) -> None:
             f"{mean_std([r['test_acc'] for r in mine])} |"
         )
     table = "\n".join(lines)
+    search_dir.mkdir(parents=True, exist_ok=True)
+    keys = list(spec.search[args.method])
+    if len(keys) == 2:  # the sensitivity grid of Fig. 5
+        from ln_lightning.analysis import plot_grid_heatmap
+
+        cells = [
+            {**point, "noisy val acc (%)": r["val_acc_noisy"], "clean test acc (%)": r["test_acc"]}
+            for point, mine in results
+            for r in mine
+        ]
+        figure = plot_grid_heatmap(
+            cells, keys[1], keys[0], ["noisy val acc (%)", "clean test acc (%)"]
+        )
+        figure.savefig(search_dir / "heatmap.png", dpi=120)
+        print(f"Heat map: {search_dir / 'heatmap.png'}")
     best_file = search_dir / "best.yaml"
     best_file.write_text(
         f"# {args.method} on {args.setting}: best of {len(points)} grid points by noisy "

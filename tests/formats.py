@@ -81,8 +81,13 @@ def write_cifar10n(root: Path) -> torch.Tensor:
     labels = write_cifar10(root)
     worst = labels.clone()
     worst[::3] = (worst[::3] + 1) % 10
-    content = {"clean_label": labels.numpy(), "worse_label": worst.numpy()}
-    content.update({key: labels.numpy() for key in ("aggre_label", "random_label1")})
+    other = labels.clone()
+    other[::4] = (other[::4] + 2) % 10
+    content = {
+        "clean_label": labels.numpy(), "worse_label": worst.numpy(), "aggre_label": labels.numpy(),
+        "random_label1": labels.numpy(), "random_label2": worst.numpy(),
+        "random_label3": other.numpy(),
+    }  # fmt: skip
     torch.save(content, root / "CIFAR-10_human.pt")
     return worst
 

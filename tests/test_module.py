@@ -98,8 +98,33 @@ def test_training_logs_noise_aware_metrics_and_learns(tmp_path, datamodule):
     ):
         assert key in t.callback_metrics, key
     assert float(t.callback_metrics["val/acc_clean"]) > 0.3  # far above chance after 3 epochs
+    # The memorisation split recombines into the overall accuracies of the same epoch.
+    metrics = {k: float(v) for k, v in t.callback_metrics.items()}
+    train = datamodule.train_set
+    given, true = train.noisy_labels[train.indices], train.clean_labels[train.indices]
+    share = float((given != true).float().mean())
+    assert 0.1 < share < 0.3
+    for overall, part in (("acc_noisy", "acc_corrupted_vs_noisy"), ("acc_clean", "vs_true")):
+        part = "acc_corrupted_" + part.removeprefix("acc_corrupted_")
+        expected = (1 - share) * metrics["train/acc_uncorrupted"] + share * metrics[f"train/{part}"]
+        assert metrics[f"train/{overall}"] == pytest.approx(expected, abs=1e-5)
     (result,) = t.test(model, datamodule=datamodule, verbose=False)
     assert 0.0 <= result["test/acc"] <= 1.0
+    # The calibration report equals its definitions on the same predictions.
+    probs = torch.cat(t.predict(model, datamodule=datamodule))
+    labels = datamodule.test_set.clean_labels[datamodule.test_set.indices]
+    picked = probs.gather(1, labels[:, None]).squeeze(1)
+    assert result["test/nll"] == pytest.approx(float(-picked.log().mean()), rel=1e-4)
+    brier = (probs - torch.nn.functional.one_hot(labels, 10)).square().sum(1).mean()
+    assert result["test/brier"] == pytest.approx(float(brier), rel=1e-4)
+    confidence, predicted = probs.max(1)
+    bins = torch.clamp((confidence * 15).ceil().long() - 1, 0, 14)
+    ece = sum(
+        (bins == b).float().mean() * ((predicted == labels)[bins == b].float().mean()
+        - confidence[bins == b].mean()).abs()
+        for b in range(15) if (bins == b).any()
+    )  # fmt: skip
+    assert result["test/ece"] == pytest.approx(float(ece), abs=1e-4)
 
 
 def test_predict_returns_probabilities(tmp_path, datamodule):

@@ -199,3 +199,32 @@ def test_parallel_runs_get_their_own_gpu_and_threads(tmp_path, monkeypatch):
     assert all(extra == ("--e",) for *_, extra in seen)
     with pytest.raises(ValueError, match="jobs must be >= 1"):
         sweep.run_all(runs, jobs=0)
+
+
+def test_search_over_two_keys_draws_the_sensitivity_heat_map(tmp_path, monkeypatch, capsys):
+    """Fig. 5: a two-key grid (tau x lambda) gives a heat map of noisy val and clean test."""
+    import ln_lightning.sweep as sweep
+
+    def fake_run_all(runs, *args, **kwargs):
+        rows = []
+        for run in runs:
+            tau = float(run.args[-2].rsplit("=", 1)[1])
+            lam = float(run.args[-1].rsplit("=", 1)[1])
+            rows.append({"val_acc_noisy": 0.5 + tau / 10 + lam / 100, "test_acc": 0.6})
+        return rows
+
+    monkeypatch.setattr(sweep, "run_all", fake_run_all)
+    spec = write_spec(
+        tmp_path / "s.yaml",
+        {
+            "methods": {"LN": ""},
+            "settings": {"a": "--config cli.yaml"},
+            "search": {"LN": {"m.temperature": [0.5, 1.0], "m.min_scale": [0.1, 0.5, 1.0]}},
+        },
+    )
+    main(["search", str(spec), "--out", str(tmp_path / "out"), "--setting", "a", "--method", "LN"])
+    search = tmp_path / "out" / "a" / "ln" / "search"
+    assert (search / "heatmap.png").stat().st_size > 10_000
+    best = yaml.safe_load((search / "best.yaml").read_text())
+    assert best == {"m": {"temperature": 1.0, "min_scale": 1.0}}
+    assert "temperature=1.0,min_scale=1.0 **selected**" in capsys.readouterr().out

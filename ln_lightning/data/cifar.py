@@ -234,10 +234,26 @@ class CIFAR10NDataModule(_CIFARNMixin, CIFAR10DataModule):
     }
     file_name = "CIFAR-10_human.pt"
 
+    annotator_keys: ClassVar[tuple[str, ...]] = ("random_label1", "random_label2", "random_label3")
+
     def __init__(self, label_set: str = "worst", labels_file: str | None = None, **kwargs) -> None:
         kwargs.setdefault("noise_type", "none")
         super().__init__(**kwargs)
         self._init_cifar_n(label_set, labels_file)
+        self._annotator_labels: Tensor | None = None
+
+    @property
+    def annotator_labels(self) -> Tensor:
+        """The three independent human labels of every training image, ``(50000, 3)``.
+
+        In the training pool's order (``NoisySample.index``); used by
+        :class:`~ln_lightning.callbacks.AnnotatorNLL` (the paper's Table 4).
+        """
+        if self._annotator_labels is None:
+            columns = [read_cifar_n(self._labels_path(), key, "clean_label")[0]
+                       for key in self.annotator_keys]  # fmt: skip
+            self._annotator_labels = torch.stack(columns, 1)
+        return self._annotator_labels
 
 
 class CIFAR100NDataModule(_CIFARNMixin, CIFAR100DataModule):

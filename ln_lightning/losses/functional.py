@@ -258,21 +258,60 @@ def logistic_normal_loss(
         temperature=temperature, min_scale=min_scale, smoothing=smoothing, covariance=covariance
     )
     with torch.autocast(mean.device.type, enabled=False):
-        mean = upcast(mean)
-        num_classes = num_classes_from_logit_dim(mean.shape[-1], dummy_class)
-        check_labels(labels, num_classes)
-        target = target_logits(
-            labels,
-            num_classes,
-            smoothing=smoothing,
-            dummy_class=dummy_class,
-            temperature=temperature,
-            dtype=mean.dtype,
-        )
+        residual = _ln_residual(mean, labels, temperature, smoothing, dummy_class)
         mahalanobis, logdet = gaussian_terms(
-            target - mean, scale, covariance=covariance, min_scale=min_scale
+            residual, scale, covariance=covariance, min_scale=min_scale
         )
         return 0.5 * (mahalanobis + logdet)
+
+
+def _ln_residual(
+    mean: Tensor, labels: Tensor, temperature: float, smoothing: float, dummy_class: bool
+) -> Tensor:
+    """``r = tau S_C^{-1}(q_y) - mu`` in float32 (float64 kept), after checking the labels."""
+    mean = upcast(mean)
+    num_classes = num_classes_from_logit_dim(mean.shape[-1], dummy_class)
+    check_labels(labels, num_classes)
+    target = target_logits(
+        labels,
+        num_classes,
+        smoothing=smoothing,
+        dummy_class=dummy_class,
+        temperature=temperature,
+        dtype=mean.dtype,
+    )
+    return target - mean
+
+
+def logistic_normal_residuals(
+    mean: Tensor,
+    scale: Tensor | None,
+    labels: Tensor,
+    *,
+    covariance: Covariance = "full",
+    min_scale: float = 1.0,
+    temperature: float = 1.0,
+    smoothing: float = 0.01,
+    dummy_class: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """Squared residual of each label under Sigma = I and under the learned Sigma (Fig. 6).
+
+    ``(r^T r, r^T Sigma_theta^{-1} r)`` with ``r = tau C e_y - mu``: the first says how far the
+    label is from the prediction, the second how surprising it is given the uncertainty the
+    model learned for the example. Large values flag likely mislabelled examples.
+
+    Args: as :func:`logistic_normal_loss`.
+
+    Returns:
+        Two float32 tensors of shape ``(B,)``.
+    """
+    check_ln_hparams(
+        temperature=temperature, min_scale=min_scale, smoothing=smoothing, covariance=covariance
+    )
+    with torch.autocast(mean.device.type, enabled=False):
+        residual = _ln_residual(mean, labels, temperature, smoothing, dummy_class)
+        mahalanobis, _ = gaussian_terms(residual, scale, covariance=covariance, min_scale=min_scale)
+        return residual.square().sum(-1), mahalanobis
 
 
 def logistic_normal_nll(

@@ -97,5 +97,11 @@ class LogisticNormalLoss(NoisyLabelLoss):
         scale = None if self.covariance == "identity" else self._require(outputs, "scale")
         return LF.logistic_normal_nll(mean, scale, labels, **self._hparams())
 
+    def residuals(self, outputs: Mapping[str, Tensor], labels: Tensor) -> tuple[Tensor, Tensor]:
+        """``(r^T r, r^T Sigma^{-1} r)`` per example (Fig. 6); see ``logistic_normal_residuals``."""
+        mean = self._require(outputs, "mean")
+        scale = None if self.covariance == "identity" else self._require(outputs, "scale")
+        return LF.logistic_normal_residuals(mean, scale, labels, **self._hparams())
+
     def predict_proba(self, outputs: Mapping[str, Tensor]) -> Tensor:
         return LF.mean_probabilities(self._require(outputs, "mean"), self.dummy_class)

@@ -24,6 +24,7 @@ from ln_lightning.data import (
     NoisySample,
     TwoMoonsDataModule,
 )
+from ln_lightning.data.cifar import read_cifar_n
 from ln_lightning.noise import noise_from_labels
 from tests.formats import (
     write_cifar10,
@@ -181,7 +182,6 @@ def test_cifar100n_synthetic_file_coarse(tmp_path):
     ],
 )
 def test_real_cifar_n_noise_rates(file, key, rate):
-    from ln_lightning.data.cifar import read_cifar_n
 
     noisy, clean = read_cifar_n(SHARED / file, key, "clean_label")
     assert len(noisy) == 50_000
@@ -295,3 +295,25 @@ def test_a_model_trains_on_the_file_based_modules(tmp_path, kind):
     assert torch.isfinite(trainer.callback_metrics["train/loss"])
     (result,) = trainer.test(model, datamodule=dm, verbose=False)
     assert 0.0 <= result["test/acc"] <= 1.0
+
+
+@pytest.mark.skipif(
+    not SHARED.is_dir(), reason="the CIFAR-N label files are not beside the checkout"
+)
+def test_real_cifar10n_annotator_labels():
+    """The three independent annotations (Table 4) come from random_label1/2/3."""
+    dm = CIFAR10NDataModule(labels_file=str(SHARED / "CIFAR-10_human.pt"))
+    labels = dm.annotator_labels
+    assert labels.shape == (50_000, 3) and labels.dtype == torch.long
+    _, clean = read_cifar_n(SHARED / "CIFAR-10_human.pt", "random_label1", "clean_label")
+    rates = (labels != clean[:, None]).float().mean(0)
+    assert ((rates > 0.16) & (rates < 0.19)).all()  # 17-18% noise per annotator
+    assert not torch.equal(labels[:, 0], labels[:, 1])  # independent annotators
+
+
+def test_cifar10n_annotator_labels_from_a_synthetic_file(tmp_path):
+    write_cifar10n(tmp_path)
+    dm = CIFAR10NDataModule(data_dir=str(tmp_path))
+    content = torch.load(tmp_path / "CIFAR-10_human.pt", weights_only=False)
+    for column, key in enumerate(("random_label1", "random_label2", "random_label3")):
+        assert dm.annotator_labels[:, column].tolist() == list(content[key])

@@ -1,0 +1,366 @@
+"""The paper's analyses and mislabelled-example detection, as plain functions.
+
+The callbacks in :mod:`ln_lightning.callbacks` call these at the end of training; they work as
+well on any trained :class:`~ln_lightning.module.NoisyLabelClassifier` and data module:
+
+>>> predictions = predict_training_set(model, datamodule)          # doctest: +SKIP
+>>> scores = mislabel_scores(predictions)                           # doctest: +SKIP
+>>> detection_metrics(scores, predictions.corrupted)                # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+from torchmetrics.functional.classification import binary_auroc, binary_average_precision
+
+from ln_lightning.data.dataset import NoisySample
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from ln_lightning.data.base import NoisyLabelDataModule
+    from ln_lightning.module import NoisyLabelClassifier
+
+__all__ = [
+    "SCORES",
+    "TrainingPredictions",
+    "annotator_nll",
+    "detection_metrics",
+    "mislabel_scores",
+    "plot_decision_boundary",
+    "plot_grid_heatmap",
+    "plot_residual_histograms",
+    "predict_training_set",
+    "write_mislabel_csv",
+]
+
+SCORES = ("auto", "self_confidence", "residual", "whitened_residual")
+
+
+@dataclass
+class TrainingPredictions:
+    """The model's view of every training example (pool order of ``indices``).
+
+    Attributes:
+        indices: Pool index of each example (``NoisySample.index``).
+        given: The label the example was trained with (noisy).
+        clean: Its true label, ``-1`` where unknown.
+        probs: Predicted class probabilities, ``(N, K)``.
+        residual: LN only: ``r^T r`` (Sigma = I), else ``None``.
+        whitened_residual: LN only: ``r^T Sigma_theta^{-1} r``, else ``None``.
+    """
+
+    indices: Tensor
+    given: Tensor
+    clean: Tensor
+    probs: Tensor
+    residual: Tensor | None = None
+    whitened_residual: Tensor | None = None
+
+    @property
+    def corrupted(self) -> Tensor:
+        """True where the given label is known to be wrong."""
+        return (self.clean >= 0) & (self.given != self.clean)
+
+    @property
+    def known(self) -> Tensor:
+        """True where the clean label is known."""
+        return self.clean >= 0
+
+
+def training_examples(
+    datamodule: NoisyLabelDataModule, batch_size: int | None = None
+) -> DataLoader:
+    """The training split in a fixed order with the evaluation transform (no augmentation)."""
+    if datamodule.train_set is None:
+        datamodule.setup("fit")
+    dataset = copy.copy(datamodule.train_set)
+    dataset.transform = datamodule.eval_transform()
+    return DataLoader(dataset, batch_size=batch_size or datamodule.batch_size, shuffle=False)
+
+
+@torch.no_grad()
+def predict_training_set(
+    model: NoisyLabelClassifier, datamodule: NoisyLabelDataModule
+) -> TrainingPredictions:
+    """Run ``model`` (in eval mode) over the training split; LN residuals when the loss is LN."""
+    from ln_lightning.losses.logistic_normal import LogisticNormalLoss
+
+    was_training = model.training
+    model.eval()
+    is_ln = isinstance(model.loss, LogisticNormalLoss)
+    parts: dict[str, list[Tensor]] = {k: [] for k in ("idx", "given", "clean", "probs", "r", "w")}
+    try:
+        for batch in training_examples(datamodule):
+            sample = NoisySample(*batch)
+            outputs = model(sample.input.to(model.device))
+            given = sample.target.to(model.device)
+            parts["idx"].append(sample.index)
+            parts["given"].append(sample.target)
+            parts["clean"].append(sample.clean_target)
+            parts["probs"].append(model.loss.predict_proba(outputs).float().cpu())
+            if is_ln:
+                residual, whitened = model.loss.residuals(outputs, given)
+                parts["r"].append(residual.cpu())
+                parts["w"].append(whitened.cpu())
+    finally:
+        model.train(was_training)
+    return TrainingPredictions(
+        indices=torch.cat(parts["idx"]),
+        given=torch.cat(parts["given"]),
+        clean=torch.cat(parts["clean"]),
+        probs=torch.cat(parts["probs"]),
+        residual=torch.cat(parts["r"]) if is_ln else None,
+        whitened_residual=torch.cat(parts["w"]) if is_ln else None,
+    )
+
+
+def mislabel_scores(predictions: TrainingPredictions, score: str = "auto") -> Tensor:
+    """How likely each given label is wrong (higher = more suspicious).
+
+    Args:
+        predictions: From :func:`predict_training_set`.
+        score: ``self_confidence``: ``1 - p(given label)`` (works for every loss; the usual
+            baseline, as in cleanlab's self-confidence ranking); ``residual``: LN's squared
+            residual ``r^T r`` of the label; ``whitened_residual``: ``r^T Sigma^{-1} r`` under the
+            learned covariance; ``auto``: ``self_confidence``, which ranked the corrupted labels
+            best for LN models too (docs/analysis.md).
+
+    Raises:
+        ValueError: For an unknown score, or a residual score without LN predictions.
+    """
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {SCORES}; got {score!r}.")
+    if score == "auto":
+        score = "self_confidence"
+    if score == "self_confidence":
+        return 1.0 - predictions.probs.gather(1, predictions.given[:, None]).squeeze(1)
+    values = getattr(predictions, score)
+    if values is None:
+        raise ValueError(
+            f"score={score!r} needs a model trained with LogisticNormalLoss; use "
+            "'self_confidence' for other losses."
+        )
+    return values
+
+
+def detection_metrics(scores: Tensor, corrupted: Tensor, known: Tensor | None = None) -> dict:
+    """How well ``scores`` rank the corrupted labels first (examples with a known clean label).
+
+    Returns:
+        ``auroc``, ``average_precision`` and ``precision_at_n`` (precision of the top ``n``
+        scores, ``n`` the number of corrupted labels; equal to the recall there), plus
+        ``num_corrupted`` and ``num_examples``.
+
+    Raises:
+        ValueError: If there is nothing to detect (no corrupted or no clean examples).
+    """
+    if known is not None:
+        scores, corrupted = scores[known], corrupted[known]
+    corrupted = corrupted.bool()
+    num = int(corrupted.sum())
+    if num == 0 or num == len(corrupted):
+        raise ValueError(
+            f"detection needs both corrupted and clean labels; got {num} corrupted of "
+            f"{len(corrupted)}."
+        )
+    scores = scores.float()
+    top = scores.topk(num).indices
+    return {
+        "auroc": float(binary_auroc(scores, corrupted.long())),
+        "average_precision": float(binary_average_precision(scores, corrupted.long())),
+        "precision_at_n": float(corrupted[top].float().mean()),
+        "num_corrupted": num,
+        "num_examples": len(corrupted),
+    }
+
+
+def write_mislabel_csv(predictions: TrainingPredictions, scores: Tensor, path: str | Path) -> Path:
+    """``index, given_label, predicted_label, score, clean_label`` sorted by score (highest first).
+
+    ``clean_label`` is ``-1`` where unknown. Returns the path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    order = scores.argsort(descending=True)
+    predicted = predictions.probs.argmax(1)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["index", "given_label", "predicted_label", "score", "clean_label"])
+        for i in order.tolist():
+            writer.writerow(
+                [
+                    int(predictions.indices[i]),
+                    int(predictions.given[i]),
+                    int(predicted[i]),
+                    f"{float(scores[i]):.6g}",
+                    int(predictions.clean[i]),
+                ]
+            )
+    return path
+
+
+def annotator_nll(probs: Tensor, annotator_labels: Tensor) -> Tensor:
+    """Mean NLL of the predictions against several annotators' labels per example (Table 4).
+
+    ``mean_i mean_a -log p(label_{i,a} | x_i)``; labels ``-1`` (missing annotation) are skipped.
+
+    Args:
+        probs: ``(N, K)`` predicted probabilities.
+        annotator_labels: ``(N, A)`` integer labels, one column per annotator.
+    """
+    if annotator_labels.ndim != 2 or len(annotator_labels) != len(probs):
+        raise ValueError(
+            f"annotator_labels must have shape (N, A) with N = {len(probs)}; got "
+            f"{tuple(annotator_labels.shape)}."
+        )
+    present = annotator_labels >= 0
+    picked = probs.gather(1, annotator_labels.clamp_min(0)).clamp_min(1e-12)
+    per_example = (-picked.log() * present).sum(1) / present.sum(1).clamp_min(1)
+    return per_example[present.any(1)].mean()
+
+
+# ------------------------------------------------------------------------------- figures
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_residual_histograms(predictions: TrainingPredictions, bins: int = 50) -> Figure:
+    """Fig. 6: squared residuals of clean vs corrupted labels, Sigma = I and Sigma_theta.
+
+    Raises:
+        ValueError: If the predictions carry no LN residuals.
+    """
+    if predictions.residual is None or predictions.whitened_residual is None:
+        raise ValueError("residual histograms need a model trained with LogisticNormalLoss.")
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    corrupted, clean = predictions.corrupted, predictions.known & ~predictions.corrupted
+    for ax, values, title in (
+        (axes[0], predictions.residual, r"$\Sigma = I$: $r^\top r$"),
+        (axes[1], predictions.whitened_residual, r"$\Sigma = \Sigma_\theta$: $r^\top\Sigma^{-1}r$"),
+    ):
+        values = values.clamp_min(1e-6).log10()
+        edges = torch.linspace(float(values.min()), float(values.max()) + 1e-6, bins + 1).numpy()
+        ax.hist(values[clean].numpy(), bins=edges, alpha=0.6, label=f"clean ({int(clean.sum())})")
+        ax.hist(
+            values[corrupted].numpy(),
+            bins=edges,
+            alpha=0.6,
+            label=f"noisy ({int(corrupted.sum())})",
+        )
+        ax.set_xlabel(r"$\log_{10}$ squared residual")
+        ax.set_title(title)
+        ax.legend()
+    axes[0].set_ylabel("training examples")
+    figure.tight_layout()
+    return figure
+
+
+@torch.no_grad()
+def plot_decision_boundary(
+    model: NoisyLabelClassifier,
+    inputs: Tensor,
+    given: Tensor,
+    corrupted: Tensor,
+    resolution: int = 200,
+    title: str | None = None,
+) -> Figure:
+    """Fig. 3: the predicted class over the plane, with the training points and their labels.
+
+    Args:
+        model: A classifier of two-dimensional inputs.
+        inputs: ``(N, 2)`` training inputs.
+        given: Their (noisy) labels.
+        corrupted: Which labels are wrong (drawn as crosses).
+        resolution: Grid points per axis.
+        title: Figure title (default: the loss class).
+    """
+    if inputs.ndim != 2 or inputs.shape[1] != 2:
+        raise ValueError(f"decision boundaries need 2-D inputs; got shape {tuple(inputs.shape)}.")
+    plt = _pyplot()
+    low, high = inputs.min(0).values, inputs.max(0).values
+    margin = 0.15 * (high - low)
+    xs = torch.linspace(float(low[0] - margin[0]), float(high[0] + margin[0]), resolution)
+    ys = torch.linspace(float(low[1] - margin[1]), float(high[1] + margin[1]), resolution)
+    grid_x, grid_y = torch.meshgrid(xs, ys, indexing="xy")
+    grid = torch.stack([grid_x.flatten(), grid_y.flatten()], 1)
+    was_training = model.training
+    model.eval()
+    try:
+        probs = torch.cat(
+            [model.predict_proba(chunk.to(model.device)).cpu() for chunk in grid.split(8192)]
+        )
+    finally:
+        model.train(was_training)
+    figure, ax = plt.subplots(figsize=(5, 4.5))
+    predicted = probs.argmax(1).reshape(resolution, resolution)
+    ax.contourf(grid_x.numpy(), grid_y.numpy(), predicted.numpy(), alpha=0.25, cmap="coolwarm")
+    ax.contour(grid_x.numpy(), grid_y.numpy(), predicted.numpy(), colors="k", linewidths=0.8)
+    clean = ~corrupted
+    ax.scatter(
+        *inputs[clean].T.numpy(), c=given[clean].numpy(), cmap="coolwarm", s=8, vmin=0, vmax=1
+    )
+    ax.scatter(
+        *inputs[corrupted].T.numpy(), c=given[corrupted].numpy(), cmap="coolwarm", s=30,
+        marker="x", vmin=0, vmax=1, label="wrong label",
+    )  # fmt: skip
+    ax.legend(loc="upper right")
+    ax.set_title(title or type(model.loss).__name__)
+    figure.tight_layout()
+    return figure
+
+
+def plot_grid_heatmap(
+    rows: Sequence[dict[str, Any]], x_key: str, y_key: str, value_keys: Sequence[str]
+) -> Figure:
+    """Fig. 5: one heat map per value (e.g. noisy val and clean test accuracy) over a 2-D grid.
+
+    Args:
+        rows: Dicts holding ``x_key``, ``y_key`` and each of ``value_keys`` (``None`` = missing).
+        x_key, y_key: The two grid axes (e.g. lambda and tau).
+        value_keys: Values to draw, one panel each; means over rows with the same grid point.
+    """
+    plt = _pyplot()
+    xs = sorted({r[x_key] for r in rows})
+    ys = sorted({r[y_key] for r in rows})
+    figure, axes = plt.subplots(1, len(value_keys), figsize=(4.2 * len(value_keys), 3.4))
+    axes = [axes] if len(value_keys) == 1 else list(axes)
+    for ax, key in zip(axes, value_keys, strict=True):
+        table = torch.full((len(ys), len(xs)), float("nan"))
+        for j, y in enumerate(ys):
+            for i, x in enumerate(xs):
+                values = [
+                    r[key] for r in rows if r[x_key] == x and r[y_key] == y and r[key] is not None
+                ]
+                if values:
+                    table[j, i] = 100 * sum(values) / len(values)
+        image = ax.imshow(table.numpy(), cmap="viridis", origin="lower", aspect="auto")
+        middle = float(table.nan_to_num(float("inf")).min() + table.nan_to_num(-1.0).max()) / 2
+        for j in range(len(ys)):
+            for i in range(len(xs)):
+                if not table[j, i].isnan():
+                    colour = "k" if table[j, i] > middle else "w"  # readable on viridis
+                    ax.text(i, j, f"{table[j, i]:.1f}", ha="center", va="center", color=colour)
+        ax.set_xticks(range(len(xs)), [str(x) for x in xs])
+        ax.set_yticks(range(len(ys)), [str(y) for y in ys])
+        ax.set_xlabel(x_key.rsplit(".", 1)[-1])
+        ax.set_ylabel(y_key.rsplit(".", 1)[-1])
+        ax.set_title(key)
+        figure.colorbar(image, ax=ax)
+    figure.tight_layout()
+    return figure

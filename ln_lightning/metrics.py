@@ -1,0 +1,126 @@
+"""Noise-aware metrics (torchmetrics, synchronised across DDP ranks).
+
+* :class:`NoiseSplitAccuracy`: training accuracy split by whether an example's label was
+  corrupted, on corrupted examples both against the given (noisy) label, i.e. memorisation, and
+  against the true one (the paper's Fig. 4).
+* :class:`NegativeLogLikelihood` and :class:`BrierScore`: proper scores of predicted
+  probabilities; with torchmetrics' ``MulticlassCalibrationError`` (15 bins) they make the
+  calibration report of the clean test set.
+
+Labels equal to ``-1`` (unknown clean label, e.g. most of Clothing1M) are left out everywhere.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+__all__ = ["BrierScore", "NegativeLogLikelihood", "NoiseSplitAccuracy"]
+
+
+def _check(probs: Tensor, labels: Tensor) -> None:
+    if probs.ndim != 2 or labels.shape != probs.shape[:1]:
+        raise ValueError(
+            f"expected probabilities (B, K) and labels (B,); got {tuple(probs.shape)} and "
+            f"{tuple(labels.shape)}."
+        )
+
+
+class _MeanOverKnown(Metric):
+    """Mean of a per-example score over the examples whose label is known (not ``-1``)."""
+
+    full_state_update = False
+    higher_is_better = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def score(self, probs: Tensor, labels: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def update(self, probs: Tensor, labels: Tensor) -> None:
+        _check(probs, labels)
+        known = labels >= 0
+        # Masked rather than indexed, so that no step waits for the device (no host sync).
+        scores = self.score(probs.float(), labels.clamp_min(0))
+        self.total += torch.where(known, scores, 0.0).double().sum()
+        self.count += known.sum()
+
+    def compute(self) -> Tensor:
+        return (self.total / self.count).float() if self.count > 0 else torch.tensor(float("nan"))
+
+
+class NegativeLogLikelihood(_MeanOverKnown):
+    """Mean ``-log p(y | x)`` of the probabilities given to the labels.
+
+    Args:
+        eps: Probabilities are clamped to ``[eps, 1]`` first, so a confident mistake costs
+            ``-log(eps)`` instead of infinity.
+    """
+
+    def __init__(self, eps: float = 1e-12, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if not 0.0 < eps < 1.0:
+            raise ValueError(f"eps must lie in (0, 1); got {eps!r}.")
+        self.eps = eps
+
+    def score(self, probs: Tensor, labels: Tensor) -> Tensor:
+        picked = probs.gather(1, labels[:, None]).squeeze(1)
+        return -picked.clamp_min(self.eps).log()
+
+
+class BrierScore(_MeanOverKnown):
+    """Mean ``sum_k (p_k - [y = k])^2`` (0 is perfect, 2 the worst)."""
+
+    def score(self, probs: Tensor, labels: Tensor) -> Tensor:
+        squared = probs.square().sum(1)
+        return squared - 2 * probs.gather(1, labels[:, None]).squeeze(1) + 1
+
+
+class NoiseSplitAccuracy(Metric):
+    """Accuracy on correctly and on wrongly labelled training examples (memorisation curves).
+
+    ``compute()`` returns a dict:
+
+    * ``acc_uncorrupted``: accuracy on examples whose given label is the true one;
+    * ``acc_corrupted_vs_noisy``: on corrupted examples, how often the prediction is the wrong
+      label they were given (how much of the noise the network has memorised);
+    * ``acc_corrupted_vs_true``: on corrupted examples, how often the prediction is the true
+      label (how much of the noise it has corrected).
+
+    A value is ``nan`` when no example of its kind was seen (e.g. no noise).
+    """
+
+    full_state_update = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        for name in ("uncorrupted_right", "uncorrupted", "memorised", "corrected", "corrupted"):
+            self.add_state(name, torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, probs: Tensor, noisy_labels: Tensor, clean_labels: Tensor) -> None:
+        _check(probs, noisy_labels)
+        if clean_labels.shape != noisy_labels.shape:
+            raise ValueError("noisy_labels and clean_labels must have the same shape.")
+        predicted = probs.argmax(1)
+        known = clean_labels >= 0
+        corrupted = known & (noisy_labels != clean_labels)
+        uncorrupted = known & ~corrupted
+        self.uncorrupted += uncorrupted.sum()
+        self.uncorrupted_right += (uncorrupted & (predicted == noisy_labels)).sum()
+        self.corrupted += corrupted.sum()
+        self.memorised += (corrupted & (predicted == noisy_labels)).sum()
+        self.corrected += (corrupted & (predicted == clean_labels)).sum()
+
+    def compute(self) -> dict[str, Tensor]:
+        def ratio(part: Tensor, whole: Tensor) -> Tensor:
+            return part.float() / whole if whole > 0 else torch.tensor(float("nan"))
+
+        return {
+            "acc_uncorrupted": ratio(self.uncorrupted_right, self.uncorrupted),
+            "acc_corrupted_vs_noisy": ratio(self.memorised, self.corrupted),
+            "acc_corrupted_vs_true": ratio(self.corrected, self.corrupted),
+        }

@@ -1,0 +1,145 @@
+"""The analyses as functions: residuals (Fig. 6), detection scores, Table 4's NLL, the figures."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+import torch
+
+from ln_lightning.analysis import (
+    TrainingPredictions,
+    annotator_nll,
+    detection_metrics,
+    mislabel_scores,
+    plot_decision_boundary,
+    plot_grid_heatmap,
+    plot_residual_histograms,
+    write_mislabel_csv,
+)
+from ln_lightning.losses import functional as LF
+
+
+def explicit_sigma(scale: torch.Tensor, min_scale: float) -> torch.Tensor:
+    """Sigma = (c c^T + lambda I)^2 as a matrix (Eq. 9), for checking the closed form."""
+    root = scale[:, :, None] * scale[:, None, :] + min_scale * torch.eye(scale.shape[1])
+    return root @ root
+
+
+def test_residuals_match_the_matrix_forms():
+    torch.manual_seed(0)
+    mean, scale = torch.randn(6, 5, dtype=torch.float64), torch.randn(6, 5, dtype=torch.float64)
+    labels = torch.tensor([0, 1, 2, 3, 4, 0])
+    hparams = {"min_scale": 0.5, "temperature": 0.7, "smoothing": 0.01, "dummy_class": True}
+    residual, whitened = LF.logistic_normal_residuals(mean, scale, labels, **hparams)
+    target = LF.target_logits(labels, 5, smoothing=0.01, temperature=0.7, dtype=torch.float64)
+    r = target - mean
+    torch.testing.assert_close(residual, r.square().sum(1))
+    sigma = explicit_sigma(scale, 0.5)
+    expected = torch.einsum("bi,bij,bj->b", r, torch.linalg.inv(sigma), r)
+    torch.testing.assert_close(whitened, expected)
+    # The training loss is half the whitened residual plus half log|Sigma| (Eq. 5).
+    loss = LF.logistic_normal_loss(mean, scale, labels, **hparams)
+    torch.testing.assert_close(loss, 0.5 * (whitened + torch.logdet(sigma)))
+    # Sigma = I: both residuals are the plain squared distance.
+    plain, same = LF.logistic_normal_residuals(mean, None, labels, covariance="identity")
+    torch.testing.assert_close(plain, same)
+
+
+def predictions(given, clean, probs, residual=None) -> TrainingPredictions:
+    return TrainingPredictions(
+        indices=torch.arange(len(given)) + 100,
+        given=torch.tensor(given),
+        clean=torch.tensor(clean),
+        probs=torch.tensor(probs),
+        residual=None if residual is None else torch.tensor(residual),
+        whitened_residual=None if residual is None else 2 * torch.tensor(residual),
+    )
+
+
+def test_scores_and_their_detection_metrics():
+    p = predictions(
+        given=[0, 1, 1, 0], clean=[0, 0, 1, -1],
+        probs=[[0.9, 0.1], [0.8, 0.2], [0.4, 0.6], [0.5, 0.5]], residual=[0.1, 5.0, 1.0, 2.0],
+    )  # fmt: skip
+    torch.testing.assert_close(
+        mislabel_scores(p, "self_confidence"), torch.tensor([0.1, 0.8, 0.4, 0.5])
+    )
+    torch.testing.assert_close(mislabel_scores(p), mislabel_scores(p, "self_confidence"))
+    torch.testing.assert_close(mislabel_scores(p, "residual"), p.residual)
+    torch.testing.assert_close(mislabel_scores(p, "whitened_residual"), 2 * p.residual)
+    assert p.corrupted.tolist() == [False, True, False, False] and p.known.tolist()[3] is False
+    found = detection_metrics(mislabel_scores(p), p.corrupted, p.known)
+    assert found == {
+        "auroc": 1.0, "average_precision": 1.0, "precision_at_n": 1.0,
+        "num_corrupted": 1, "num_examples": 3,
+    }  # fmt: skip
+    reversed_ = detection_metrics(-mislabel_scores(p), p.corrupted, p.known)
+    assert reversed_["auroc"] == 0.0 and reversed_["precision_at_n"] == 0.0
+    without_ln = predictions([0, 1], [0, 0], [[0.9, 0.1], [0.8, 0.2]])
+    with pytest.raises(ValueError, match="LogisticNormalLoss"):
+        mislabel_scores(without_ln, "residual")
+    with pytest.raises(ValueError, match="score must be one of"):
+        mislabel_scores(without_ln, "loss")
+    with pytest.raises(ValueError, match="both corrupted and clean"):
+        detection_metrics(torch.rand(3), torch.zeros(3, dtype=torch.bool))
+
+
+def test_mislabel_csv_is_sorted_most_suspicious_first(tmp_path):
+    p = predictions([0, 1, 1], [0, 0, 1], [[0.9, 0.1], [0.8, 0.2], [0.4, 0.6]])
+    path = write_mislabel_csv(p, mislabel_scores(p), tmp_path / "sub" / "scores.csv")
+    with path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["index"]) for r in rows] == [101, 102, 100]
+    assert rows[0] == {
+        "index": "101", "given_label": "1", "predicted_label": "0", "score": "0.8",
+        "clean_label": "0",
+    }  # fmt: skip
+
+
+def test_annotator_nll_averages_annotators_then_examples():
+    probs = torch.tensor([[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]])
+    labels = torch.tensor([[0, 1, 1], [1, 1, -1]])
+    expected = ((-math.log(0.5) - 2 * math.log(0.25)) / 3 + (-2 * math.log(0.8)) / 2) / 2
+    assert annotator_nll(probs, labels).item() == pytest.approx(expected)
+    with pytest.raises(ValueError, match="shape"):
+        annotator_nll(probs, labels[:1])
+
+
+def test_figures_render(tmp_path):
+    torch.manual_seed(0)
+    n = 200
+    clean = torch.randint(0, 2, (n,))
+    given = torch.where(torch.rand(n) < 0.2, 1 - clean, clean)
+    corrupted = given != clean
+    residual = torch.where(corrupted, 20.0, 1.0) * torch.rand(n).add(0.1)
+    p = TrainingPredictions(
+        torch.arange(n), given, clean, torch.full((n, 2), 0.5), residual, residual / 3
+    )
+    figure = plot_residual_histograms(p, bins=20)
+    assert len(figure.axes) == 2
+    figure.savefig(tmp_path / "hist.png")
+    with pytest.raises(ValueError, match="LogisticNormalLoss"):
+        plot_residual_histograms(predictions([0], [0], [[1.0, 0.0]]))
+
+    from ln_lightning import NoisyLabelClassifier
+
+    model = NoisyLabelClassifier(backbone="mlp_2x2000", num_classes=2, input_shape=(2,),
+                                 backbone_kwargs={"hidden": (8,)})  # fmt: skip
+    inputs = torch.randn(n, 2)
+    figure = plot_decision_boundary(model, inputs, given, corrupted, resolution=20)
+    figure.savefig(tmp_path / "boundary.png")
+    with pytest.raises(ValueError, match="2-D inputs"):
+        plot_decision_boundary(model, torch.randn(5, 3), given[:5], corrupted[:5])
+
+    rows = [
+        {"t": t, "l": lam, "val": 0.5 + t / 10 + lam / 100, "test": None}
+        for t in (0.5, 1.0) for lam in (0.1, 0.5, 1.0)
+    ]  # fmt: skip
+    figure = plot_grid_heatmap(rows, "l", "t", ["val", "test"])
+    assert len(figure.axes) == 4  # two panels and their colour bars
+    image = figure.axes[0].images[0].get_array()
+    assert image.shape == (2, 3) and image[1, 2] == pytest.approx(100 * (0.5 + 0.1 + 0.01))
+    for name in ("hist", "boundary"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 5000

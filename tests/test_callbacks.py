@@ -1,0 +1,177 @@
+"""Analysis callbacks end to end through ``ln-fit``: files, logged metrics, W&B offline runs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ln_lightning.cli import run_cli
+from ln_lightning.sweep import last_value
+from tests.formats import write_cifar10n
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = [
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--trainer.accelerator=cpu",
+    "--test_after_fit=false",
+]
+
+
+def fit(tmp_path: Path, *args: str):
+    return run_cli(
+        ["fit", "--config", str(ROOT / "cli.yaml"), *QUICK, *args,
+         f"--trainer.logger.init_args.save_dir={tmp_path}"]
+    )  # fmt: skip
+
+
+def test_ln_run_writes_residual_histograms_and_logs_its_config(tmp_path):
+    cli = fit(
+        tmp_path,
+        "--trainer.max_epochs=3",
+        "--trainer.callbacks+=ln_lightning.callbacks.ResidualHistogram",
+    )
+    run = Path(cli.trainer.log_dir)
+    assert (run / "figures" / "analysis_residual_histograms.png").stat().st_size > 10_000
+    # Memorisation curves and the full config reach the logger.
+    assert last_value(run / "metrics.csv", "train/acc_corrupted_vs_noisy") is not None
+    hparams = yaml.unsafe_load((run / "hparams.yaml").read_text())  # our own file
+    assert hparams["data"]["init_args"]["noise_rate"] == 0.4
+    assert hparams["model"]["init_args"]["loss"]["class_path"].endswith("LogisticNormalLoss")
+
+
+def test_mislabel_report_finds_the_wrong_labels(tmp_path):
+    """CE before it memorises the noise (10 epochs) ranks the corrupted labels first."""
+    cli = fit(
+        tmp_path,
+        "--config", str(ROOT / "zoo/configs/losses/ce.yaml"),
+        "--trainer.max_epochs=10",
+        "--trainer.callbacks+=ln_lightning.callbacks.MislabelReport",
+        "--trainer.callbacks.every_n_epochs=5",
+    )  # fmt: skip
+    run = Path(cli.trainer.log_dir)
+    with (run / "mislabel_scores.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    train = cli.datamodule.train_set
+    assert len(rows) == len(train)
+    assert {int(r["index"]) for r in rows} == set(train.indices.tolist())
+    scores = [float(r["score"]) for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    auroc = last_value(run / "metrics.csv", "mislabel/auroc")
+    assert auroc is not None and auroc > 0.85  # chance is 0.5
+    top = rows[: int(0.1 * len(rows))]
+    # 21% of the labels are corrupted, but over half of the top 10%.
+    assert sum(r["given_label"] != r["clean_label"] for r in top) / len(top) > 0.5
+
+
+def test_decision_boundary_on_two_moons(tmp_path):
+    cli = run_cli(
+        ["fit", "--config", str(ROOT / "zoo/configs/two_moons/base.yaml"),
+         "--config", str(ROOT / "zoo/configs/two_moons/sym40.yaml"), *QUICK,
+         "--trainer.max_epochs=3", "--data.init_args.num_train=100",
+         "--model.init_args.backbone_kwargs={hidden: [16]}",
+         "--trainer.callbacks+=ln_lightning.callbacks.DecisionBoundaryPlot",
+         "--trainer.callbacks.resolution=30",
+         f"--trainer.logger.init_args.save_dir={tmp_path}"]
+    )  # fmt: skip
+    path = Path(cli.trainer.log_dir) / "figures" / "analysis_decision_boundary.png"
+    assert path.stat().st_size > 5_000
+
+
+def test_annotator_nll_on_cifar10n_files(tmp_path):
+    write_cifar10n(tmp_path)
+    cli = run_cli(
+        ["fit", "--config", str(ROOT / "zoo/configs/cifar10n/base.yaml"),
+         "--config", str(ROOT / "zoo/configs/cifar10n/worst.yaml"), *QUICK,
+         f"--data.init_args.data_dir={tmp_path}", "--data.init_args.download=false",
+         "--data.init_args.batch_size=16", "--trainer.max_epochs=1",
+         "--model.init_args.backbone=small_cnn",
+         "--trainer.callbacks+=ln_lightning.callbacks.AnnotatorNLL",
+         f"--trainer.logger.init_args.save_dir={tmp_path}"]
+    )  # fmt: skip
+    from ln_lightning.analysis import annotator_nll, predict_training_set
+
+    callback = next(c for c in cli.trainer.callbacks if type(c).__name__ == "AnnotatorNLL")
+    predictions = predict_training_set(cli.model, cli.datamodule)
+    labels = cli.datamodule.annotator_labels
+    assert labels.shape == (100, 3)
+    expected = float(annotator_nll(predictions.probs, labels[predictions.indices]))
+    assert callback.value == pytest.approx(expected, rel=1e-5)
+    logged = last_value(Path(cli.trainer.log_dir) / "metrics.csv", "train/annotator_nll")
+    assert logged == pytest.approx(expected, rel=1e-5)
+
+
+def test_annotator_nll_needs_several_annotators(tmp_path):
+    with pytest.raises(ValueError, match="annotator_labels"):
+        fit(tmp_path, "--trainer.max_epochs=1", "--trainer.limit_train_batches=1",
+            "--trainer.callbacks+=ln_lightning.callbacks.AnnotatorNLL")  # fmt: skip
+
+
+def test_bad_callback_arguments_are_refused():
+    from ln_lightning.callbacks import AnnotatorNLL, MislabelReport, ResidualHistogram
+
+    with pytest.raises(ValueError, match="score must be one of"):
+        MislabelReport(score="entropy")
+    with pytest.raises(ValueError, match="bins"):
+        ResidualHistogram(bins=1)
+    with pytest.raises(ValueError, match="every_n_epochs"):
+        AnnotatorNLL(every_n_epochs=-1)
+
+
+def wandb_records(run: Path) -> list[dict]:
+    """The records of an offline W&B run, through the documented ``wandb leet inspect --json``."""
+    log = next(run.glob("*.wandb"))
+    wandb_cli = Path(sys.executable).parent / "wandb"
+    result = subprocess.run(
+        [str(wandb_cli), "leet", "inspect", "--json", str(log)],
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+
+def test_wandb_offline_run_records_config_metrics_noise_and_figures(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cli = run_cli(
+        ["fit", "--config", str(ROOT / "cli.yaml"), *QUICK, "--trainer.max_epochs=2",
+         "--trainer.logger=lightning.pytorch.loggers.WandbLogger",
+         f"--trainer.logger.save_dir={tmp_path}", "--trainer.logger.offline=true",
+         "--trainer.logger.project=ln-tests",
+         "--trainer.callbacks+=ln_lightning.callbacks.ResidualHistogram",
+         "--trainer.callbacks+=ln_lightning.callbacks.MislabelReport",
+         "--trainer.callbacks.top_k=5"]
+    )  # fmt: skip
+    import wandb
+
+    wandb.finish()
+    (run,) = (tmp_path / "wandb").glob("offline-run-*")
+    records = wandb_records(run)
+    configs = [r["config"]["update"] for r in records if r["type"] == "config"]
+    full = next(c for c in configs if "data" in c)  # the whole ln-fit config
+    assert full["data"]["init_args"]["noise_rate"] == 0.4
+    assert full["model"]["init_args"]["backbone"] == "small_cnn"
+    assert full["trainer"]["max_epochs"] == 2
+    history: dict = {}
+    for record in records:
+        if record["type"] == "history":
+            history.update(record["history"]["item"])
+    for key in ("train/acc_noisy", "val/acc_noisy", "train/acc_corrupted_vs_noisy",
+                "noise/realised_rate", "mislabel/auroc"):  # fmt: skip
+        assert key in history, key
+    assert history["noise/realised_rate"] == pytest.approx(cli.datamodule.noise.realised_rate)
+    images = list((run / "files" / "media" / "images").rglob("*.png"))
+    assert any("residual_histograms" in p.name for p in images)
+    (table_file,) = (run / "files" / "media" / "table").rglob("*.table.json")
+    table = json.loads(table_file.read_text())
+    assert len(table["data"]) == 5 and table["columns"][1] == "input"
+    # The run's own files sit beside its checkpoints, not in the shared save_dir.
+    folder = tmp_path / "ln-tests" / run.name.rsplit("-", 1)[-1]
+    assert (folder / "mislabel_scores.csv").is_file() and (folder / "checkpoints").is_dir()
