@@ -225,9 +225,11 @@ class NoisyLabelClassifier(pl.LightningModule):
         inputs, targets, clean_targets = unpack_batch(batch)
         outputs = self(inputs)
         loss = self.loss(outputs, targets)
+        # sync_dist: the epoch's loss is averaged over every rank (reduced once, at epoch end).
         self.log(
-            "train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(targets)
-        )
+            "train/loss", loss, on_epoch=True, on_step=False, prog_bar=True,
+            batch_size=len(targets), sync_dist=True,
+        )  # fmt: skip
         with torch.no_grad():
             probs = self.loss.predict_proba(outputs)
             self._log_accuracies("train", probs, targets, clean_targets)
@@ -239,14 +241,19 @@ class NoisyLabelClassifier(pl.LightningModule):
         # Memorisation curves (Fig. 4): a dict-valued metric, so computed (and synced) here.
         if self.train_noise_split.update_called:
             values = self.train_noise_split.compute()
-            self.log_dict({f"train/{k}": v for k, v in values.items() if not v.isnan()})
+            # compute() already summed the counts of all ranks; sync_dist only averages equals.
+            self.log_dict(
+                {f"train/{k}": v for k, v in values.items() if not v.isnan()}, sync_dist=True
+            )
         self.train_noise_split.reset()
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         inputs, targets, clean_targets = unpack_batch(batch)
         outputs = self(inputs)
         loss = self.loss(outputs, targets)
-        self.log("val/loss", loss, on_step=False, on_epoch=True, batch_size=len(targets))
+        self.log(
+            "val/loss", loss, on_step=False, on_epoch=True, batch_size=len(targets), sync_dist=True
+        )
         self._log_accuracies("val", self.loss.predict_proba(outputs), targets, clean_targets)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
@@ -259,7 +266,6 @@ class NoisyLabelClassifier(pl.LightningModule):
         self.log_dict(
             {
                 "test/acc": self.test_acc,
-                "test/loss": self.loss(outputs, labels),
                 "test/nll": self.test_nll,
                 "test/ece": self.test_ece,
                 "test/brier": self.test_brier,
@@ -267,6 +273,10 @@ class NoisyLabelClassifier(pl.LightningModule):
             on_epoch=True,
             batch_size=len(labels),
         )
+        self.log(
+            "test/loss", self.loss(outputs, labels), on_epoch=True, batch_size=len(labels),
+            sync_dist=True,
+        )  # fmt: skip
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         """Class probabilities of shape ``(B, K)``."""

@@ -1,0 +1,34 @@
+"""A callback the DDP test adds to ``ln-fit``: each rank writes what it saw (importable by path)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback
+
+
+class RankProbe(Callback):
+    """Write ``rank<R>.json``: a hash of the noisy labels, the metrics, the batches seen."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = Path(out_dir)
+        self.seen: dict[int, list[int]] = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.seen.setdefault(trainer.current_epoch, []).extend(batch.index.tolist())
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        data = trainer.datamodule
+        labels = data.noise.noisy_labels.numpy().tobytes()
+        record = {
+            "rank": trainer.global_rank,
+            "world_size": trainer.world_size,
+            "noisy_labels": hashlib.sha256(labels).hexdigest(),
+            "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
+            "seen": self.seen,
+        }
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))

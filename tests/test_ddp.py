@@ -1,0 +1,60 @@
+"""DDP with two CPU processes (gloo) through ``ln-fit``: same noise, synced metrics, shards."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ln_lightning import NoisyLabelClassifier
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp")
+    command = [
+        sys.executable, "-m", "ln_lightning.cli", "fit", "--config", "cli.yaml",
+        "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu",
+        "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false",
+        f"--trainer.logger.init_args.save_dir={out / 'logs'}",
+        "--trainer.callbacks+=tests.ddp_probe.RankProbe",
+        f"--trainer.callbacks.out_dir={out / 'probe'}",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    ranks = [json.loads((out / "probe" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    return out, ranks, result.stdout + result.stderr
+
+
+def test_both_ranks_train_on_the_same_noisy_labels_and_report_the_same_metrics(ddp_run):
+    _, (rank0, rank1), log = ddp_run
+    assert rank0["world_size"] == rank1["world_size"] == 2
+    assert rank0["noisy_labels"] == rank1["noisy_labels"]
+    assert rank0["metrics"].keys() == rank1["metrics"].keys()
+    for key, value in rank0["metrics"].items():
+        assert rank1["metrics"][key] == pytest.approx(value, rel=1e-6), key
+    assert "sync_dist=True" not in log  # every epoch-level value is reduced across ranks
+
+
+def test_each_epoch_is_split_between_the_ranks(ddp_run):
+    _, (rank0, rank1), _ = ddp_run
+    for epoch in ("0", "1"):
+        first, second = set(rank0["seen"][epoch]), set(rank1["seen"][epoch])
+        assert len(first | second) == 1293  # the whole digits training split
+        assert len(first & second) <= 1  # DistributedSampler pads an odd split by one
+
+
+def test_a_ddp_checkpoint_loads_in_one_process(ddp_run):
+    out, _, _ = ddp_run
+    (checkpoint,) = out.glob("logs/digits/*/checkpoints/last.ckpt")
+    model = NoisyLabelClassifier.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+    probs = model.predict_proba(torch.randn(4, 1, 8, 8))
+    torch.testing.assert_close(probs.sum(1), torch.ones(4))
