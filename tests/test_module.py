@@ -171,3 +171,29 @@ def test_plain_two_tuple_batches_work(tmp_path):
     t = trainer(tmp_path)
     t.fit(model, train_dataloaders=loader, val_dataloaders=loader)
     assert "train/acc_noisy" in t.callback_metrics and "train/acc_clean" not in t.callback_metrics
+
+
+@pytest.mark.parametrize("loss", [LogisticNormalLoss(), CrossEntropy()], ids=["LN", "CE"])
+def test_bf16_autocast_loss_and_gradients_stay_close_to_float32(loss):
+    """Under CPU bf16 autocast the network runs in bf16, the loss in float32 (finite, close)."""
+    torch.manual_seed(0)
+    model = NoisyLabelClassifier(loss=loss, input_shape=(1, 8, 8))
+    inputs, labels = torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))
+
+    def loss_and_grads(autocast: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            outputs = model(inputs)
+            value = model.loss(outputs, labels)
+        value.backward()
+        return value.detach(), [p.grad.clone() for p in model.parameters()]
+
+    reference, reference_grads = loss_and_grads(False)
+    value, grads = loss_and_grads(True)
+    assert value.dtype == torch.float32 and torch.isfinite(value)
+    assert value.item() == pytest.approx(reference.item(), rel=0.03)
+    flat = torch.cat([g.flatten() for g in grads])
+    flat_reference = torch.cat([g.flatten() for g in reference_grads])
+    assert torch.isfinite(flat).all()
+    cosine = torch.nn.functional.cosine_similarity(flat, flat_reference, dim=0)
+    assert cosine > 0.99  # bf16 has 8 bits of mantissa: same direction, small relative error
