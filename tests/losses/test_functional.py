@@ -256,3 +256,25 @@ def test_cross_entropy_matches_torch():
     )
     with pytest.raises(ValueError, match=r"\[0, 4\)"):
         LF.cross_entropy(logits, torch.tensor([0, 1, 2, 3, 4]))
+
+
+def test_ln_loss_equals_the_lowrank_gaussian_of_torch_distributions():
+    """Eq. 5 is a Gaussian NLL with Sigma = lambda^2 I + (|c|^2 + 2 lambda) c c^T (rank one)."""
+    torch.manual_seed(0)
+    mean = torch.randn(8, 10, dtype=torch.float64)
+    factor = 0.3 * torch.randn(8, 10, dtype=torch.float64)
+    labels = torch.randint(0, 10, (8,))
+    min_scale, temperature = 0.7, 0.5
+    target = LF.target_logits(
+        labels, 10, smoothing=0.01, temperature=temperature, dtype=torch.float64
+    )
+    weight = (factor.square().sum(1, keepdim=True) + 2 * min_scale).sqrt()
+    normal = torch.distributions.LowRankMultivariateNormal(
+        mean, cov_factor=(weight * factor)[:, :, None],
+        cov_diag=torch.full_like(mean, min_scale**2),
+    )  # fmt: skip
+    expected = -normal.log_prob(target) - 0.5 * 10 * math.log(2 * math.pi)
+    loss = LF.logistic_normal_loss(
+        mean, factor, labels, min_scale=min_scale, temperature=temperature
+    )
+    torch.testing.assert_close(loss, expected)
