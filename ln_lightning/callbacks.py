@@ -9,6 +9,7 @@ keep the PNG/CSV files). The logic lives in :mod:`ln_lightning.analysis`.
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,22 @@ def _datamodule(trainer: pl.Trainer, callback: Callback) -> Any:
     return datamodule
 
 
+# One inference pass over the training set per trainer and training step, shared by every
+# analysis callback that asks at that step (they would otherwise each repeat it).
+_PREDICTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _training_predictions(
+    trainer: pl.Trainer, pl_module: pl.LightningModule, callback: Callback
+) -> analysis.TrainingPredictions:
+    cached = _PREDICTIONS.get(trainer)
+    if cached is not None and cached[0] == trainer.global_step:
+        return cached[1]
+    predictions = analysis.predict_training_set(pl_module, _datamodule(trainer, callback))
+    _PREDICTIONS[trainer] = (trainer.global_step, predictions)
+    return predictions
+
+
 def _log_metrics(trainer: pl.Trainer, metrics: dict[str, float]) -> None:
     for logger in trainer.loggers:
         logger.log_metrics(metrics, step=trainer.global_step)
@@ -95,7 +112,7 @@ class ResidualHistogram(Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        predictions = analysis.predict_training_set(pl_module, _datamodule(trainer, self))
+        predictions = _training_predictions(trainer, pl_module, self)
         if predictions.residual is None:
             rank_zero_warn("ResidualHistogram needs LogisticNormalLoss; no figure written.")
             return
@@ -174,7 +191,7 @@ class MislabelReport(Callback):
         self._history: list[torch.Tensor] = []
 
     def _scores(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> tuple:
-        predictions = analysis.predict_training_set(pl_module, _datamodule(trainer, self))
+        predictions = _training_predictions(trainer, pl_module, self)
         return predictions, analysis.mislabel_scores(predictions, self.score)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -254,7 +271,7 @@ class AnnotatorNLL(Callback):
                 f"AnnotatorNLL needs several labels per training example; "
                 f"{type(datamodule).__name__} has no annotator_labels (use CIFAR10NDataModule)."
             )
-        predictions = analysis.predict_training_set(pl_module, datamodule)
+        predictions = _training_predictions(trainer, pl_module, self)
         self.value = float(analysis.annotator_nll(predictions.probs, labels[predictions.indices]))
         _log_metrics(trainer, {"train/annotator_nll": self.value})
 

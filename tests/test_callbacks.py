@@ -31,14 +31,22 @@ def fit(tmp_path: Path, *args: str):
     )  # fmt: skip
 
 
-def test_ln_run_writes_residual_histograms_and_logs_its_config(tmp_path):
+def test_ln_run_writes_residual_histograms_and_logs_its_config(tmp_path, monkeypatch):
+    from ln_lightning import analysis
+
+    calls = []
+    predict = analysis.predict_training_set
+    monkeypatch.setattr(analysis, "predict_training_set", lambda *a: calls.append(1) or predict(*a))
     cli = fit(
         tmp_path,
         "--trainer.max_epochs=3",
         "--trainer.callbacks+=ln_lightning.callbacks.ResidualHistogram",
+        "--trainer.callbacks+=ln_lightning.callbacks.MislabelReport",
     )
     run = Path(cli.trainer.log_dir)
     assert (run / "figures" / "analysis_residual_histograms.png").stat().st_size > 10_000
+    assert (run / "mislabel_scores.csv").is_file()
+    assert len(calls) == 1  # the two callbacks share one pass over the training set
     # Memorisation curves and the full config reach the logger.
     assert last_value(run / "metrics.csv", "train/acc_corrupted_vs_noisy") is not None
     hparams = yaml.unsafe_load((run / "hparams.yaml").read_text())  # our own file
