@@ -278,3 +278,79 @@ def test_ln_loss_equals_the_lowrank_gaussian_of_torch_distributions():
         mean, factor, labels, min_scale=min_scale, temperature=temperature
     )
     torch.testing.assert_close(loss, expected)
+
+
+def whitened_full_loss(mean, scale, labels, *, min_scale, temperature, dummy_class):
+    """Eq. 5 by autograd through the whitened residual of ``gaussian_terms`` (the reference)."""
+    num_classes = LF.num_classes_from_logit_dim(mean.shape[-1], dummy_class)
+    target = LF.target_logits(
+        labels, num_classes, temperature=temperature, dummy_class=dummy_class, dtype=mean.dtype
+    )
+    mahalanobis, logdet = LF.gaussian_terms(
+        target - mean, scale, covariance="full", min_scale=min_scale
+    )
+    return 0.5 * (mahalanobis + logdet)
+
+
+@pytest.mark.parametrize("dummy", [True, False])
+@pytest.mark.parametrize("num_classes", [2, 7])
+def test_full_covariance_closed_form_gradient_passes_gradcheck(dummy, num_classes):
+    """The hand-written backward of the full-covariance loss against finite differences."""
+    mean, scale, _, lam, tau = random_case(num_classes, "full", dummy, seed=5)
+    labels = torch.arange(6) % num_classes  # every class, the reference class included
+    mean, scale = mean.double().requires_grad_(), scale.double().requires_grad_()
+
+    def loss(mean, scale):
+        return LF.logistic_normal_loss(
+            mean, scale, labels, min_scale=lam, temperature=tau, dummy_class=dummy
+        )
+
+    assert torch.autograd.gradcheck(loss, (mean, scale))
+
+
+@pytest.mark.parametrize("dummy", [True, False])
+@pytest.mark.parametrize("min_scale", [0.1, 1.0])
+def test_full_covariance_value_and_gradients_equal_autograd_through_whitening(dummy, min_scale):
+    gen = torch.Generator().manual_seed(2)
+    mean = 3 * torch.randn(32, 50, generator=gen, dtype=torch.float64)
+    scale = torch.randn(32, 50, generator=gen, dtype=torch.float64)
+    scale[:8] *= 100.0  # large factors: Sigma far from isotropic
+    labels = torch.randint(0, LF.num_classes_from_logit_dim(50, dummy), (32,), generator=gen)
+    if not dummy:
+        labels[:3] = 50  # the reference class of S_C
+    weights = torch.rand(32, generator=gen, dtype=torch.float64)
+    grads = []
+    for fn in (LF.logistic_normal_loss, whitened_full_loss):
+        leaves = (mean.clone().requires_grad_(), scale.clone().requires_grad_())
+        value = fn(*leaves, labels, min_scale=min_scale, temperature=0.7, dummy_class=dummy)
+        grads.append((value, *torch.autograd.grad((weights * value).sum(), leaves)))
+    for got, want in zip(grads[0], grads[1], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_full_covariance_float32_error_is_bounded_near_the_target():
+    """Rounding of the reductions costs at most ~eps (|mu|^2 + |t|^2) / lambda^2 in the value; the
+    Mahalanobis term stays within its bounds and the gradient (no cancellation) stays exact."""
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 100, (64,), generator=gen)
+    target = LF.target_logits(labels, 100, dtype=torch.float64)
+    mean = target + 1e-3 * torch.randn(64, 100, generator=gen, dtype=torch.float64)
+    scale = 100 * torch.randn(64, 100, generator=gen, dtype=torch.float64)
+    lam = 0.1
+    want = LF.logistic_normal_loss(mean, scale, labels, min_scale=lam)
+    mean32, scale32 = mean.float().requires_grad_(), scale.float().requires_grad_()
+    got = LF.logistic_normal_loss(mean32, scale32, labels, min_scale=lam)
+    eps = torch.finfo(torch.float32).eps
+    bound = 4 * eps * (mean.square().sum(-1) + target.square().sum(-1)) / lam**2
+    assert ((got.double() - want).abs() <= bound + 1e-6 * want.abs()).all()
+    constant = 99 * math.log(lam) + torch.log(lam + scale.square().sum(-1))
+    assert (got.double() - constant >= -1e-4).all()  # 0.5 r^T Sigma^-1 r >= 0
+    got.sum().backward()
+    mean64 = mean.clone().requires_grad_()
+    LF.logistic_normal_loss(mean64, scale, labels, min_scale=lam).sum().backward()
+    torch.testing.assert_close(mean32.grad.double(), mean64.grad, rtol=1e-4, atol=1e-3)
+
+
+def test_full_covariance_needs_matching_scale_width():
+    with pytest.raises(ValueError, match=r"as wide as the mean.*\(2, 1\)"):
+        LF.logistic_normal_loss(torch.zeros(2, 3), torch.zeros(2, 1), torch.tensor([0, 1]))
