@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning.pytorch as pl
 import yaml
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities import rank_zero_info
 
 import zoo  # noqa: F401  (registers the zoo's backbones in timm)
 from ln_lightning.data.base import NoisyLabelDataModule
@@ -55,9 +58,34 @@ class LNLightningCLI(LightningCLI):
             help="After `fit`, evaluate the final weights on the clean test split.",
         )
 
+    def before_fit(self) -> None:
+        if self.config_init["fit"].get("ckpt_path") != "last":
+            return
+        found = find_last_checkpoint(self.trainer)
+        if found is not None:
+            rank_zero_info(f"Resuming from {found} (--ckpt_path last)")
+            self.config_init["fit"]["ckpt_path"] = str(found)
+
     def after_fit(self) -> None:
         if self.config.fit.get("test_after_fit") and not self.trainer.interrupted:
             self.trainer.test(self.model, datamodule=self.datamodule)
+
+
+def find_last_checkpoint(trainer: pl.Trainer) -> Path | None:
+    """The newest ``last*.ckpt`` of earlier runs logged where ``trainer``'s logger logs.
+
+    A new ``ln-fit`` run gets a new logger version, hence a new checkpoint directory, so
+    Lightning's own ``ckpt_path="last"`` finds nothing there. This looks in every version of the
+    same experiment (``<save_dir>/<name>/*/checkpoints/``). ``None`` (Lightning resolves ``last``
+    itself) when a checkpoint callback has its own ``dirpath`` or there is no logger.
+    """
+    callbacks = trainer.checkpoint_callbacks
+    if trainer.logger is None or any(getattr(c, "dirpath", None) for c in callbacks):
+        return None
+    save_dir = trainer.logger.save_dir or trainer.default_root_dir
+    experiment = Path(save_dir) / str(trainer.logger.name or "")
+    candidates = list(experiment.glob("*/checkpoints/last*.ckpt"))
+    return max(candidates, key=lambda path: path.stat().st_mtime) if candidates else None
 
 
 def run_cli(args: list[str] | None = None, run: bool = True) -> LNLightningCLI:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,11 +11,14 @@ import timm
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
+from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
 
 import zoo  # noqa: F401  (registers the zoo's backbones in timm)
 from ln_lightning.data.dataset import NoisySample
+from ln_lightning.data.sampling import train_position
 from ln_lightning.heads import LinearHeads
 from ln_lightning.losses.base import NoisyLabelLoss
 from ln_lightning.losses.logistic_normal import LogisticNormalLoss
@@ -180,6 +184,11 @@ class NoisyLabelClassifier(pl.LightningModule):
         self.train_acc_noisy, self.train_acc_clean = accuracy(), accuracy()
         self.val_acc_noisy, self.val_acc_clean = accuracy(), accuracy()
         self.train_noise_split = NoiseSplitAccuracy()
+        self.train_loss_mean = MeanMetric()
+        # Training aggregates are saved in checkpoints, so an epoch resumed from a mid-epoch
+        # checkpoint reports the same values as one never interrupted.
+        for metric in self._epoch_train_metrics().values():
+            metric.persistent(True)
         self.test_acc = accuracy()
         self.test_nll = NegativeLogLikelihood()
         self.test_ece = MulticlassCalibrationError(num_classes, n_bins=15, ignore_index=-1)
@@ -226,10 +235,9 @@ class NoisyLabelClassifier(pl.LightningModule):
         outputs = self(inputs)
         loss = self.loss(outputs, targets)
         # sync_dist: the epoch's loss is averaged over every rank (reduced once, at epoch end).
-        self.log(
-            "train/loss", loss, on_epoch=True, on_step=False, prog_bar=True,
-            batch_size=len(targets), sync_dist=True,
-        )  # fmt: skip
+        # A metric (summed over ranks), not a logged tensor: it survives a mid-epoch resume.
+        self.train_loss_mean.update(loss.detach(), weight=len(targets))
+        self.log("train/loss", self.train_loss_mean, on_epoch=True, on_step=False, prog_bar=True)
         with torch.no_grad():
             probs = self.loss.predict_proba(outputs)
             self._log_accuracies("train", probs, targets, clean_targets)
@@ -282,6 +290,40 @@ class NoisyLabelClassifier(pl.LightningModule):
         """Class probabilities of shape ``(B, K)``."""
         inputs = batch if isinstance(batch, Tensor) else unpack_batch(batch)[0]
         return self.predict_proba(inputs)
+
+    # ---------------------------------------------------------------- checkpoints
+    def _epoch_train_metrics(self) -> dict[str, Metric]:
+        """The metrics accumulated over a training epoch, by attribute name."""
+        names = ("train_loss_mean", "train_acc_noisy", "train_acc_clean", "train_noise_split")
+        return {name: getattr(self, name) for name in names}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A checkpoint written once the epoch's batches are all done resumes at the next epoch:
+        # it must not carry this epoch's aggregates (Lightning resets them only after saving).
+        # Under DDP every rank runs this and rank 0 writes: store the sum over ranks (every
+        # training metric state is a sum), which on_load_checkpoint gives back to rank 0 only.
+        trainer = self._trainer
+        fitting = trainer is not None and trainer.state.fn == TrainerFn.FITTING
+        epoch_done = fitting and train_position(trainer).epoch_done
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        for name, metric in self._epoch_train_metrics().items():
+            if epoch_done:
+                metric = copy.deepcopy(metric)
+                metric.reset()
+            elif distributed:
+                metric = copy.deepcopy(metric)
+                metric.sync()
+            else:
+                continue
+            for key, value in metric.metric_state.items():
+                checkpoint["state_dict"][f"{name}.{key}"] = value.detach().clone()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.global_rank == 0:
+            return
+        prefixes = tuple(f"{name}." for name in self._epoch_train_metrics())
+        for key in [k for k in checkpoint["state_dict"] if k.startswith(prefixes)]:
+            del checkpoint["state_dict"][key]  # other ranks start from zero (see above)
 
     # ---------------------------------------------------------------- optimisation
     def configure_optimizers(self) -> Any:

@@ -20,9 +20,11 @@ A *table spec* is a YAML file (the paper's tables ship in ``zoo/tables/``)::
 Every run is ``ln-fit fit`` in its own process with ``--seed_everything S --data.init_args.seed
 S`` (initialisation, data order, noise draw and validation split all follow the seed),
 ``--test_after_fit true`` and a ``CSVLogger`` writing ``<out>/<setting>/<method>/seed<S>/``.
-A run whose ``metrics.csv`` already holds ``test/acc`` is skipped, so an interrupted sweep
-resumes where it stopped. The table reports mean ± std over seeds of the clean test accuracy of
-the final weights (``test/acc``), the paper's end-of-training number, next to the paper's.
+A run whose ``metrics.csv`` already holds ``test/acc`` is skipped and a run cut off mid-way
+continues from its ``checkpoints/last.ckpt`` (``--ckpt_path``; the earlier ``metrics.csv`` is
+kept as ``metrics.partN.csv``), so an interrupted sweep resumes where it stopped. The table
+reports mean ± std over seeds of the clean test accuracy of the final weights (``test/acc``),
+the paper's end-of-training number, next to the paper's.
 
 ``search`` runs the product of a method's grid for one setting and selects the point with the
 best noisy validation accuracy at the end of training (``val/acc_noisy``; the paper's procedure:
@@ -248,8 +250,16 @@ def _run_once(run: Run, extra: Sequence[str], env: dict[str, str], log: Callable
         return math.nan
     run.run_dir.mkdir(parents=True, exist_ok=True)
     command = run.command(extra)
+    last = run.run_dir / "checkpoints" / "last.ckpt"
+    if last.exists():  # cut off earlier: continue from its last checkpoint
+        command += ["--ckpt_path", str(last)]
+        if run.metrics_csv.exists():  # CSVLogger starts the file afresh: keep the earlier rows
+            parts = len(list(run.run_dir.glob("metrics.part*.csv")))
+            run.metrics_csv.rename(run.run_dir / f"metrics.part{parts + 1}.csv")
+        log(f"resume   {run.run_dir} from {last}")
+    else:
+        log(f"start    {run.run_dir}")
     (run.run_dir / "command.txt").write_text(shlex.join(command) + "\n")
-    log(f"start    {run.run_dir}")
     start = time.perf_counter()
     with (run.run_dir / "stdout.log").open("w") as stdout:
         result = subprocess.run(command, env=env, stdout=stdout, stderr=subprocess.STDOUT)

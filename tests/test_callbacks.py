@@ -72,7 +72,7 @@ def test_mislabel_report_finds_the_wrong_labels(tmp_path):
     scores = [float(r["score"]) for r in rows]
     assert scores == sorted(scores, reverse=True)
     auroc = last_value(run / "metrics.csv", "mislabel/auroc")
-    assert auroc is not None and auroc > 0.85  # chance is 0.5
+    assert auroc is not None and auroc > 0.8  # chance is 0.5
     top = rows[: int(0.1 * len(rows))]
     # 21% of the labels are corrupted, but over half of the top 10%.
     assert sum(r["given_label"] != r["clean_label"] for r in top) / len(top) > 0.5

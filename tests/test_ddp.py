@@ -26,6 +26,9 @@ def ddp_run(tmp_path_factory):
         f"--trainer.logger.init_args.save_dir={out / 'logs'}",
         "--trainer.callbacks+=tests.ddp_probe.RankProbe",
         f"--trainer.callbacks.out_dir={out / 'probe'}",
+        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+        f"--trainer.callbacks.dirpath={out / 'steps'}",
+        "--trainer.callbacks.every_n_train_steps=3", "--trainer.callbacks.save_top_k=-1",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -58,3 +61,16 @@ def test_a_ddp_checkpoint_loads_in_one_process(ddp_run):
     model = NoisyLabelClassifier.load_from_checkpoint(checkpoint, map_location="cpu").eval()
     probs = model.predict_proba(torch.randn(4, 1, 8, 8))
     torch.testing.assert_close(probs.sum(1), torch.ones(4))
+
+
+def test_a_mid_epoch_ddp_checkpoint_holds_both_ranks_running_metrics(ddp_run):
+    """Rank 0 writes the checkpoint; the epoch's running sums in it cover both ranks' batches."""
+    out, _, _ = ddp_run
+    checkpoint = torch.load(out / "steps" / "epoch=0-step=3.ckpt", weights_only=False)
+    assert checkpoint["DigitsDataModule"]["train_position"] == {
+        "epoch": 0, "batches": 3, "epoch_done": False
+    }  # fmt: skip
+    state = checkpoint["state_dict"]
+    assert state["train_loss_mean.weight"] == 2 * 3 * 128  # examples, 3 batches on each rank
+    counts = state["train_acc_noisy.tp"] + state["train_acc_noisy.fn"]
+    assert counts.sum() == 2 * 3 * 128

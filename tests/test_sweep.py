@@ -13,6 +13,7 @@ from ln_lightning.cli import run_cli
 from ln_lightning.sweep import (
     best_point,
     grid_points,
+    last_value,
     load_spec,
     main,
     markdown_table,
@@ -154,6 +155,14 @@ def test_sweep_runs_resumes_and_searches(tmp_path, monkeypatch, capsys):
     main(["run", str(spec), "--out", str(out)])  # everything finished: nothing re-runs
     assert "cached" in capsys.readouterr().out
     assert metrics.stat().st_mtime_ns == stamp
+
+    # A run cut off before its test continues from its last checkpoint, earlier rows kept.
+    metrics.write_text(metrics.read_text().replace("test/acc", "old/acc"))  # as if cut off
+    main(["run", str(spec), "--out", str(out), "--method", "LN"])
+    assert "resume" in capsys.readouterr().out
+    assert "--ckpt_path" in (metrics.parent / "command.txt").read_text()
+    assert (metrics.parent / "metrics.part1.csv").exists()
+    assert last_value(metrics, "test/acc") is not None
 
     main(["search", str(spec), "--out", str(out), "--setting", "Digits", "--method", "LN"])
     printed = capsys.readouterr().out

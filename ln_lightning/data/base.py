@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from abc import abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -10,11 +11,14 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ln_lightning.data.dataset import InputSource, NoisyLabelDataset
+from ln_lightning.data.sampling import ResumableSampler, TrainPosition, train_position
 from ln_lightning.noise import (
     NOISE_TYPES,
     NoiseResult,
@@ -128,6 +132,7 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         self.train_set: NoisyLabelDataset | None = None
         self.val_set: NoisyLabelDataset | None = None
         self.test_set: NoisyLabelDataset | None = None
+        self._resume_from: TrainPosition | None = None
 
     # ------------------------------------------------------------ what subclasses provide
     @abstractmethod
@@ -143,8 +148,13 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         return None
 
     def train_sampler(self, dataset: NoisyLabelDataset) -> Sampler | None:
-        """A sampler for the training loader; ``None`` shuffles."""
-        return None
+        """The training loader's sampler: a :class:`ResumableSampler` unless overridden.
+
+        Its order depends only on ``seed_everything``'s seed and the epoch, so a run resumed
+        with ``--ckpt_path`` sees the same batches, mid-epoch included. Return ``None`` for a
+        plain ``shuffle=True`` loader (a resumed epoch then restarts with a new order).
+        """
+        return ResumableSampler(dataset)
 
     # ------------------------------------------------------------ noise
     @property
@@ -253,6 +263,9 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() must run before asking for loaders.")
         sampler = self.train_sampler(dataset) if train else None
+        if train and self._resume_from is not None:
+            self._resume_sampler(sampler, self._resume_from)
+            self._resume_from = None
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -261,6 +274,37 @@ class NoisyLabelDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
+
+    # ------------------------------------------------------------ resuming
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in every checkpoint: how far into its epoch training was (see ``resume``)."""
+        trainer = self.trainer
+        if trainer is None or trainer.state.fn != TrainerFn.FITTING:
+            return {}
+        return {"train_position": train_position(trainer).state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the training position; the next training loader continues from it."""
+        if "train_position" in state_dict:
+            self._resume_from = TrainPosition.from_state_dict(state_dict["train_position"])
+
+    def _resume_sampler(self, sampler: Sampler | None, position: TrainPosition) -> None:
+        if isinstance(sampler, ResumableSampler):
+            sampler.resume(position, self.batch_size)
+            # Lightning only knows stateful loaders resume exactly; this one does too.
+            warnings.filterwarnings(
+                "ignore",
+                message="You're resuming from a checkpoint that ended before the epoch ended",
+                category=PossibleUserWarning,
+            )
+        elif position.batches and not position.epoch_done:
+            rank_zero_warn(
+                f"Resuming mid-epoch ({position.batches} batches into epoch {position.epoch}) "
+                f"with a {type(sampler).__name__ if sampler else 'shuffling'} sampler that cannot "
+                "skip what was trained: the epoch restarts with a new order. Return a "
+                "ln_lightning.data.sampling.ResumableSampler from train_sampler() to continue "
+                "exactly."
+            )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, train=True)

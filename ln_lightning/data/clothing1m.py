@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from ln_lightning.data.base import DataSplits, NoisyLabelDataModule, Transform
 from ln_lightning.data.dataset import NoisyLabelDataset
+from ln_lightning.data.sampling import ResumableSampler
 
 ANNOTATIONS = (
     "noisy_label_kv.txt",
@@ -62,12 +61,13 @@ def read_keys(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
-class ClassBalancedSampler(DistributedSampler):
+class ClassBalancedSampler(ResumableSampler):
     """Draw ``per_class`` examples of every class each epoch (by the noisy labels), shuffled.
 
     Classes with fewer examples are sampled with replacement. The draw depends only on
-    ``seed`` and the epoch (``set_epoch``, which Lightning calls), and DDP ranks take disjoint
-    slices of the same draw, as a ``DistributedSampler``.
+    ``seed`` and the epoch (``set_epoch``, which Lightning calls), DDP ranks take disjoint
+    slices of the same draw, and a resumed run continues mid-epoch, as every
+    :class:`~ln_lightning.data.sampling.ResumableSampler`.
 
     Args:
         labels: Label of each example of the dataset being sampled, ``(N,)``.
@@ -85,10 +85,7 @@ class ClassBalancedSampler(DistributedSampler):
         num_replicas: int | None = None,
         rank: int | None = None,
     ) -> None:
-        distributed = dist.is_available() and dist.is_initialized()
-        num_replicas = num_replicas or (dist.get_world_size() if distributed else 1)
-        rank = rank if rank is not None else (dist.get_rank() if distributed else 0)
-        super().__init__(labels, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        super().__init__(labels, seed=seed, num_replicas=num_replicas, rank=rank)
         if per_class < 1:
             raise ValueError(f"per_class must be >= 1; got {per_class}.")
         self.labels = torch.as_tensor(labels).long()
@@ -98,7 +95,7 @@ class ClassBalancedSampler(DistributedSampler):
         self.num_samples = math.ceil(total / self.num_replicas)
         self.total_size = self.num_samples * self.num_replicas
 
-    def __iter__(self) -> Iterator[int]:
+    def epoch_order(self) -> Tensor:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         chosen = []
         for label in self.classes:
@@ -108,14 +105,9 @@ class ClassBalancedSampler(DistributedSampler):
             else:
                 pick = torch.randint(len(members), (self.per_class,), generator=generator)
             chosen.append(members[pick])
-        order = torch.cat(chosen)[
+        return torch.cat(chosen)[
             torch.randperm(self.per_class * len(self.classes), generator=generator)
         ]
-        order = torch.cat([order, order[: self.total_size - len(order)]])  # pad for even shards
-        return iter(order[self.rank : self.total_size : self.num_replicas].tolist())
-
-    def __len__(self) -> int:
-        return self.num_samples
 
 
 class Clothing1MDataModule(NoisyLabelDataModule):

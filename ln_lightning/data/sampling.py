@@ -1,0 +1,109 @@
+"""Training samplers whose order depends only on (seed, epoch), so a run can resume mid-epoch."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.utils.data import DistributedSampler
+
+
+@dataclass(frozen=True)
+class TrainPosition:
+    """Where training stood when a checkpoint was written.
+
+    Attributes:
+        epoch: The epoch in progress.
+        batches: Training batches of that epoch already taken (optimiser stepped).
+        epoch_done: Whether every batch of the epoch was taken (the next run starts ``epoch + 1``).
+    """
+
+    epoch: int
+    batches: int
+    epoch_done: bool = False
+
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> TrainPosition:
+        return cls(int(state["epoch"]), int(state["batches"]), bool(state["epoch_done"]))
+
+
+def train_position(trainer: pl.Trainer) -> TrainPosition:
+    """The position of a fitting ``trainer`` in its current epoch (for a checkpoint)."""
+    batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+    return TrainPosition(
+        epoch=trainer.current_epoch,
+        batches=batches,
+        epoch_done=batches >= trainer.num_training_batches,
+    )
+
+
+def global_seed() -> int:
+    """The seed of ``seed_everything`` (``PL_GLOBAL_SEED``), else 0, as Lightning's samplers use."""
+    return int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+
+class ResumableSampler(DistributedSampler):
+    """Shuffled training order drawn from ``seed + epoch``, sharded over DDP ranks, resumable.
+
+    A ``DistributedSampler`` (so Lightning keeps it under DDP and calls ``set_epoch``) whose
+    world size and rank come from ``torch.distributed`` when it is initialised. The order of an
+    epoch does not depend on any global random state, so a run restarted from a checkpoint sees
+    the same order; :meth:`resume` makes the next iteration skip the examples a checkpointed run
+    already trained on. Subclasses change the order of an epoch by overriding :meth:`epoch_order`.
+
+    Args:
+        dataset: The data set being sampled (only its length is used).
+        seed: Seed of the order; ``None`` takes ``seed_everything``'s seed.
+        num_replicas: DDP world size (from ``torch.distributed`` when initialised, else 1).
+        rank: This process's rank (likewise, else 0).
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        seed: int | None = None,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ) -> None:
+        distributed = dist.is_available() and dist.is_initialized()
+        num_replicas = num_replicas or (dist.get_world_size() if distributed else 1)
+        rank = rank if rank is not None else (dist.get_rank() if distributed else 0)
+        seed = global_seed() if seed is None else seed
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self._skip = 0
+
+    def epoch_order(self) -> Tensor:
+        """Indices of the whole epoch, every rank's shard included (at least ``total_size``)."""
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return torch.randperm(len(self.dataset), generator=generator)
+
+    def resume(self, position: TrainPosition, batch_size: int) -> None:
+        """Continue from ``position``: set its epoch and skip the batches already trained on.
+
+        Takes effect on the next iteration only. The epoch is set here because Lightning creates
+        the first iterator of a resumed run before it calls ``set_epoch``.
+        """
+        if position.epoch_done:
+            self.set_epoch(position.epoch + 1)
+            self._skip = 0
+        else:
+            self.set_epoch(position.epoch)
+            self._skip = min(position.batches * batch_size, self.num_samples)
+
+    def __iter__(self) -> Iterator[int]:
+        order = self.epoch_order()
+        if len(order) < self.total_size:  # pad so every rank gets num_samples indices
+            order = order.repeat(math.ceil(self.total_size / len(order)))
+        shard = order[: self.total_size][self.rank :: self.num_replicas]
+        skip, self._skip = self._skip, 0
+        return iter(shard[skip:].tolist())

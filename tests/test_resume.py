@@ -1,0 +1,138 @@
+"""Kill an ``ln-fit`` run mid-epoch (SIGKILL) and resume it with ``--ckpt_path last``.
+
+The resumed run must repeat exactly what an uninterrupted run does from the checkpoint on: the
+same noisy labels, the same batches in the same order, the same weights and the same metrics
+(training aggregates of the interrupted epoch included).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+EPOCHS, BATCHES = 3, 11  # digits: 1,293 training examples in batches of 128
+# (checkpoint every n steps or None: at epoch ends, killed after this step, last checkpoint step)
+SCHEDULES = {"mid_epoch": (4, 15, 12), "epoch_end": (None, 13, 11)}
+
+
+def ln_fit(
+    out: Path, name: str, *extra: str, every: int | None, kill_at: int | None = None
+) -> subprocess.Popen:
+    config = {
+        "trainer": {
+            "max_epochs": EPOCHS,
+            "accelerator": "cpu",
+            "enable_progress_bar": False,
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.CSVLogger",
+                "init_args": {"save_dir": str(out / "logs"), "name": name},
+            },
+            "callbacks": [
+                {
+                    "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                    "init_args": {
+                        "dirpath": str(out / f"checkpoints_{name}"),
+                        "every_n_train_steps": every,
+                        "save_last": True,
+                    },
+                },
+                {
+                    "class_path": "tests.resume_probe.StepRecorder",
+                    "init_args": {
+                        "path": str(out / f"steps_{name}.jsonl"),
+                        "kill_at_step": kill_at,
+                    },
+                },
+            ],
+        }
+    }
+    path = out / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    command = [sys.executable, "-m", "ln_lightning.cli", "fit", "--config", "cli.yaml",
+               "--config", str(path), *extra]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def finish(process: subprocess.Popen) -> tuple[int, str]:
+    output, _ = process.communicate(timeout=600)
+    return process.returncode, output
+
+
+def steps(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def metrics(out: Path, name: str) -> dict[tuple[int, str], float]:
+    """``(step, key) -> value`` of every value a run logged, over all its versions."""
+    values = {}
+    for path in sorted(out.glob(f"logs/{name}/*/metrics.csv")):
+        for row in csv.DictReader(path.open()):
+            for key, value in row.items():
+                if key not in ("step", "epoch") and value:
+                    values[int(row["step"]), key] = float(value)
+    return values
+
+
+@pytest.fixture(scope="module", params=list(SCHEDULES))
+def runs(request, tmp_path_factory):
+    every, kill_at, _ = SCHEDULES[request.param]
+    out = tmp_path_factory.mktemp(request.param)
+    whole = ln_fit(out, "whole", every=every)
+    killed = ln_fit(out, "resumed", every=every, kill_at=kill_at)
+    (code, log), (killed_code, killed_log) = finish(whole), finish(killed)
+    assert code == 0, log[-3000:]
+    assert killed_code == -9, killed_log[-3000:]  # SIGKILL: no clean shutdown, no final checkpoint
+    killed_steps = steps(out / "steps_resumed.jsonl")
+    last = torch.load(out / "checkpoints_resumed" / "last.ckpt", weights_only=False)
+    (out / "checkpoint_step").write_text(str(last["global_step"]))
+    code, resumed_log = finish(ln_fit(out, "resumed", "--ckpt_path", "last", every=every))
+    assert code == 0, resumed_log[-3000:]
+    resumed_steps = steps(out / "steps_resumed.jsonl")[len(killed_steps) :]
+    whole_steps = steps(out / "steps_whole.jsonl")
+    return request.param, out, whole_steps, killed_steps, resumed_steps, resumed_log
+
+
+def test_the_killed_run_stopped_mid_epoch_after_its_last_checkpoint(runs):
+    schedule, out, _, killed, resumed, _ = runs
+    _, kill_at, checkpoint_step = SCHEDULES[schedule]
+    assert [s["step"] for s in killed] == list(range(1, kill_at + 1))
+    assert 0 < killed[-1]["batch_idx"] < BATCHES - 1  # mid-epoch
+    assert int((out / "checkpoint_step").read_text()) == checkpoint_step
+    assert resumed[0]["step"] == checkpoint_step + 1  # the steps after it are done again
+
+
+def test_resumed_run_trains_on_the_same_batches_and_noisy_labels(runs):
+    _, _, whole, killed, resumed, log = runs
+    assert len(whole) == EPOCHS * BATCHES
+    assert killed == whole[: len(killed)]
+    start = resumed[0]["step"] - 1
+    assert resumed == whole[start:]  # same steps, epochs, batch indices, examples, noisy labels
+    assert "your dataloader is not resumable" not in log
+
+
+def test_resumed_run_ends_with_the_same_weights_and_metrics(runs):
+    schedule, out, *_ = runs
+    whole = torch.load(out / "checkpoints_whole" / "last.ckpt", weights_only=False)
+    resumed = torch.load(out / "checkpoints_resumed" / "last.ckpt", weights_only=False)
+    assert whole["global_step"] == resumed["global_step"] > SCHEDULES[schedule][1]
+    for key, value in whole["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][key], value, rtol=0, atol=1e-6, msg=key)
+    expected, got = metrics(out, "whole"), metrics(out, "resumed")
+    resumed_epoch = SCHEDULES[schedule][1] // BATCHES
+    for (step, key), value in expected.items():
+        if step >= resumed_epoch * BATCHES:  # everything logged from the interrupted epoch on
+            assert got.get((step, key)) == pytest.approx(value, abs=1e-6), (step, key)
+    assert any(key == "train/loss" for _, key in got)
+    assert any(key.startswith("test/") for _, key in got)
