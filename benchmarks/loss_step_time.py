@@ -7,10 +7,12 @@ batch:
 * ``step``: a full training step (forward, loss, backward, Adam update);
 * ``loss``: the loss alone, forward and backward, on fixed head outputs.
 
-Medians over ``--repeats`` after ``--warmup`` untimed runs; ratios are to CE in the same run.
+Medians over ``--repeats`` rounds after ``--warmup`` untimed ones; each round runs every loss
+once (interleaved), and ratios are to CE in the same run.
 
     python benchmarks/loss_step_time.py                        # digits batch, small_cnn, CPU
-    python benchmarks/loss_step_time.py --batch-size 256 --num-classes 100 --input-shape 3 32 32
+    python benchmarks/loss_step_time.py --backbone lenet5 --input-shape 1 28 28 --losses ce ln
+    python benchmarks/loss_step_time.py --backbone wrn28_2 --input-shape 3 32 32 --losses ce ln
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -40,19 +43,25 @@ def load_loss(path: Path) -> NoisyLabelLoss:
     return instantiate(parser.parse_object(config)).loss
 
 
-def median_seconds(fn, repeats: int, warmup: int, device: torch.device) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
+def interleaved_medians(
+    steps: dict[str, Callable[[], None]], repeats: int, warmup: int, device: torch.device
+) -> dict[str, float]:
+    """Median seconds of each step; every round runs each step once, so drift hits all alike."""
+
+    def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for round_ in range(warmup + repeats):
+        for name, step in steps.items():
+            sync()
+            start = time.perf_counter()
+            step()
+            sync()
+            if round_ >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def train_step(model: NoisyLabelClassifier, optimizer, inputs, labels) -> None:
@@ -72,6 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--num-classes", type=int, default=10)
     parser.add_argument("--input-shape", type=int, nargs="+", default=[1, 8, 8])
+    parser.add_argument("--losses", nargs="+", default=ORDER, choices=ORDER)
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -82,8 +92,9 @@ def main(argv: list[str] | None = None) -> None:
     inputs = torch.randn(args.batch_size, *args.input_shape, generator=gen).to(device)
     labels = torch.randint(0, args.num_classes, (args.batch_size,), generator=gen).to(device)
 
-    rows = []
-    for name in ORDER:
+    names = ["ce", *(name for name in args.losses if name != "ce")]
+    step_fns, loss_fns = {}, {}
+    for name in names:
         loss = load_loss(CONFIGS / f"{name}.yaml")
         torch.manual_seed(0)
         model = NoisyLabelClassifier(
@@ -97,33 +108,23 @@ def main(argv: list[str] | None = None) -> None:
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         with torch.no_grad():
             fixed = {k: v.detach() for k, v in model(inputs).items()}
-        rows.append(
-            (
-                name,
-                median_seconds(
-                    partial(train_step, model, optimizer, inputs, labels),
-                    args.repeats,
-                    args.warmup,
-                    device,
-                ),
-                median_seconds(
-                    partial(loss_step, model.loss, fixed, labels), args.repeats, args.warmup, device
-                ),
-            )
-        )
+        step_fns[name] = partial(train_step, model, optimizer, inputs, labels)
+        loss_fns[name] = partial(loss_step, model.loss, fixed, labels)
+    step_s = interleaved_medians(step_fns, args.repeats, args.warmup, device)
+    loss_s = interleaved_medians(loss_fns, args.repeats, args.warmup, device)
 
-    ce_step, ce_loss = rows[0][1], rows[0][2]
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(
-        f"device={device}, backbone={args.backbone}, batch={args.batch_size}, "
+        f"{where}, backbone={args.backbone}, batch={args.batch_size}, "
         f"K={args.num_classes}, input={tuple(args.input_shape)}, "
-        f"threads={torch.get_num_threads()}, median of {args.repeats}"
+        f"threads={torch.get_num_threads()}, median of {args.repeats} (interleaved)\n"
     )
     print("| loss | step (ms) | step / CE | loss fwd+bwd (ms) | loss / CE |")
     print("| --- | --- | --- | --- | --- |")
-    for name, step_s, loss_s in rows:
+    for name in names:
         print(
-            f"| {name} | {1e3 * step_s:.2f} | {step_s / ce_step:.2f} | "
-            f"{1e3 * loss_s:.3f} | {loss_s / ce_loss:.2f} |"
+            f"| {name} | {1e3 * step_s[name]:.2f} | {step_s[name] / step_s['ce']:.3f} | "
+            f"{1e3 * loss_s[name]:.3f} | {loss_s[name] / loss_s['ce']:.2f} |"
         )
 
 

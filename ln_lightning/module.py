@@ -234,8 +234,7 @@ class NoisyLabelClassifier(pl.LightningModule):
         inputs, targets, clean_targets = unpack_batch(batch)
         outputs = self(inputs)
         loss = self.loss(outputs, targets)
-        # sync_dist: the epoch's loss is averaged over every rank (reduced once, at epoch end).
-        # A metric (summed over ranks), not a logged tensor: it survives a mid-epoch resume.
+        # A metric (summed over DDP ranks), not a logged tensor: it survives a mid-epoch resume.
         self.train_loss_mean.update(loss.detach(), weight=len(targets))
         self.log("train/loss", self.train_loss_mean, on_epoch=True, on_step=False, prog_bar=True)
         with torch.no_grad():

@@ -277,7 +277,11 @@ class NoisyLabelDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------ resuming
     def state_dict(self) -> dict[str, Any]:
-        """Saved in every checkpoint: how far into its epoch training was (see ``resume``)."""
+        """Saved in every checkpoint: how far into its epoch training was.
+
+        Loading it makes the next training loader continue the epoch from there
+        (:meth:`ResumableSampler.resume`).
+        """
         trainer = self.trainer
         if trainer is None or trainer.state.fn != TrainerFn.FITTING:
             return {}
