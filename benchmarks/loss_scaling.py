@@ -28,12 +28,11 @@ losses upcast to float32 inside. CUDA is used when available (``--device``).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from timing import interleaved_medians
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
@@ -102,21 +101,9 @@ def median_ms(
     runs: dict[str, Callable[[], torch.Tensor]], device: str, warmup: int, repeats: int
 ) -> dict[str, float]:
     """Median milliseconds of ``run().sum().backward()`` per run, the runs interleaved."""
-
-    def sync() -> None:
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for i in range(warmup + repeats):
-        for name, run in runs.items():
-            sync()
-            start = time.perf_counter()
-            run().sum().backward()
-            sync()
-            if i >= warmup:
-                times[name].append(1000 * (time.perf_counter() - start))
-    return {name: statistics.median(values) for name, values in times.items()}
+    steps = {name: (lambda run=run: run().sum().backward()) for name, run in runs.items()}
+    seconds = interleaved_medians(steps, repeats, warmup, device)
+    return {name: 1000 * value for name, value in seconds.items()}
 
 
 def losses(k: int, dtype: torch.dtype, args: argparse.Namespace) -> dict[str, Callable]:

@@ -18,15 +18,13 @@ once (interleaved), and ratios are to CE in the same run.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import torch
 import yaml
 from jsonargparse import ArgumentParser
+from timing import interleaved_medians
 
 from ln_lightning import NoisyLabelClassifier, NoisyLabelLoss
 
@@ -41,27 +39,6 @@ def load_loss(path: Path) -> NoisyLabelLoss:
     config = yaml.safe_load(path.read_text())["model"]["init_args"]
     instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes
     return instantiate(parser.parse_object(config)).loss
-
-
-def interleaved_medians(
-    steps: dict[str, Callable[[], None]], repeats: int, warmup: int, device: torch.device
-) -> dict[str, float]:
-    """Median seconds of each step; every round runs each step once, so drift hits all alike."""
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for round_ in range(warmup + repeats):
-        for name, step in steps.items():
-            sync()
-            start = time.perf_counter()
-            step()
-            sync()
-            if round_ >= warmup:
-                times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def train_step(model: NoisyLabelClassifier, optimizer, inputs, labels) -> None:
