@@ -1,0 +1,57 @@
+"""The benchmark scripts run end to end (tiny sizes) and print their tables."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.formats import write_cifar10, write_mnist
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def script(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # as `python benchmarks/<name>.py` runs them
+
+    def load(name: str):
+        sys.modules.pop(name, None)
+        return importlib.import_module(name)
+
+    return load
+
+
+def table_rows(text: str, first_cell: str) -> list[list[str]]:
+    rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in row] for row in rows if row[0].strip() == first_cell]
+
+
+def test_loss_scaling(script, capsys):
+    args = "--classes 10 --dtype float32 bfloat16 --repeats 1 --warmup 0 --max-het-elements 0"
+    script("loss_scaling").main(args.split())
+    out = capsys.readouterr().out
+    timings, memory = table_rows(out, "10")[:2], table_rows(out, "10")[2:]
+    assert [row[1] for row in timings] == ["float32", "bfloat16"]
+    assert all(float(row[4]) > 0 and row[8] == "-" for row in timings)  # LN / CE; Het skipped
+    assert all(float(row[3]) <= float(row[5]) for row in memory)  # LN within LowRankMVN's memory
+
+
+def test_loss_step_time(script, capsys):
+    script("loss_step_time").main(["--losses", "ce", "ln", "--repeats", "1", "--warmup", "0"])
+    out = capsys.readouterr().out
+    assert float(table_rows(out, "ce")[0][2]) == 1.0
+    assert float(table_rows(out, "ln")[0][2]) > 0
+
+
+def test_data_pipeline(script, capsys, tmp_path):
+    write_mnist(tmp_path / "fashion", n_train=300, n_test=20)
+    write_cifar10(tmp_path / "cifar", per_batch=60, n_test=20)
+    dirs = ["--fashion-dir", str(tmp_path / "fashion"), "--cifar-dir", str(tmp_path / "cifar")]
+    sizes = "--workers 0 --batch-size 16 --batches 3 --repeats 1"
+    script("data_pipeline").main([*dirs, *sizes.split()])
+    out = capsys.readouterr().out
+    rows = table_rows(out, "Fashion-MNIST") + table_rows(out, "CIFAR-10 format")
+    assert len(rows) == 2 and all(float(row[4]) > 0 for row in rows)
