@@ -1,4 +1,5 @@
-"""Callbacks that turn the paper's analyses into run outputs (figures, reports, metrics).
+"""Callbacks: the paper's analyses as run outputs (figures, reports, metrics), and a checkpoint
+when a run is interrupted (:class:`CheckpointOnInterrupt`, which ``ln-fit`` always adds).
 
 Add them in a config (``trainer.callbacks``) or on the command line, e.g.
 ``--trainer.callbacks+=ln_lightning.callbacks.MislabelReport``. Each runs at the end of
@@ -9,6 +10,8 @@ keep the PNG/CSV files). The logic lives in :mod:`ln_lightning.analysis`.
 
 from __future__ import annotations
 
+import signal
+import threading
 import weakref
 from pathlib import Path
 from typing import Any
@@ -18,11 +21,13 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ln_lightning import analysis
 
 __all__ = [
     "AnnotatorNLL",
+    "CheckpointOnInterrupt",
     "DecisionBoundaryPlot",
     "MislabelReport",
     "ResidualHistogram",
@@ -283,3 +288,74 @@ class AnnotatorNLL(Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
             self._measure(trainer, pl_module)
+
+
+class CheckpointOnInterrupt(Callback):
+    """Ctrl-C or SIGTERM during ``fit``: finish the batch, write ``last.ckpt``, stop.
+
+    The first Ctrl-C (SIGINT) lets the running training batch finish, then saves the checkpoint
+    and shuts down as Lightning does on ``KeyboardInterrupt``; a second Ctrl-C aborts at once.
+    SIGTERM (a scheduler's pre-emption) is turned by Lightning into a stop at the end of the
+    batch, where this saves the same checkpoint. It goes where the run's ``ModelCheckpoint``
+    writes ``last.ckpt``, so ``ln-fit fit ... --ckpt_path last`` continues the run exactly,
+    mid-epoch included (see docs/performance.md). Under DDP every rank stops at the same batch.
+    ``ln-fit`` adds this callback to every run.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous_handler: Any = None
+        self._announce = True
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.requested = False
+        self._announce = trainer.global_rank == 0
+        if threading.current_thread() is threading.main_thread():
+            self._previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._restore_handler()
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._restore_handler()
+
+    def _restore_handler(self) -> None:
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGINT, self._previous_handler)
+            self._previous_handler = None
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self.requested:  # the second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.requested = True
+        if self._announce:
+            print("\nCtrl-C: stopping after this batch with a checkpoint (Ctrl-C again to abort).")
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
+        requested = self.requested
+        if trainer.world_size > 1:
+            requested = trainer.strategy.reduce_boolean_decision(requested, all=False)
+        if requested:
+            self.save(trainer)
+            self._restore_handler()
+            raise KeyboardInterrupt
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        if isinstance(exception, SIGTERMException):
+            self.save(trainer)
+
+    @staticmethod
+    def save(trainer: pl.Trainer) -> Path:
+        """Write the checkpoint that ``--ckpt_path last`` finds; returns its path."""
+        checkpoint = trainer.checkpoint_callback
+        directory = getattr(checkpoint, "dirpath", None)
+        directory = Path(directory) if directory else run_dir(trainer) / "checkpoints"
+        name = getattr(checkpoint, "CHECKPOINT_NAME_LAST", "last")
+        path = directory / f"{name}.ckpt"
+        trainer.save_checkpoint(path)
+        rank_zero_info(f"Interrupted: saved {path}; continue with --ckpt_path last (or this path).")
+        return path

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import inspect
+import os
+import re
+import signal
+import sys
 from pathlib import Path
 
 import lightning.pytorch as pl
 import yaml
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import zoo  # noqa: F401  (registers the zoo's backbones in timm)
+from ln_lightning.callbacks import CheckpointOnInterrupt
 from ln_lightning.data.base import NoisyLabelDataModule
 from ln_lightning.module import NoisyLabelClassifier
 
@@ -58,6 +65,23 @@ class LNLightningCLI(LightningCLI):
             help="After `fit`, evaluate the final weights on the clean test split.",
         )
 
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        config = self.config.get(str(self.subcommand), self.config)
+        model_args = config.get("model", {}).get("init_args", {}) if config.get("model") else {}
+        defaults = inspect.signature(type(self.model)).parameters
+        for key in ("num_classes", "input_shape"):  # linked from the data module
+            given, linked = model_args.get(key), getattr(self.datamodule, key, None)
+            default = defaults[key].default if key in defaults else None
+            if given is None or linked is None or given == default:
+                continue
+            if (tuple(given) if isinstance(given, list | tuple) else given) != linked:
+                raise ValueError(
+                    f"model.init_args.{key}={given} disagrees with the data module "
+                    f"({type(self.datamodule).__name__}: {key}={linked}). ln-fit sets it from the "
+                    "data module: leave it out, or choose another --data."
+                )
+
     def before_fit(self) -> None:
         if self.config_init["fit"].get("ckpt_path") != "last":
             return
@@ -98,6 +122,7 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> LNLightningCLI:
         auto_configure_optimizers=False,
         save_config_callback=LoggerSaveConfigCallback,
         save_config_kwargs={"overwrite": True},
+        trainer_defaults={"callbacks": [CheckpointOnInterrupt()]},
         parser_kwargs={"description": "ln-fit: train classifiers on noisy labels (LN likelihood)."},
         args=args,
         run=run,
@@ -106,7 +131,39 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> LNLightningCLI:
 
 def main() -> None:
     """Entry point of the ``ln-fit`` console script."""
-    run_cli()
+    try:
+        run_cli()
+    except SIGTERMException:  # Lightning stops quietly; a terminated run must not look finished
+        sys.exit(128 + signal.SIGTERM)
+    except (ValueError, FileNotFoundError, KeyError, FloatingPointError) as error:
+        if os.environ.get("LN_TRACEBACK"):
+            raise
+        sys.exit(f"ln-fit: error: {explain(error)}\n(LN_TRACEBACK=1 shows the traceback.)")
+
+
+def explain(error: BaseException) -> str:
+    """The sentence of an error, unwrapped from jsonargparse's reports of ``__init__`` errors.
+
+    jsonargparse wraps an error raised while building the model, its loss or the data module
+    in "Does not validate against any of the Union subtypes ..."; the original is its cause.
+    """
+    path = []
+    while str(error).startswith("Does not validate against any of the Union subtypes"):
+        subtypes = re.search(r"Subtypes: \[<class '([\w.]+)'", str(error))  # this level's
+        if subtypes and subtypes.group(1) in UNION_NAMES:
+            path.append(UNION_NAMES[subtypes.group(1)])
+        if error.__cause__ is None:
+            break
+        error = error.__cause__
+    text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+    return f"{'.'.join(path)}: {text}" if path else text
+
+
+UNION_NAMES = {
+    "ln_lightning.module.NoisyLabelClassifier": "model",
+    "ln_lightning.losses.base.NoisyLabelLoss": "loss",
+    "ln_lightning.data.base.NoisyLabelDataModule": "data",
+}
 
 
 if __name__ == "__main__":

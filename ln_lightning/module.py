@@ -65,6 +65,13 @@ def feature_dim(backbone: nn.Module, input_shape: Sequence[int] | None) -> int:
         try:
             with torch.no_grad():
                 out = backbone(torch.zeros(2, *input_shape))
+        except RuntimeError as error:
+            raise ValueError(
+                f"the backbone {type(backbone).__name__} cannot take inputs of shape "
+                f"{tuple(input_shape)} (the data module's input_shape): {error}. Choose a backbone "
+                "made for this input (small_cnn for 8x8 digits, lenet5 for 28x28, wrn28_2 or "
+                "resnet18_cifar for 32x32, a timm model for larger images)."
+            ) from None
         finally:
             backbone.train(was_training)
         if out.ndim != 2:
@@ -81,6 +88,52 @@ def feature_dim(backbone: nn.Module, input_shape: Sequence[int] | None) -> int:
     raise ValueError(
         "cannot tell the backbone's feature width: give input_shape (the CLI links it from the "
         "data module) or set a `num_features` attribute on the backbone."
+    )
+
+
+def check_checkpoint_heads(state_dict: dict[str, Tensor], module: NoisyLabelClassifier) -> None:
+    """Raise ``ValueError`` when a checkpoint's heads are not those of ``module``'s loss."""
+    prefix = "heads.heads."
+    saved = {key[len(prefix) :].split(".")[0] for key in state_dict if key.startswith(prefix)}
+    built = set(module.heads.heads)
+    if saved and not saved <= built:  # (a subset: auxiliary heads dropped for export)
+        raise ValueError(
+            f"the checkpoint has the heads {sorted(saved)} but this model's loss "
+            f"{type(module.loss).__name__} builds {sorted(built)}: it was trained with another "
+            "loss. Use the loss it was trained with (the run's config.yaml, or "
+            "NoisyLabelClassifier.load_from_checkpoint, which rebuilds it)."
+        )
+
+
+def non_finite_loss_message(
+    module: pl.LightningModule, loss: Tensor, batch: Any, batch_idx: int
+) -> str:
+    """Why training stops on a NaN/inf loss: where, on which examples, and what to try."""
+    trainer = module._trainer
+    where = (
+        f"epoch {trainer.current_epoch}, global step {trainer.global_step}, batch {batch_idx}"
+        if trainer is not None
+        else f"batch {batch_idx}"
+    )
+    inputs = unpack_batch(batch)[0]
+    indices = batch.index.tolist() if isinstance(batch, NoisySample) else None
+    bad_inputs = (
+        int((~torch.isfinite(inputs)).flatten(1).any(1).sum()) if inputs.is_floating_point() else 0
+    )
+    checkpoint = getattr(trainer, "checkpoint_callback", None)
+    last = getattr(checkpoint, "last_model_path", "") or getattr(checkpoint, "best_model_path", "")
+    return (
+        f"the training loss is {loss.item()} at {where}; training stops before this step "
+        "updates the weights"
+        + (f", and the last checkpoint written is {last}" if last else "")
+        + f". Examples of the batch (data-set indices): {indices}. "
+        + (
+            f"{bad_inputs} of them have NaN/inf inputs: clean the data. "
+            if bad_inputs
+            else "Their inputs are finite: lower the learning rate, add gradient clipping "
+            "(--trainer.gradient_clip_val 1.0) or raise the loss's min_scale. "
+        )
+        + "Resume from the checkpoint with --ckpt_path last."
     )
 
 
@@ -234,6 +287,11 @@ class NoisyLabelClassifier(pl.LightningModule):
         inputs, targets, clean_targets = unpack_batch(batch)
         outputs = self(inputs)
         loss = self.loss(outputs, targets)
+        finite = bool(torch.isfinite(loss))
+        if self._trainer is not None and self.trainer.world_size > 1:  # every rank stops
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if not finite:
+            raise FloatingPointError(non_finite_loss_message(self, loss, batch, batch_idx))
         # A metric (summed over DDP ranks), not a logged tensor: it survives a mid-epoch resume.
         self.train_loss_mean.update(loss.detach(), weight=len(targets))
         self.log("train/loss", self.train_loss_mean, on_epoch=True, on_step=False, prog_bar=True)
@@ -318,6 +376,7 @@ class NoisyLabelClassifier(pl.LightningModule):
                 checkpoint["state_dict"][f"{name}.{key}"] = value.detach().clone()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_checkpoint_heads(checkpoint["state_dict"], self)
         if self.global_rank == 0:
             return
         prefixes = tuple(f"{name}." for name in self._epoch_train_metrics())

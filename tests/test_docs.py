@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -78,3 +81,38 @@ def test_documented_fit_commands_parse(page, argv, monkeypatch, capsys):
         run_cli([*argv, "--print_config"])
     assert exit_info.value.code in (0, None), capsys.readouterr().err
     assert "class_path: ln_lightning" in capsys.readouterr().out
+
+
+YAML = re.compile(r"^( *)```yaml\n(.*?)^\1```", re.S | re.M)
+ALL_PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+CONFIGS = [
+    (page.name, textwrap.dedent(block))
+    for page in ALL_PAGES
+    for _, block in YAML.findall(page.read_text())
+]
+
+
+@pytest.mark.parametrize(("page", "text"), CONFIGS, ids=[p for p, _ in CONFIGS])
+def test_documented_configs_compose_with_the_default(page, text, tmp_path, monkeypatch, capsys):
+    """Every ``yaml`` block of the docs is a valid ``ln-fit`` config on top of ``cli.yaml``."""
+    from ln_lightning.cli import run_cli
+
+    path = tmp_path / "documented.yaml"
+    path.write_text(text)
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["fit", "--config", "cli.yaml", "--config", str(path), "--print_config"])
+    assert exit_info.value.code in (0, None), capsys.readouterr().err
+
+
+def test_the_site_builds_and_lists_every_page(tmp_path):
+    pytest.importorskip("mkdocs")
+    import yaml
+
+    nav = yaml.safe_load((ROOT / "mkdocs.yml").read_text())["nav"]
+    listed = {page for entry in nav for page in entry.values()}
+    assert listed == {p.name for p in (ROOT / "docs").glob("*.md")}
+    command = [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "site" / "troubleshooting" / "index.html").exists()

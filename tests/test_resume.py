@@ -20,12 +20,23 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS, BATCHES = 3, 11  # digits: 1,293 training examples in batches of 128
-# (checkpoint every n steps or None: at epoch ends, killed after this step, last checkpoint step)
-SCHEDULES = {"mid_epoch": (4, 15, 12), "epoch_end": (None, 13, 11)}
+# (checkpoint every n steps or None: at epoch ends; signal sent after this step; the signal;
+#  the step of the checkpoint the resumed run starts from)
+SCHEDULES = {
+    "killed_mid_epoch": (4, 15, "SIGKILL", 12),
+    "killed_after_epoch_end": (None, 13, "SIGKILL", 11),
+    "ctrl_c": (None, 15, "SIGINT", 15),  # CheckpointOnInterrupt saves at the signal's step
+    "sigterm": (None, 15, "SIGTERM", 15),
+}
 
 
 def ln_fit(
-    out: Path, name: str, *extra: str, every: int | None, kill_at: int | None = None
+    out: Path,
+    name: str,
+    *extra: str,
+    every: int | None,
+    kill_at: int | None = None,
+    signal_name: str = "SIGKILL",
 ) -> subprocess.Popen:
     config = {
         "trainer": {
@@ -50,6 +61,7 @@ def ln_fit(
                     "init_args": {
                         "path": str(out / f"steps_{name}.jsonl"),
                         "kill_at_step": kill_at,
+                        "signal_name": signal_name,
                     },
                 },
             ],
@@ -87,13 +99,17 @@ def metrics(out: Path, name: str) -> dict[tuple[int, str], float]:
 
 @pytest.fixture(scope="module", params=list(SCHEDULES))
 def runs(request, tmp_path_factory):
-    every, kill_at, _ = SCHEDULES[request.param]
+    every, kill_at, signal_name, _ = SCHEDULES[request.param]
     out = tmp_path_factory.mktemp(request.param)
     whole = ln_fit(out, "whole", every=every)
-    killed = ln_fit(out, "resumed", every=every, kill_at=kill_at)
+    killed = ln_fit(out, "resumed", every=every, kill_at=kill_at, signal_name=signal_name)
     (code, log), (killed_code, killed_log) = finish(whole), finish(killed)
     assert code == 0, log[-3000:]
-    assert killed_code == -9, killed_log[-3000:]  # SIGKILL: no clean shutdown, no final checkpoint
+    if signal_name == "SIGKILL":
+        assert killed_code == -9, killed_log[-3000:]  # no clean shutdown, no final checkpoint
+    else:
+        assert killed_code != 0 and "Interrupted: saved" in killed_log, killed_log[-3000:]
+        assert "test/acc" not in killed_log  # an interrupted fit is not tested
     killed_steps = steps(out / "steps_resumed.jsonl")
     last = torch.load(out / "checkpoints_resumed" / "last.ckpt", weights_only=False)
     (out / "checkpoint_step").write_text(str(last["global_step"]))
@@ -106,7 +122,7 @@ def runs(request, tmp_path_factory):
 
 def test_the_killed_run_stopped_mid_epoch_after_its_last_checkpoint(runs):
     schedule, out, _, killed, resumed, _ = runs
-    _, kill_at, checkpoint_step = SCHEDULES[schedule]
+    _, kill_at, _, checkpoint_step = SCHEDULES[schedule]
     assert [s["step"] for s in killed] == list(range(1, kill_at + 1))
     assert 0 < killed[-1]["batch_idx"] < BATCHES - 1  # mid-epoch
     assert int((out / "checkpoint_step").read_text()) == checkpoint_step

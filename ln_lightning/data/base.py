@@ -111,12 +111,18 @@ class NoisyLabelDataModule(pl.LightningDataModule):
             raise ValueError(f"val_fraction must lie in (0, 1); got {val_fraction!r}.")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size!r}.")
-        if noise_type == "asymmetric" and class_map is None and self.default_class_map is None:
+        synthetic = not self._has_real_noise()  # real-noise data sets ignore the noise arguments
+        if (
+            synthetic
+            and noise_type == "asymmetric"
+            and class_map is None
+            and self.default_class_map is None
+        ):
             raise ValueError(
                 f"noise_type='asymmetric' needs a class_map: {type(self).__name__} has no built-in "
                 "map. Pass class_map (e.g. --data.class_map '{0: 1, 1: 0}') or another noise_type."
             )
-        if noise_type == "transition" and transition_matrix is None:
+        if synthetic and noise_type == "transition" and transition_matrix is None:
             raise ValueError("noise_type='transition' needs transition_matrix (a K x K list).")
         self.noise_type = noise_type
         self.noise_rate = noise_rate
@@ -212,6 +218,7 @@ class NoisyLabelDataModule(pl.LightningDataModule):
             return
         splits = self.load_splits()
         check_split_labels(splits, self.num_classes, type(self).__name__)
+        check_split_inputs(splits, type(self).__name__)
         self.noise = self._draw_noise(splits)
         noisy, clean = self.noise.noisy_labels, splits.train_labels.long()
         train_tf, eval_tf = self.train_transform(), self.eval_transform()
@@ -221,7 +228,11 @@ class NoisyLabelDataModule(pl.LightningDataModule):
             num_val = max(1, round(self.val_fraction * len(clean)))
             val_idx, train_idx = order[:num_val].sort().values, order[num_val:].sort().values
             if len(train_idx) == 0:
-                raise ValueError(f"{type(self).__name__}: the training pool is too small to split.")
+                raise ValueError(
+                    f"{type(self).__name__}: the training pool ({len(clean)} examples) is too "
+                    f"small to split off a validation set (val_fraction={self.val_fraction}): "
+                    "give it more examples."
+                )
             self.val_set = NoisyLabelDataset(splits.train_inputs, noisy, clean, val_idx, eval_tf)
         else:
             train_idx = torch.arange(len(clean))
@@ -389,11 +400,32 @@ def check_split_labels(splits: DataSplits, num_classes: int, name: str) -> None:
         checks.append(("validation", splits.val_labels, 0))
     for what, labels, low in checks:
         if len(labels) == 0:
-            raise ValueError(f"{name}: the {what} split is empty.")
+            raise ValueError(
+                f"{name}: the {what} split is empty. Check that the data files or arrays hold "
+                "examples (a truncated download, a filter that removed everything)."
+            )
         if int(labels.min()) < low or int(labels.max()) >= num_classes:
             raise ValueError(
                 f"{name}: {what} labels must lie in [0, {num_classes}); got values in "
                 f"[{int(labels.min())}, {int(labels.max())}]. Check num_classes and 0-based labels."
+            )
+
+
+def check_split_inputs(splits: DataSplits, name: str) -> None:
+    """Raise ``ValueError`` when floating-point input tensors hold NaN or inf."""
+    sources = {"training": splits.train_inputs, "test": splits.test_inputs}
+    if splits.val_inputs is not None:
+        sources["validation"] = splits.val_inputs
+    for what, inputs in sources.items():
+        if not (isinstance(inputs, Tensor) and inputs.is_floating_point() and inputs.ndim):
+            continue  # uint8 images, files, datasets: nothing to check up front
+        bad = torch.nonzero(~torch.isfinite(inputs.reshape(len(inputs), -1)).all(1)).flatten()
+        if len(bad):
+            raise ValueError(
+                f"{name}: {len(bad)} of {len(inputs)} {what} inputs contain NaN or inf "
+                f"(indices {bad[:10].tolist()}{' ...' if len(bad) > 10 else ''}). Drop or repair "
+                "them before building the data module, e.g. keep = torch.isfinite(x).flatten(1)"
+                ".all(1); x, y = x[keep], y[keep]."
             )
 
 
@@ -415,7 +447,14 @@ class ArrayDataModule(NoisyLabelDataModule):
         **kwargs: Any,
     ) -> None:
         if len(train_inputs) != len(train_labels) or len(test_inputs) != len(test_labels):
-            raise ValueError("inputs and labels must have the same length in each split.")
+            raise ValueError(
+                f"inputs and labels must have the same length in each split; got "
+                f"{len(train_inputs)} training inputs for {len(train_labels)} labels and "
+                f"{len(test_inputs)} test inputs for {len(test_labels)} labels."
+            )
+        for what, labels in (("training", train_labels), ("test", test_labels)):
+            if len(labels) == 0:
+                raise ValueError(f"the {what} split is empty: pass at least one example.")
         train_labels, test_labels = torch.as_tensor(train_labels), torch.as_tensor(test_labels)
         if num_classes is None:
             num_classes = int(max(train_labels.max(), test_labels.max())) + 1

@@ -1,0 +1,158 @@
+"""Bad input fails early with a sentence that says what is wrong and what to do.
+
+Each case is what a user would type or pass; the assertions pin the part of the message that
+names the problem and the way out. ``ln-fit`` prints one line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import re
+import sys
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from ln_lightning import CrossEntropy, LogisticNormalLoss, NoisyLabelClassifier
+from ln_lightning.cli import main
+from ln_lightning.data import DigitsDataModule, NoisyLabelDataModule
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.logger=false",
+         "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false"]  # fmt: skip
+
+
+def ln_fit_error(monkeypatch, capsys, tmp_path, *args: str) -> tuple[object, str]:
+    """Run ``ln-fit fit --config cli.yaml ARGS`` in-process; its exit code and stderr."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["ln-fit", "fit", "--config", str(ROOT / "cli.yaml"), *QUICK, *args]
+    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.delenv("LN_TRACEBACK", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert not list(tmp_path.rglob("*.ckpt"))  # failed before training
+    return exit_info.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model.loss.min_scal=0.1"], "min_scal"),  # unknown key, named by jsonargparse
+        (["--data.batch_size=abc"], "Parser key \"batch_size\":\n.*Expected a <class 'int'>"),
+        (["--model.loss.min_scale=-1"], r"model\.loss: min_scale must be a finite number > 0"),
+        (["--data.noise_rate=1.5"], r"data: noise_rate must lie in \[0, 1\); got 1\.5"),
+        (["--model.backbone=resnet_nope"], "model: backbone 'resnet_nope' is not a timm model"),
+        (["--model.backbone=lenet5"], r"cannot take inputs of shape \(1, 8, 8\).*lenet5 for 28x28"),
+        (["--model.init_args.num_classes=5"], "num_classes=5 disagrees with the data module"),
+        (
+            ["--data=ln_lightning.data.MNISTDataModule", "--data.data_dir=nowhere"],
+            "cannot find train-images-idx3-ubyte.*--data.download true",
+        ),
+        (
+            ["--data=ln_lightning.data.CIFAR10NDataModule", "--data.data_dir=nowhere"],
+            "missing .*data_batch_1.*--data.download true",
+        ),
+        (
+            ["--data=ln_lightning.data.Clothing1MDataModule", "--data.data_dir=nowhere"],
+            r"noisy_label_kv\.txt.*cannot be downloaded automatically",
+        ),
+    ],
+    ids=lambda value: value[0] if isinstance(value, list) else None,
+)
+def test_ln_fit_reports_bad_configs_in_one_sentence(monkeypatch, capsys, tmp_path, args, message):
+    code, err = ln_fit_error(monkeypatch, capsys, tmp_path, *args)
+    text = err if code == 2 else str(code)  # jsonargparse prints usage; ln-fit exits with text
+    assert code != 0
+    assert re.search(message, text, re.DOTALL), text[-2000:]
+    if code != 2:
+        assert text.startswith("ln-fit: error: ") and "Traceback" not in text + err
+
+
+def test_the_traceback_is_there_when_asked_for(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["ln-fit", "fit", *QUICK, "--data.noise_rate=1.5"])
+    monkeypatch.setenv("LN_TRACEBACK", "1")
+    with pytest.raises(ValueError, match="noise_rate"):
+        main()
+
+
+# ----------------------------------------------------------------------------- data
+def arrays(n: int = 60):
+    x, y = torch.randn(n, 5), torch.arange(n) % 3
+    return x, y
+
+
+def test_nan_or_inf_inputs_are_named_with_their_indices():
+    x, y = arrays()
+    x[7, 2], x[40, 0] = math.nan, math.inf
+    data = NoisyLabelDataModule.from_arrays(x, y, x[:10].abs(), y[:10], noise_type="symmetric")
+    expected = r"2 of 60 training inputs contain NaN or inf \(indices \[7, 40\]\)"
+    with pytest.raises(ValueError, match=expected):
+        data.setup()
+
+
+def test_labels_outside_the_classes_and_empty_splits():
+    x, y = arrays()
+    wrong = y.clone().index_fill_(0, torch.tensor([3]), 5)
+    with pytest.raises(ValueError, match=r"training labels must lie in \[0, 3\); got .*\[0, 5\]"):
+        NoisyLabelDataModule.from_arrays(
+            x, wrong, x, y, num_classes=3, noise_type="symmetric"
+        ).setup()
+    with pytest.raises(ValueError, match="the test split is empty"):
+        NoisyLabelDataModule.from_arrays(x, y, x[:0], y[:0], noise_type="symmetric").setup()
+    with pytest.raises(ValueError, match=r"training pool \(1 examples\) is too small"):
+        NoisyLabelDataModule.from_arrays(x[:1], y[:1], x, y, num_classes=3,
+                                         noise_type="symmetric").setup()  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- numerics
+class PoisonAt(Callback):
+    """Make the model's output NaN from a given global step on (a diverged model)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                pl_module.heads.heads["mean"].bias.fill_(math.nan)
+
+
+def test_a_nan_loss_stops_with_the_step_and_the_examples_and_keeps_the_last_checkpoint(tmp_path):
+    data = DigitsDataModule(batch_size=64)
+    model = NoisyLabelClassifier(backbone="small_cnn", num_classes=10, input_shape=(1, 8, 8))
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_train_steps=2)
+    trainer = pl.Trainer(max_epochs=3, limit_train_batches=3, limit_val_batches=1, logger=False,
+                         callbacks=[checkpoint, PoisonAt(step=4)], enable_progress_bar=False,
+                         default_root_dir=tmp_path)  # fmt: skip
+    with pytest.raises(FloatingPointError) as info:
+        trainer.fit(model, datamodule=data)
+    message = str(info.value)
+    assert "the training loss is nan at epoch 1, global step 4, batch 1" in message
+    assert "training stops before this step updates the weights" in message
+    assert str(tmp_path / "last.ckpt") in message and "--ckpt_path last" in message
+    indices = ast.literal_eval(message.split("(data-set indices): ")[1].split(". ")[0])
+    assert len(indices) == 64 and set(indices) <= set(data.train_set.indices.tolist())
+    assert "Their inputs are finite: lower the learning rate" in message
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    assert saved["global_step"] == 4  # the last good state, not the poisoned step
+    weights = [v for v in saved["state_dict"].values() if v.is_floating_point()]
+    assert all(torch.isfinite(v).all() for v in weights)
+
+
+def test_a_checkpoint_of_another_loss_says_so(tmp_path):
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=0, logger=False,
+                         default_root_dir=tmp_path, enable_progress_bar=False)  # fmt: skip
+    ce = NoisyLabelClassifier(num_classes=10, input_shape=(1, 8, 8), loss=CrossEntropy())
+    trainer.fit(ce, datamodule=DigitsDataModule())
+    trainer.save_checkpoint(tmp_path / "ce.ckpt")
+    ln = NoisyLabelClassifier(num_classes=10, input_shape=(1, 8, 8), loss=LogisticNormalLoss())
+    expected = r"heads \['logits'\] but .* LogisticNormalLoss builds \['mean', 'scale'\]"
+    with pytest.raises(ValueError, match=expected):
+        pl.Trainer(logger=False, default_root_dir=tmp_path).validate(
+            ln, datamodule=DigitsDataModule(), ckpt_path=tmp_path / "ce.ckpt"
+        )
