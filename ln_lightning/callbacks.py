@@ -18,12 +18,13 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ln_lightning import analysis
+from ln_lightning.resume import last_checkpoint_callback
 
 __all__ = [
     "AnnotatorNLL",
@@ -351,11 +352,14 @@ class CheckpointOnInterrupt(Callback):
     @staticmethod
     def save(trainer: pl.Trainer) -> Path:
         """Write the checkpoint that ``--ckpt_path last`` finds; returns its path."""
-        checkpoint = trainer.checkpoint_callback
-        directory = getattr(checkpoint, "dirpath", None)
-        directory = Path(directory) if directory else run_dir(trainer) / "checkpoints"
-        name = getattr(checkpoint, "CHECKPOINT_NAME_LAST", "last")
-        path = directory / f"{name}.ckpt"
+        last = last_checkpoint_callback(trainer)
+        if last is not None and last.dirpath:
+            path = Path(last.path)
+        else:
+            checkpoint = trainer.checkpoint_callback
+            directory = getattr(checkpoint, "dirpath", None)
+            directory = Path(directory) if directory else run_dir(trainer) / "checkpoints"
+            path = directory / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}.ckpt"
         trainer.save_checkpoint(path)
         rank_zero_info(f"Interrupted: saved {path}; continue with --ckpt_path last (or this path).")
         return path

@@ -8,6 +8,7 @@ import re
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import yaml
@@ -18,7 +19,9 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 import zoo  # noqa: F401  (registers the zoo's backbones in timm)
 from ln_lightning.callbacks import CheckpointOnInterrupt
 from ln_lightning.data.base import NoisyLabelDataModule
+from ln_lightning.metrics import SELECTED_TEST
 from ln_lightning.module import NoisyLabelClassifier
+from ln_lightning.resume import LastCheckpoint, last_checkpoint_callback, selected_checkpoint
 
 
 class LoggerSaveConfigCallback(SaveConfigCallback):
@@ -42,7 +45,8 @@ class LNLightningCLI(LightningCLI):
 
     ``data.num_classes`` and ``data.input_shape`` are linked into the model, so they are set
     once, by the data module. ``--test_after_fit true`` evaluates the final weights on the clean
-    test split when ``fit`` ends.
+    test split when ``fit`` ends (``test/*``), and the checkpoint a monitored ``ModelCheckpoint``
+    selected (the best ``val/acc_noisy`` in the shipped configs) as ``test_selected/*``.
     """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -62,7 +66,8 @@ class LNLightningCLI(LightningCLI):
             "--test_after_fit",
             type=bool,
             default=False,
-            help="After `fit`, evaluate the final weights on the clean test split.",
+            help="After `fit`, evaluate the final weights (test/*) and the checkpoint selected by "
+            "the monitored ModelCheckpoint (test_selected/*) on the clean test split.",
         )
 
     def instantiate_classes(self) -> None:
@@ -82,6 +87,13 @@ class LNLightningCLI(LightningCLI):
                     "data module: leave it out, or choose another --data."
                 )
 
+    def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
+        """The trainer, with a :class:`LastCheckpoint` when checkpointing is on and none is set."""
+        trainer = super().instantiate_trainer(**kwargs)
+        if trainer.checkpoint_callbacks and last_checkpoint_callback(trainer) is None:
+            trainer.callbacks.append(LastCheckpoint())  # checkpoint callbacks stay last
+        return trainer
+
     def before_fit(self) -> None:
         if self.config_init["fit"].get("ckpt_path") != "last":
             return
@@ -91,8 +103,19 @@ class LNLightningCLI(LightningCLI):
             self.config_init["fit"]["ckpt_path"] = str(found)
 
     def after_fit(self) -> None:
-        if self.config.fit.get("test_after_fit") and not self.trainer.interrupted:
-            self.trainer.test(self.model, datamodule=self.datamodule)
+        if not self.config.fit.get("test_after_fit") or self.trainer.interrupted:
+            return
+        self.trainer.test(self.model, datamodule=self.datamodule)
+        selected = selected_checkpoint(self.trainer)
+        if selected is not None:
+            rank_zero_info(
+                f"Checkpoint selected by {selected.monitor} ({selected.mode}): "
+                f"{selected.best_model_path}; its clean test metrics are {SELECTED_TEST}/*"
+            )
+            with self.model.test_metrics_prefix(SELECTED_TEST):
+                self.trainer.test(
+                    self.model, datamodule=self.datamodule, ckpt_path=selected.best_model_path
+                )
 
 
 def find_last_checkpoint(trainer: pl.Trainer) -> Path | None:

@@ -16,7 +16,28 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-__all__ = ["BrierScore", "NegativeLogLikelihood", "NoiseSplitAccuracy"]
+__all__ = [
+    "MODEL_SELECTION",
+    "SELECTED_TEST",
+    "TEST",
+    "BrierScore",
+    "NegativeLogLikelihood",
+    "NoiseSplitAccuracy",
+    "metric_name",
+]
+
+#: Prefix of the clean test metrics of the final weights (``test/acc``, ``test/nll``, ...).
+TEST = "test"
+#: Prefix of the same metrics for the checkpoint selected by :data:`MODEL_SELECTION`
+#: (``test_selected/acc``, ...), which ``ln-fit fit --test_after_fit true`` also evaluates.
+SELECTED_TEST = "test_selected"
+#: The paper's model-selection metric: accuracy on the noisy validation split.
+MODEL_SELECTION = "val/acc_noisy"
+
+
+def metric_name(prefix: str, name: str) -> str:
+    """``"<prefix>/<name>"``, e.g. ``metric_name(TEST, "acc") == "test/acc"``."""
+    return f"{prefix}/{name}"
 
 
 def _check(probs: Tensor, labels: Tensor) -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import lightning.pytorch as pl
@@ -22,7 +23,13 @@ from ln_lightning.data.sampling import train_position
 from ln_lightning.heads import LinearHeads
 from ln_lightning.losses.base import NoisyLabelLoss
 from ln_lightning.losses.logistic_normal import LogisticNormalLoss
-from ln_lightning.metrics import BrierScore, NegativeLogLikelihood, NoiseSplitAccuracy
+from ln_lightning.metrics import (
+    TEST,
+    BrierScore,
+    NegativeLogLikelihood,
+    NoiseSplitAccuracy,
+    metric_name,
+)
 
 
 def build_backbone(
@@ -171,8 +178,8 @@ class NoisyLabelClassifier(pl.LightningModule):
 
     The model is ``backbone -> features -> heads``; the heads (linear layers on the shared
     features) are whatever ``loss.head_shapes(num_classes)`` asks for, so switching the loss
-    switches the heads. Predictions come from ``loss.predict_proba`` (for LN: softmax of the mean
-    over the K real classes, Sec. 3.3).
+    switches the heads. Predictions come from ``loss.predict_proba`` (for LN: ``S_C(mu / tau)``,
+    the mean mapped back through the target's bijector, over the K real classes, Sec. 3.3).
 
     Logged metrics (per epoch, synchronised across DDP ranks): ``train/loss``,
     ``train/acc_noisy`` and ``train/acc_clean`` (accuracy against the observed and the true
@@ -246,6 +253,7 @@ class NoisyLabelClassifier(pl.LightningModule):
         self.test_nll = NegativeLogLikelihood()
         self.test_ece = MulticlassCalibrationError(num_classes, n_bins=15, ignore_index=-1)
         self.test_brier = BrierScore()
+        self._test_prefix = TEST
 
     # ---------------------------------------------------------------- model
     def forward(self, inputs: Tensor) -> dict[str, Tensor]:
@@ -321,6 +329,19 @@ class NoisyLabelClassifier(pl.LightningModule):
         )
         self._log_accuracies("val", self.loss.predict_proba(outputs), targets, clean_targets)
 
+    @contextlib.contextmanager
+    def test_metrics_prefix(self, prefix: str) -> Iterator[None]:
+        """Log the test metrics as ``<prefix>/acc`` ... instead of ``test/acc`` ... meanwhile.
+
+        ``ln-fit`` evaluates the checkpoint selected by noisy validation accuracy under
+        :data:`~ln_lightning.metrics.SELECTED_TEST` beside the final weights' ``test/*``.
+        """
+        previous, self._test_prefix = self._test_prefix, prefix
+        try:
+            yield
+        finally:
+            self._test_prefix = previous
+
     def test_step(self, batch: Any, batch_idx: int) -> None:
         inputs, targets, clean_targets = unpack_batch(batch)
         labels = clean_targets if clean_targets is not None else targets
@@ -328,19 +349,20 @@ class NoisyLabelClassifier(pl.LightningModule):
         probs = self.loss.predict_proba(outputs)
         for metric in (self.test_acc, self.test_nll, self.test_ece, self.test_brier):
             metric.update(probs, labels)
+        prefix = self._test_prefix
         self.log_dict(
             {
-                "test/acc": self.test_acc,
-                "test/nll": self.test_nll,
-                "test/ece": self.test_ece,
-                "test/brier": self.test_brier,
+                metric_name(prefix, "acc"): self.test_acc,
+                metric_name(prefix, "nll"): self.test_nll,
+                metric_name(prefix, "ece"): self.test_ece,
+                metric_name(prefix, "brier"): self.test_brier,
             },
             on_epoch=True,
             batch_size=len(labels),
         )
         self.log(
-            "test/loss", self.loss(outputs, labels), on_epoch=True, batch_size=len(labels),
-            sync_dist=True,
+            metric_name(prefix, "loss"), self.loss(outputs, labels), on_epoch=True,
+            batch_size=len(labels), sync_dist=True,
         )  # fmt: skip
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:

@@ -123,7 +123,9 @@ def test_other_data_modules_by_class_path(tmp_path):
     )  # fmt: skip
     assert cli.model.input_shape == (2,) and cli.model.num_classes == 2
     assert cli.model.heads.heads["mean"].in_features == 2000
-    assert "test/acc" in cli.trainer.callback_metrics
+    with (Path(cli.trainer.log_dir) / "metrics.csv").open() as handle:
+        logged = {key for row in csv.DictReader(handle) for key, value in row.items() if value}
+    assert {"test/acc", "test_selected/acc"} <= logged  # final weights and selected checkpoint
     with pytest.raises(ValueError, match="has no built-in map"):
         TwoMoonsDataModule(noise_type="asymmetric")
 

@@ -152,14 +152,22 @@ def target_logits(
     return (onehot[:, :-1] - onehot[:, -1:]) * scale
 
 
-def mean_probabilities(mean: Tensor, dummy_class: bool = True) -> Tensor:
+def mean_probabilities(mean: Tensor, dummy_class: bool = True, temperature: float = 1.0) -> Tensor:
     """Class probabilities from the predicted mean only (Sec. 3.3), over the K real classes.
 
-    With the dummy class S_C(mu) restricted to the real classes and renormalised is softmax(mu):
-    the dummy class is never a prediction. Without it, S_C(mu) is already over the K classes.
+    The mean lives in the tau-scaled logit space (the target is ``tau C e_y``, Eq. 10-11), so
+    it is mapped back through the same bijector as the target: S_C(mu / tau). With the dummy
+    class S_C(mu / tau) restricted to the real classes and renormalised is softmax(mu / tau):
+    the dummy class is never a prediction. Without it, S_C(mu / tau) is already over the K
+    classes. The arg-max does not depend on tau; the probabilities (NLL, ECE) do.
+
+    Args:
+        mean: Predicted mean ``mu`` of shape ``(B, D)``.
+        dummy_class: Whether the logit space includes the dummy class (``D = K``).
+        temperature: ``tau`` > 0, the temperature the model was trained with.
     """
-    mean = upcast(mean)
-    return torch.softmax(mean, dim=-1) if dummy_class else softmax_centered(mean)
+    logits = upcast(mean) / temperature
+    return torch.softmax(logits, dim=-1) if dummy_class else softmax_centered(logits)
 
 
 # --------------------------------------------------------------------------------------------

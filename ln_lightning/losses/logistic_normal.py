@@ -104,4 +104,6 @@ class LogisticNormalLoss(NoisyLabelLoss):
         return LF.logistic_normal_residuals(mean, scale, labels, **self._hparams())
 
     def predict_proba(self, outputs: Mapping[str, Tensor]) -> Tensor:
-        return LF.mean_probabilities(self._require(outputs, "mean"), self.dummy_class)
+        """``S_C(mu / tau)`` over the K real classes (Sec. 3.3); the covariance is not used."""
+        mean = self._require(outputs, "mean")
+        return LF.mean_probabilities(mean, self.dummy_class, self.temperature)

@@ -186,6 +186,41 @@ def test_mean_probabilities_exclude_the_dummy_class():
     torch.testing.assert_close(no_dummy.sum(-1), torch.ones(4))
 
 
+@pytest.mark.parametrize("dummy_class", [True, False])
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0])
+def test_mean_probabilities_invert_the_target_at_a_perfect_fit(temperature, dummy_class):
+    """Sec. 3.3: predicting with the bijector S_C(mu / tau) gives back the smoothed target."""
+    num_classes, smoothing = 10, 0.01
+    labels = torch.tensor([0, 3, 9, 5], dtype=torch.long)
+    target = LF.target_logits(
+        labels, num_classes, smoothing=smoothing, dummy_class=dummy_class,
+        temperature=temperature, dtype=torch.float64,
+    )  # fmt: skip
+    probs = LF.mean_probabilities(target, dummy_class, temperature)  # mu = the target
+    q = LF.smoothed_target(labels, num_classes, smoothing, dummy_class, dtype=torch.float64)
+    real = q[:, :num_classes] / q[:, :num_classes].sum(-1, keepdim=True)
+    torch.testing.assert_close(probs, real)  # q over the real classes (all of q without dummy)
+    assert (probs.gather(1, labels[:, None]) > 0.99).all()
+    # the bijector itself, renormalised over the real classes
+    s_c = LF.softmax_centered(target / temperature)[:, :num_classes]
+    torch.testing.assert_close(probs, s_c / s_c.sum(-1, keepdim=True))
+    if temperature != 1.0:  # the softmax of mu alone is what the bug gave
+        wrong = LF.mean_probabilities(target, dummy_class)
+        assert not torch.allclose(wrong, probs, atol=1e-3)
+
+
+def test_ln_predict_proba_uses_the_temperature():
+    from ln_lightning import LogisticNormalLoss
+
+    loss = LogisticNormalLoss(temperature=0.5, min_scale=0.5)
+    labels = torch.tensor([2, 7])
+    mean = LF.target_logits(labels, 10, temperature=0.5)
+    probs = loss.predict_proba({"mean": mean, "scale": torch.zeros(2, 10)})
+    # 0.786 before the fix (softmax of tau C e_y), the smoothed target 0.99 after
+    assert probs.gather(1, labels[:, None]).min() > 0.99
+    torch.testing.assert_close(probs.argmax(1), labels)
+
+
 @pytest.mark.parametrize("covariance", COVARIANCES)
 def test_float32_and_finite_under_bf16_autocast(covariance):
     layer = torch.nn.Linear(16, 20)
