@@ -1,22 +1,34 @@
-"""ln-lightning: Logistic-Normal likelihoods for heteroscedastic label noise, for Lightning."""
+"""ln-lightning: Logistic-Normal likelihoods for heteroscedastic label noise, for Lightning.
 
-from ln_lightning.data import DigitsDataModule, NoisyLabelDataModule, NoisySample
-from ln_lightning.heads import LinearHeads
-from ln_lightning.losses import (
-    CrossEntropy,
-    ForwardCorrection,
-    GeneralizedCrossEntropy,
-    Heteroscedastic,
-    HeteroscedasticLowRank,
-    HeteroscedasticTemperature,
-    LabelSmoothing,
-    LogisticNormalLoss,
-    NoiseAgainstNoise,
-    NoisyLabelLoss,
-)
-from ln_lightning.module import NoisyLabelClassifier
+The names below are imported on first use (PEP 562), so ``import ln_lightning.losses.functional``
+loads torch alone and ``ln-fit`` can configure the process before torch starts.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+#: Public name -> the module that defines it.
+_EXPORTS = {
+    "CrossEntropy": "ln_lightning.losses",
+    "ForwardCorrection": "ln_lightning.losses",
+    "GeneralizedCrossEntropy": "ln_lightning.losses",
+    "Heteroscedastic": "ln_lightning.losses",
+    "HeteroscedasticLowRank": "ln_lightning.losses",
+    "HeteroscedasticTemperature": "ln_lightning.losses",
+    "LabelSmoothing": "ln_lightning.losses",
+    "LogisticNormalLoss": "ln_lightning.losses",
+    "NoiseAgainstNoise": "ln_lightning.losses",
+    "NoisyLabelLoss": "ln_lightning.losses",
+    "DigitsDataModule": "ln_lightning.data",
+    "NoisyLabelDataModule": "ln_lightning.data",
+    "NoisySample": "ln_lightning.data",
+    "LinearHeads": "ln_lightning.heads",
+    "NoisyLabelClassifier": "ln_lightning.module",
+}
 
 __all__ = [
     "CrossEntropy",
@@ -36,3 +48,33 @@ __all__ = [
     "NoisySample",
     "__version__",
 ]
+
+if TYPE_CHECKING:
+    from ln_lightning.data import DigitsDataModule, NoisyLabelDataModule, NoisySample
+    from ln_lightning.heads import LinearHeads
+    from ln_lightning.losses import (
+        CrossEntropy,
+        ForwardCorrection,
+        GeneralizedCrossEntropy,
+        Heteroscedastic,
+        HeteroscedasticLowRank,
+        HeteroscedasticTemperature,
+        LabelSmoothing,
+        LogisticNormalLoss,
+        NoiseAgainstNoise,
+        NoisyLabelLoss,
+    )
+    from ln_lightning.module import NoisyLabelClassifier
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ln_lightning' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

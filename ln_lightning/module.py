@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -29,6 +30,14 @@ from ln_lightning.metrics import (
     NegativeLogLikelihood,
     NoiseSplitAccuracy,
     metric_name,
+)
+from ln_lightning.resume import (
+    RECORD_KEY,
+    check_loaded_record,
+    class_path,
+    loss_from_record,
+    newest_checkpoint_path,
+    run_record,
 )
 
 
@@ -127,8 +136,7 @@ def non_finite_loss_message(
     bad_inputs = (
         int((~torch.isfinite(inputs)).flatten(1).any(1).sum()) if inputs.is_floating_point() else 0
     )
-    checkpoint = getattr(trainer, "checkpoint_callback", None)
-    last = getattr(checkpoint, "last_model_path", "") or getattr(checkpoint, "best_model_path", "")
+    last = newest_checkpoint_path(trainer) if trainer is not None else ""
     return (
         f"the training loss is {loss.item()} at {where}; training stops before this step "
         "updates the weights"
@@ -227,6 +235,7 @@ class NoisyLabelClassifier(pl.LightningModule):
         self.loss = loss if loss is not None else LogisticNormalLoss()
         # Channels of an image (C, H, W), or the width of a vector input (D,).
         in_chans = self.input_shape[0] if self.input_shape else None
+        self.backbone_name = backbone if isinstance(backbone, str) else class_path(backbone)
         self.backbone = build_backbone(
             backbone, pretrained=pretrained, in_chans=in_chans, backbone_kwargs=backbone_kwargs
         )
@@ -365,10 +374,26 @@ class NoisyLabelClassifier(pl.LightningModule):
             batch_size=len(labels), sync_dist=True,
         )  # fmt: skip
 
-    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
-        """Class probabilities of shape ``(B, K)``."""
+    def predict_step(
+        self, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, Tensor]:
+        """The prediction of a batch, as a dict of tensors with one row per example.
+
+        ``probs`` (``(B, K)`` class probabilities) always; for the library's batches also
+        ``index`` (the example's position in its data set), ``given`` (its label) and
+        ``clean`` (its true label, ``-1`` where unknown); ``uncertainty`` when the loss has one
+        (LN: the largest standard deviation of the predicted Gaussian).
+        :class:`~ln_lightning.callbacks.PredictionWriter` writes them to a file.
+        """
         inputs = batch if isinstance(batch, Tensor) else unpack_batch(batch)[0]
-        return self.predict_proba(inputs)
+        outputs = self(inputs)
+        prediction = {"probs": self.loss.predict_proba(outputs)}
+        uncertainty = self.loss.uncertainty(outputs)
+        if uncertainty is not None:
+            prediction["uncertainty"] = uncertainty
+        if isinstance(batch, NoisySample):
+            prediction.update(index=batch.index, given=batch.target, clean=batch.clean_target)
+        return prediction
 
     # ---------------------------------------------------------------- checkpoints
     def _epoch_train_metrics(self) -> dict[str, Metric]:
@@ -396,14 +421,35 @@ class NoisyLabelClassifier(pl.LightningModule):
                 continue
             for key, value in metric.metric_state.items():
                 checkpoint["state_dict"][f"{name}.{key}"] = value.detach().clone()
+        datamodule = trainer.datamodule if trainer is not None else None
+        checkpoint[RECORD_KEY] = run_record(self, datamodule)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        source = getattr(self._trainer, "ckpt_path", None) if self._trainer is not None else None
+        check_loaded_record(checkpoint, self, str(source) if source else "the checkpoint")
         check_checkpoint_heads(checkpoint["state_dict"], self)
         if self.global_rank == 0:
             return
         prefixes = tuple(f"{name}." for name in self._epoch_train_metrics())
         for key in [k for k in checkpoint["state_dict"] if k.startswith(prefixes)]:
             del checkpoint["state_dict"][key]  # other ranks start from zero (see above)
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls, checkpoint_path: str | Path, *args: Any, **kwargs: Any
+    ) -> NoisyLabelClassifier:
+        """Lightning's ``load_from_checkpoint``, rebuilding the loss from the checkpoint's record.
+
+        A model built by ``ln-fit`` saves its whole config, loss included; one built in Python
+        cannot pickle its loss into the hyper-parameters, so its loss is rebuilt from the run
+        record every checkpoint carries (class path and arguments). Pass ``loss=...`` to
+        override.
+        """
+        if "loss" not in kwargs:
+            loss = loss_from_record(checkpoint_path)
+            if loss is not None:
+                kwargs["loss"] = loss
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     # ---------------------------------------------------------------- optimisation
     def configure_optimizers(self) -> Any:

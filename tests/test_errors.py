@@ -17,9 +17,10 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from ln_lightning import CrossEntropy, LogisticNormalLoss, NoisyLabelClassifier
+from ln_lightning import CrossEntropy, LogisticNormalLoss, NoisyLabelClassifier, losses
 from ln_lightning.cli import main
 from ln_lightning.data import DigitsDataModule, NoisyLabelDataModule
+from ln_lightning.resume import RECORD_KEY
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.logger=false",
@@ -41,8 +42,30 @@ def ln_fit_error(monkeypatch, capsys, tmp_path, *args: str) -> tuple[object, str
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--model.loss.min_scal=0.1"], "min_scal"),  # unknown key, named by jsonargparse
-        (["--data.batch_size=abc"], "Parser key \"batch_size\":\n.*Expected a <class 'int'>"),
+        (
+            ["--model.loss.temprature=0.5"],
+            r"--model\.loss\.temprature: LogisticNormalLoss has no option 'temprature'\. "
+            r"Did you mean --model\.loss\.temperature\?",
+        ),
+        (["--model.loss.min_scal=0.1"], r"Did you mean --model\.loss\.min_scale\?"),
+        (["--data.noise_rat=0.3"], r"DigitsDataModule has no option .*--data\.noise_rate\?"),
+        (["--data.batch_size=abc"], r"--data\.batch_size: expected int, got 'abc'"),
+        (
+            ["--trainer.max_epoch=3"],  # no silent abbreviation of --trainer.max_epochs
+            r"unknown option --trainer\.max_epoch .*Did you mean --trainer\.max_epochs\?",
+        ),
+        (
+            ["--config", str(ROOT / "zoo/configs/losses/gcee.yaml")],
+            r"the config file .*gcee\.yaml does not exist\. Did you mean .*losses/gce\.yaml\?",
+        ),
+        (
+            ["--model.loss=ln_lightning.Crossentropy"],
+            r"no class ln_lightning\.Crossentropy\. Did you mean ln_lightning\.CrossEntropy\?",
+        ),
+        (
+            ["--model.optimizer.lr=-0.001"],
+            r"--model\.optimizer\.lr=-0\.001: Adam rejects it: Invalid learning rate: -0\.001",
+        ),
         (["--model.loss.min_scale=-1"], r"model\.loss: min_scale must be a finite number > 0"),
         (["--data.noise_rate=1.5"], r"data: noise_rate must lie in \[0, 1\); got 1\.5"),
         (["--model.backbone=resnet_nope"], "model: backbone 'resnet_nope' is not a timm model"),
@@ -65,11 +88,12 @@ def ln_fit_error(monkeypatch, capsys, tmp_path, *args: str) -> tuple[object, str
 )
 def test_ln_fit_reports_bad_configs_in_one_sentence(monkeypatch, capsys, tmp_path, args, message):
     code, err = ln_fit_error(monkeypatch, capsys, tmp_path, *args)
-    text = err if code == 2 else str(code)  # jsonargparse prints usage; ln-fit exits with text
+    text = err if code == 2 else str(code)  # parse errors: stderr, exit 2; others: sys.exit(text)
     assert code != 0
     assert re.search(message, text, re.DOTALL), text[-2000:]
-    if code != 2:
-        assert text.startswith("ln-fit: error: ") and "Traceback" not in text + err
+    assert text.startswith("ln-fit: error: ") and "Traceback" not in text + err
+    if code == 2:  # option and file errors: the sentence, and where to read more
+        assert len(text.strip().splitlines()) == 2, text
 
 
 def test_the_traceback_is_there_when_asked_for(monkeypatch, tmp_path):
@@ -144,15 +168,50 @@ def test_a_nan_loss_stops_with_the_step_and_the_examples_and_keeps_the_last_chec
     assert all(torch.isfinite(v).all() for v in weights)
 
 
-def test_a_checkpoint_of_another_loss_says_so(tmp_path):
+def _fitted_checkpoint(tmp_path: Path, loss, name: str) -> Path:
     trainer = pl.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=0, logger=False,
                          default_root_dir=tmp_path, enable_progress_bar=False)  # fmt: skip
-    ce = NoisyLabelClassifier(num_classes=10, input_shape=(1, 8, 8), loss=CrossEntropy())
-    trainer.fit(ce, datamodule=DigitsDataModule())
-    trainer.save_checkpoint(tmp_path / "ce.ckpt")
+    model = NoisyLabelClassifier(num_classes=10, input_shape=(1, 8, 8), loss=loss)
+    trainer.fit(model, datamodule=DigitsDataModule())
+    trainer.save_checkpoint(tmp_path / name)
+    return tmp_path / name
+
+
+def _validate(tmp_path: Path, model, checkpoint: Path) -> None:
+    pl.Trainer(logger=False, default_root_dir=tmp_path, enable_progress_bar=False).validate(
+        model, datamodule=DigitsDataModule(), ckpt_path=checkpoint
+    )
+
+
+@pytest.mark.parametrize("trained_with", ["CrossEntropy", "Heteroscedastic"])
+def test_a_checkpoint_of_another_loss_says_so(tmp_path, trained_with):
+    """Het has LN's head names (mean, scale): only the recorded loss class tells them apart."""
+    checkpoint = _fitted_checkpoint(tmp_path, getattr(losses, trained_with)(), "other.ckpt")
+    ln = NoisyLabelClassifier(num_classes=10, input_shape=(1, 8, 8), loss=LogisticNormalLoss())
+    expected = (
+        rf"other\.ckpt was trained with the loss ln_lightning\.losses\.\w+\.{trained_with} but "
+        r"this model's loss is ln_lightning\.losses\.logistic_normal\.LogisticNormalLoss\. Use "
+    )
+    with pytest.raises(ValueError, match=expected):
+        _validate(tmp_path, ln, checkpoint)
+    # In Python the loss is rebuilt from the checkpoint's record, arguments included.
+    restored = NoisyLabelClassifier.load_from_checkpoint(checkpoint)
+    assert type(restored.loss).__name__ == trained_with
+
+
+def test_a_checkpoint_without_the_record_is_still_checked_by_its_heads(tmp_path):
+    checkpoint = _fitted_checkpoint(tmp_path, CrossEntropy(), "ce.ckpt")
+    saved = torch.load(checkpoint, weights_only=False)
+    del saved[RECORD_KEY]  # as written before checkpoints carried the run record
+    torch.save(saved, checkpoint)
     ln = NoisyLabelClassifier(num_classes=10, input_shape=(1, 8, 8), loss=LogisticNormalLoss())
     expected = r"heads \['logits'\] but .* LogisticNormalLoss builds \['mean', 'scale'\]"
     with pytest.raises(ValueError, match=expected):
-        pl.Trainer(logger=False, default_root_dir=tmp_path).validate(
-            ln, datamodule=DigitsDataModule(), ckpt_path=tmp_path / "ce.ckpt"
-        )
+        _validate(tmp_path, ln, checkpoint)
+
+
+def test_other_loss_arguments_warn_and_apply(tmp_path):
+    checkpoint = _fitted_checkpoint(tmp_path, LogisticNormalLoss(temperature=0.5), "ln.ckpt")
+    model = NoisyLabelClassifier(num_classes=10, input_shape=(1, 8, 8), loss=LogisticNormalLoss())
+    with pytest.warns(UserWarning, match=r"other loss arguments \(temperature=0\.5 -> 1\.0\)"):
+        _validate(tmp_path, model, checkpoint)

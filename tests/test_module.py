@@ -111,7 +111,7 @@ def test_training_logs_noise_aware_metrics_and_learns(tmp_path, datamodule):
     (result,) = t.test(model, datamodule=datamodule, verbose=False)
     assert 0.0 <= result["test/acc"] <= 1.0
     # The calibration report equals its definitions on the same predictions.
-    probs = torch.cat(t.predict(model, datamodule=datamodule))
+    probs = torch.cat([batch["probs"] for batch in t.predict(model, datamodule=datamodule)])
     labels = datamodule.test_set.clean_labels[datamodule.test_set.indices]
     picked = probs.gather(1, labels[:, None]).squeeze(1)
     assert result["test/nll"] == pytest.approx(float(-picked.log().mean()), rel=1e-4)
@@ -127,12 +127,20 @@ def test_training_logs_noise_aware_metrics_and_learns(tmp_path, datamodule):
     assert result["test/ece"] == pytest.approx(float(ece), abs=1e-4)
 
 
-def test_predict_returns_probabilities(tmp_path, datamodule):
+def test_predict_returns_probabilities_labels_and_uncertainty(tmp_path, datamodule):
     model = NoisyLabelClassifier(input_shape=(1, 8, 8))
     predictions = trainer(tmp_path).predict(model, datamodule=datamodule)
-    probs = torch.cat(predictions)
-    assert probs.shape == (len(datamodule.test_set), 10)
+    batches = {key: torch.cat([p[key] for p in predictions]) for key in predictions[0]}
+    assert set(batches) == {"probs", "uncertainty", "index", "given", "clean"}
+    probs, test = batches["probs"], datamodule.test_set
+    assert probs.shape == (len(test), 10)
     torch.testing.assert_close(probs.sum(-1), torch.ones(len(probs)))
+    assert torch.equal(batches["index"], test.indices)  # the test set, in order
+    assert torch.equal(batches["given"], test.noisy_labels[test.indices])
+    assert (batches["uncertainty"] >= model.loss.min_scale).all()
+    # Unlabelled inputs (a bare tensor batch): probabilities (and uncertainty) only.
+    bare = model.predict_step(torch.randn(3, 1, 8, 8), 0)
+    assert set(bare) == {"probs", "uncertainty"} and bare["probs"].shape == (3, 10)
 
 
 def test_drop_auxiliary_heads_keeps_predictions():

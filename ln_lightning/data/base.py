@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 from abc import abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ from ln_lightning.noise import (
 )
 
 Transform = Callable[[Any], Any]
+#: The splits ``predict_split`` can name.
+PREDICT_SPLITS = ("test", "val", "train")
 
 
 @dataclass
@@ -47,6 +50,10 @@ class DataSplits:
         val_inputs: A provided validation split (e.g. Clothing1M's clean one) instead of a
             ``val_fraction`` cut of the noisy pool.
         val_labels: Labels of ``val_inputs``.
+        class_names: Name of each class, when the data set knows them.
+        train_ids: A name of each pool example (its file path), when it has one.
+        test_ids: Likewise for the test examples.
+        val_ids: Likewise for ``val_inputs``.
     """
 
     train_inputs: InputSource
@@ -56,6 +63,10 @@ class DataSplits:
     train_noisy_labels: Tensor | None = None
     val_inputs: InputSource | None = None
     val_labels: Tensor | None = None
+    class_names: Sequence[str] | None = None
+    train_ids: Sequence[str] | None = None
+    test_ids: Sequence[str] | None = None
+    val_ids: Sequence[str] | None = None
 
 
 class NoisyLabelDataModule(pl.LightningDataModule):
@@ -83,11 +94,15 @@ class NoisyLabelDataModule(pl.LightningDataModule):
             ``save_noisy_labels_to`` or :func:`ln_lightning.noise.save_noisy_labels`) instead of
             drawing them; its clean labels must match the data.
         save_noisy_labels_to: Write the pool's ``index,clean_label,noisy_label`` CSV here.
+        predict_split: The split ``ln-fit predict`` (``predict_dataloader``) runs on: ``test``
+            (default), ``val`` or ``train``, always with the evaluation transform.
     """
 
     num_classes: int
     input_shape: tuple[int, ...]
     default_class_map: Mapping[int, int] | None = None
+    #: Name of each class, where the data set has them (used in every written output).
+    class_names: Sequence[str] | None = None
 
     def __init__(
         self,
@@ -101,6 +116,7 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         seed: int = 0,
         noisy_labels_file: str | None = None,
         save_noisy_labels_to: str | None = None,
+        predict_split: str = "test",
     ) -> None:
         super().__init__()
         if noise_type not in NOISE_TYPES:
@@ -111,6 +127,10 @@ class NoisyLabelDataModule(pl.LightningDataModule):
             raise ValueError(f"val_fraction must lie in (0, 1); got {val_fraction!r}.")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size!r}.")
+        if predict_split not in PREDICT_SPLITS:
+            raise ValueError(
+                f"predict_split must be one of {PREDICT_SPLITS}; got {predict_split!r}."
+            )
         synthetic = not self._has_real_noise()  # real-noise data sets ignore the noise arguments
         if (
             synthetic
@@ -134,6 +154,8 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         self.seed = seed
         self.noisy_labels_file = noisy_labels_file
         self.save_noisy_labels_to = save_noisy_labels_to
+        self.predict_split = predict_split
+        self._example_ids: dict[str, Sequence[str] | None] = {}
         self.noise: NoiseResult | None = None
         self.train_set: NoisyLabelDataset | None = None
         self.val_set: NoisyLabelDataset | None = None
@@ -245,6 +267,10 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         self.test_set = NoisyLabelDataset(
             splits.test_inputs, test_labels, test_labels, torch.arange(len(test_labels)), eval_tf
         )
+        if splits.class_names is not None:
+            self.class_names = list(splits.class_names)
+        val_ids = splits.train_ids if splits.val_inputs is None else splits.val_ids
+        self._example_ids = {"train": splits.train_ids, "val": val_ids, "test": splits.test_ids}
         if self.save_noisy_labels_to is not None:
             save_noisy_labels(self.save_noisy_labels_to, clean, noisy)
         self._report_noise()
@@ -266,7 +292,7 @@ class NoisyLabelDataModule(pl.LightningDataModule):
             f"val {len(self.val_set)}, clean test {len(self.test_set)})."
         )
         trainer = getattr(self, "trainer", None)
-        if trainer is not None:
+        if trainer is not None and trainer.state.fn == TrainerFn.FITTING:
             for logger in trainer.loggers:
                 logger.log_metrics({"noise/realised_rate": rate}, step=0)
 
@@ -331,7 +357,31 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         return self._loader(self.test_set, train=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, train=False)
+        """The ``predict_split`` split in a fixed order, with the evaluation transform."""
+        return self._loader(self.split(self.predict_split, eval_transform=True), train=False)
+
+    def split(self, name: str, eval_transform: bool = False) -> NoisyLabelDataset:
+        """The ``train``, ``val`` or ``test`` split (after ``setup``).
+
+        Args:
+            name: One of :data:`PREDICT_SPLITS`.
+            eval_transform: Give the training split the evaluation transform (no augmentation),
+                e.g. to predict on it; ``val`` and ``test`` have it already.
+        """
+        if name not in PREDICT_SPLITS:
+            raise ValueError(f"split must be one of {PREDICT_SPLITS}; got {name!r}.")
+        if self.train_set is None:
+            self.setup()
+        dataset = {"train": self.train_set, "val": self.val_set, "test": self.test_set}[name]
+        if eval_transform and name == "train":
+            dataset = copy.copy(dataset)
+            dataset.transform = self.eval_transform()
+        return dataset
+
+    def example_ids(self, split: str) -> Sequence[str] | None:
+        """A name (file path) for each example of ``split``, indexed by ``NoisySample.index``;
+        ``None`` when the examples have none (then their index is their name)."""
+        return self._example_ids.get(split)
 
     # ------------------------------------------------------------ user data
     @staticmethod

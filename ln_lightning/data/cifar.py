@@ -53,6 +53,10 @@ class CIFAR10DataModule(NoisyLabelDataModule):
     num_classes = 10
     input_shape = (3, 32, 32)
     default_class_map = CIFAR10_ASYMMETRIC_MAP
+    class_names = (
+        "airplane", "automobile", "bird", "cat", "deer",
+        "dog", "frog", "horse", "ship", "truck",
+    )  # fmt: skip
     folder = "cifar-10-batches-py"
     train_files = tuple(f"data_batch_{i}" for i in range(1, 6))
     test_files = ("test_batch",)
@@ -103,7 +107,19 @@ class CIFAR10DataModule(NoisyLabelDataModule):
         test_x, test_y = read_cifar_batches(
             [self.root / f for f in self.test_files], self.label_key
         )
-        return DataSplits(train_x, train_y, test_x, test_y)
+        return DataSplits(train_x, train_y, test_x, test_y, class_names=self.read_class_names())
+
+    def read_class_names(self) -> list[str] | None:
+        """The class names of the ``meta`` file (``batches.meta`` for CIFAR-10), if present."""
+        key = self.label_key.replace("labels", "label_names")  # labels -> label_names, fine_...
+        for name in ("batches.meta", "meta"):
+            path = self.root / name
+            if path.is_file():
+                with open(path, "rb") as handle:
+                    meta = pickle.load(handle, encoding="latin1")
+                if isinstance(meta, dict) and key in meta:
+                    return [str(n) for n in meta[key]]
+        return list(self.class_names) if self.class_names is not None else None
 
     def load_splits(self) -> DataSplits:
         return self.load_pool()
@@ -135,6 +151,7 @@ class CIFAR100DataModule(CIFAR10DataModule):
 
     num_classes = 100
     default_class_map = CIFAR100_ASYMMETRIC_MAP
+    class_names = None  # read from the data set's meta file
     folder = "cifar-100-python"
     train_files = ("train",)
     test_files = ("test",)

@@ -57,6 +57,14 @@ def read_key_values(path: Path) -> dict[str, int]:
     return table
 
 
+def read_category_names(path: Path) -> list[str] | None:
+    """The class names, one per line (``category_names_eng.txt``), if the file is there."""
+    if not path.is_file():
+        return None
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return names or None
+
+
 def read_keys(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
@@ -206,6 +214,10 @@ class Clothing1MDataModule(NoisyLabelDataModule):
             test_labels=splits["test"][1],
             val_inputs=splits["val"][0],
             val_labels=splits["val"][1],
+            class_names=read_category_names(annotations / "category_names_eng.txt"),
+            train_ids=train_keys,
+            test_ids=splits["test"][0].keys,
+            val_ids=splits["val"][0].keys,
         )
 
     def train_transform(self) -> Transform | None:

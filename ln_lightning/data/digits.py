@@ -26,6 +26,7 @@ class DigitsDataModule(NoisyLabelDataModule):
     num_classes = 10
     input_shape = (1, 8, 8)
     default_class_map = MNIST_ASYMMETRIC_MAP
+    class_names = tuple(str(digit) for digit in range(10))
 
     def __init__(self, test_fraction: float = 0.2, **kwargs) -> None:
         super().__init__(**kwargs)

@@ -58,6 +58,7 @@ class MNISTDataModule(NoisyLabelDataModule):
     num_classes = 10
     input_shape = (1, 28, 28)
     default_class_map = MNIST_ASYMMETRIC_MAP
+    class_names = tuple(str(digit) for digit in range(10))
     torchvision_name = "MNIST"
     mean, std = 0.1307, 0.3081
     search_dirs: tuple[str, ...] = ()
@@ -127,5 +128,9 @@ class FashionMNISTDataModule(MNISTDataModule):
 
     torchvision_name = "FashionMNIST"
     default_class_map = FASHION_MNIST_ASYMMETRIC_MAP
+    class_names = (
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    )  # fmt: skip
     mean, std = 0.2860, 0.3530
     search_dirs = ("/usr/share/datasets/fashion-mnist",)

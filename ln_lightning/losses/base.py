@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-import lightning.pytorch as pl
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -25,6 +29,9 @@ class NoisyLabelLoss(nn.Module, ABC):
       dropped after training.
     * Optional hooks (:meth:`setup`, :meth:`on_fit_start`, :meth:`on_train_epoch_start`) let a
       loss keep state or change phase during training (Forward correction's warm-up).
+    * :meth:`uncertainty` (optional) gives a per-example uncertainty from the auxiliary heads.
+    * :meth:`init_args` and :meth:`config` describe the loss as data (checkpoints record it, so
+      a checkpoint of another loss is refused with a clear message).
 
     Args:
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``, applied by :meth:`forward`.
@@ -49,6 +56,29 @@ class NoisyLabelLoss(nn.Module, ABC):
     @abstractmethod
     def predict_proba(self, outputs: Mapping[str, Tensor]) -> Tensor:
         """Class probabilities of shape ``(B, K)`` from the head outputs."""
+
+    def uncertainty(self, outputs: Mapping[str, Tensor]) -> Tensor | None:
+        """A per-example uncertainty of shape ``(B,)`` from the head outputs; ``None`` if none."""
+        return None
+
+    def init_args(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this loss: ``type(loss)(**loss.init_args())``.
+
+        Read from the attributes named like the ``__init__`` arguments; a loss that stores an
+        argument under another name overrides this.
+        """
+        parameters = inspect.signature(type(self).__init__).parameters.values()
+        skip = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        return {
+            p.name: getattr(self, p.name)
+            for p in parameters
+            if p.name != "self" and p.kind not in skip and hasattr(self, p.name)
+        }
+
+    def config(self) -> dict[str, Any]:
+        """``{"class_path": ..., "init_args": ...}``, as in an ``ln-fit`` config."""
+        cls = type(self)
+        return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": self.init_args()}
 
     def setup(self, num_classes: int) -> None:
         """Called once by the model, before :meth:`head_shapes`, with the number of classes.

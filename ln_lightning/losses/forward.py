@@ -66,6 +66,14 @@ class ForwardCorrection(SoftmaxLoss):
         source = "given" if isinstance(self.source, list) else self.source or "estimated"
         return f"transition_matrix={source}, warmup_epochs={self.warmup_epochs}"
 
+    def init_args(self) -> dict:
+        return {
+            "transition_matrix": self.source,
+            "warmup_epochs": self.warmup_epochs,
+            "percentile": self.percentile,
+            "reduction": self.reduction,
+        }
+
     def setup(self, num_classes: int) -> None:
         if isinstance(self.source, list):
             matrix = torch.as_tensor(self.source, dtype=torch.float32)

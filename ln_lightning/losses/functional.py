@@ -230,6 +230,32 @@ def gaussian_terms(
     raise ValueError(f"covariance must be one of {COVARIANCES}; got {covariance!r}.")
 
 
+def largest_standard_deviation(
+    scale: Tensor | None, *, covariance: str, min_scale: float
+) -> Tensor | None:
+    """The largest standard deviation of the logit-space Gaussian, per example.
+
+    The top eigenvalue of Sigma^{1/2} (parameterised as in :func:`gaussian_terms`): ``lambda +
+    |c|^2`` for ``full`` (along ``c``), ``max_k (lambda + s_k^2)`` for ``diagonal``, ``lambda +
+    s^2`` for ``isotropic``. It is ``lambda`` where the model is certain and grows where it
+    attenuates a residual (a likely wrong label). ``None`` for ``identity`` (no covariance head).
+
+    Args:
+        scale: Covariance head output of shape ``(B, D)`` (``(B, 1)`` for ``isotropic``).
+        covariance: One of ``identity``, ``isotropic``, ``diagonal``, ``full``.
+        min_scale: ``lambda`` > 0.
+
+    Returns:
+        Float32 tensor of shape ``(B,)``, or ``None``.
+    """
+    if covariance == "identity" or scale is None:
+        return None
+    squared = upcast(scale).square()
+    if covariance == "full":
+        return min_scale + squared.sum(-1)
+    return (min_scale + squared).amax(-1)
+
+
 # --------------------------------------------------------------------------------------------
 # Logistic-Normal loss and density
 # --------------------------------------------------------------------------------------------

@@ -103,6 +103,14 @@ class LogisticNormalLoss(NoisyLabelLoss):
         scale = None if self.covariance == "identity" else self._require(outputs, "scale")
         return LF.logistic_normal_residuals(mean, scale, labels, **self._hparams())
 
+    def uncertainty(self, outputs: Mapping[str, Tensor]) -> Tensor | None:
+        """The largest standard deviation of the predicted Gaussian (``lambda + |c|^2`` for
+        ``full``; see ``functional.largest_standard_deviation``); ``None`` for ``identity``."""
+        scale = outputs.get("scale") if self.covariance != "identity" else None
+        return LF.largest_standard_deviation(
+            scale, covariance=self.covariance, min_scale=self.min_scale
+        )
+
     def predict_proba(self, outputs: Mapping[str, Tensor]) -> Tensor:
         """``S_C(mu / tau)`` over the K real classes (Sec. 3.3); the covariance is not used."""
         mean = self._require(outputs, "mean")

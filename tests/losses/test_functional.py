@@ -389,3 +389,28 @@ def test_full_covariance_float32_error_is_bounded_near_the_target():
 def test_full_covariance_needs_matching_scale_width():
     with pytest.raises(ValueError, match=r"as wide as the mean.*\(2, 1\)"):
         LF.logistic_normal_loss(torch.zeros(2, 3), torch.zeros(2, 1), torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize("covariance", ["isotropic", "diagonal", "full"])
+def test_largest_standard_deviation_is_the_top_eigenvalue_of_the_square_root(covariance):
+    torch.manual_seed(0)
+    dim, lam = 6, 0.3
+    scale = torch.randn(4, 1 if covariance == "isotropic" else dim, dtype=torch.float64)
+    got = LF.largest_standard_deviation(scale, covariance=covariance, min_scale=lam)
+    if covariance == "full":
+        root = scale[:, :, None] * scale[:, None, :] + lam * torch.eye(dim, dtype=torch.float64)
+    else:
+        root = torch.diag_embed((lam + scale.square()).expand(-1, dim))
+    sigma = root @ root
+    want = torch.linalg.eigvalsh(sigma)[:, -1].sqrt()  # largest standard deviation
+    torch.testing.assert_close(got, want)
+    assert LF.largest_standard_deviation(None, covariance="identity", min_scale=lam) is None
+
+
+def test_ln_uncertainty_grows_with_the_attenuated_residual():
+    from ln_lightning import LogisticNormalLoss
+
+    loss = LogisticNormalLoss(min_scale=0.5)
+    scale = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
+    got = loss.uncertainty({"mean": torch.zeros(2, 3), "scale": scale})
+    torch.testing.assert_close(got, torch.tensor([0.5, 2.5]))  # lambda, lambda + |c|^2

@@ -7,21 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ln_lightning import losses as L
-
-LOSSES = {
-    "ce": lambda: L.CrossEntropy(),
-    "ls": lambda: L.LabelSmoothing(),
-    "gce": lambda: L.GeneralizedCrossEntropy(),
-    "nan": lambda: L.NoiseAgainstNoise(),
-    "forward": lambda: L.ForwardCorrection(),
-    "het": lambda: L.Heteroscedastic(num_samples=20),
-    "het_tau": lambda: L.HeteroscedasticTemperature(num_samples=20),
-    "het_tau_full": lambda: L.HeteroscedasticLowRank(num_samples=20),
-    "ln": lambda: L.LogisticNormalLoss(min_scale=0.1),
-    "ln_no_dummy": lambda: L.LogisticNormalLoss(min_scale=0.1, dummy_class=False),
-    "ln_diagonal": lambda: L.LogisticNormalLoss(min_scale=0.1, covariance="diagonal"),
-}
+from tests.helpers import LOSSES
 
 
 @pytest.mark.parametrize("name", LOSSES)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
+import yaml
 
-from ln_lightning import CrossEntropy, LogisticNormalLoss
+from ln_lightning import CrossEntropy, ForwardCorrection, LogisticNormalLoss
 from ln_lightning.losses import functional as LF
+from tests.helpers import LOSSES
 
 
 @pytest.mark.parametrize(
@@ -81,3 +85,23 @@ def test_labels_out_of_range_through_module():
         LogisticNormalLoss()(
             {"mean": torch.zeros(2, 10), "scale": torch.zeros(2, 10)}, torch.tensor([0, 10])
         )
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_every_loss_describes_itself_as_plain_data(name):
+    """What checkpoints record: the class path and the arguments that rebuild the loss."""
+    loss = LOSSES[name]()
+    config = loss.config()
+    module, _, cls = config["class_path"].rpartition(".")
+    assert getattr(importlib.import_module(module), cls) is type(loss)
+    rebuilt = type(loss)(**config["init_args"])
+    assert repr(rebuilt) == repr(loss) and rebuilt.init_args() == config["init_args"]
+    assert yaml.safe_load(yaml.safe_dump(config)) == config  # plain data, no objects
+
+
+def test_forward_correction_records_its_given_matrix():
+    matrix = [[0.9, 0.1], [0.2, 0.8]]
+    loss = ForwardCorrection(transition_matrix=matrix, warmup_epochs=3)
+    assert loss.init_args()["transition_matrix"] == matrix
+    rebuilt = type(loss)(**loss.init_args()).transition_matrix
+    torch.testing.assert_close(rebuilt, torch.tensor(matrix))

@@ -24,6 +24,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ln_lightning import analysis
+from ln_lightning.callbacks.predictions import PredictionWriter
 from ln_lightning.resume import last_checkpoint_callback
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "CheckpointOnInterrupt",
     "DecisionBoundaryPlot",
     "MislabelReport",
+    "PredictionWriter",
     "ResidualHistogram",
     "log_figure",
     "run_dir",

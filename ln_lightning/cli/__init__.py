@@ -1,0 +1,270 @@
+"""``ln-fit``: the LightningCLI of the library (subcommands fit, validate, test, predict)."""
+
+from __future__ import annotations
+
+import os
+
+# Idle OpenMP threads sleep instead of spinning. Measured on 2 cores busy with another job: the
+# default digits run took 3x the wall time and 4x the CPU time with spinning threads, and no
+# longer on a quiet machine either way (docs/performance.md). Read by OpenMP when torch loads,
+# hence before any import of torch; a value already set is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import contextlib
+import inspect
+import logging
+import signal
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NoReturn
+
+import lightning.pytorch as pl
+import torch
+import yaml
+from lightning.pytorch.cli import (
+    LightningArgumentParser,
+    LightningCLI,
+    SaveConfigCallback,
+)
+from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+import zoo  # noqa: F401  (registers the zoo's backbones in timm)
+from ln_lightning.callbacks import CheckpointOnInterrupt, PredictionWriter
+from ln_lightning.cli.errors import explain, optimizer_error, parse_error_message
+from ln_lightning.data.base import NoisyLabelDataModule
+from ln_lightning.metrics import SELECTED_TEST
+from ln_lightning.module import NoisyLabelClassifier
+from ln_lightning.resume import (
+    LastCheckpoint,
+    find_last_checkpoint,
+    last_checkpoint_callback,
+    run_record,
+    selected_checkpoint,
+)
+
+__all__ = ["LNArgumentParser", "LNLightningCLI", "LoggerSaveConfigCallback", "main", "run_cli"]
+
+#: Loggers that write into a local folder: for ``test``/``predict``/``validate`` on a checkpoint
+#: they write beside that checkpoint's run instead of starting a new version.
+LOCAL_LOGGERS = (
+    "lightning.pytorch.loggers.CSVLogger",
+    "lightning.pytorch.loggers.csv_logs.CSVLogger",
+    "lightning.pytorch.loggers.TensorBoardLogger",
+    "lightning.pytorch.loggers.tensorboard.TensorBoardLogger",
+)
+
+
+class LNArgumentParser(LightningArgumentParser):
+    """jsonargparse's parser with one-line errors and no abbreviated options.
+
+    ``--model.loss.temprature 0.5`` gives ``--model.loss.temprature: LogisticNormalLoss has no
+    option 'temprature'. Did you mean --model.loss.temperature?`` instead of jsonargparse's
+    nested report after the whole usage; ``LN_TRACEBACK=1`` restores the full report.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)  # --trainer.max_epoch must not mean max_epochs
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error or os.environ.get("LN_TRACEBACK"):
+            super().error(message, ex)
+        parser = getattr(ex, "subcommand_parser", None) or self
+        options = [o for action in parser._actions for o in action.option_strings]
+        prog = parser.prog.replace(" [options]", "")
+        sys.stderr.write(
+            f"ln-fit: error: {parse_error_message(message, options)}\n"
+            f"({prog} --help lists every option; LN_TRACEBACK=1 shows the full report.)\n"
+        )
+        sys.exit(2)
+
+
+class LoggerSaveConfigCallback(SaveConfigCallback):
+    """Save ``config.yaml`` in the log directory and send the full config to every logger.
+
+    W&B shows it as the run's config (nested, as in the YAML), TensorBoard and CSV store it as
+    hyper-parameters, so every run records exactly what produced it.
+    """
+
+    def save_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        for logger in trainer.loggers:
+            logger.log_hyperparams(config)
+
+
+class LNLightningCLI(LightningCLI):
+    """LightningCLI with the data module's shape linked into the model and test-after-fit.
+
+    Without a config the model is a :class:`NoisyLabelClassifier` with its defaults (LN loss,
+    ``small_cnn``) on :class:`DigitsDataModule`.
+
+    ``data.num_classes`` and ``data.input_shape`` are linked into the model, so they are set
+    once, by the data module. ``--test_after_fit true`` evaluates the final weights on the clean
+    test split when ``fit`` ends (``test/*``), and the checkpoint a monitored ``ModelCheckpoint``
+    selected (the best ``val/acc_noisy`` in the shipped configs) as ``test_selected/*``.
+    """
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.set_defaults(
+            {
+                "model": {"class_path": "ln_lightning.NoisyLabelClassifier"},
+                "data": {"class_path": "ln_lightning.DigitsDataModule"},
+            }
+        )
+        parser.link_arguments(
+            "data.num_classes", "model.init_args.num_classes", apply_on="instantiate"
+        )
+        parser.link_arguments(
+            "data.input_shape", "model.init_args.input_shape", apply_on="instantiate"
+        )
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=False,
+            help="After `fit`, evaluate the final weights (test/*) and the checkpoint selected by "
+            "the monitored ModelCheckpoint (test_selected/*) on the clean test split.",
+        )
+
+    def before_instantiate_classes(self) -> None:
+        """``test``/``predict``/``validate`` on a checkpoint log beside that checkpoint's run."""
+        subcommand = str(self.subcommand)
+        if subcommand not in ("test", "predict", "validate"):
+            return
+        config = self.config[subcommand]
+        checkpoint = config.get("ckpt_path")
+        if not checkpoint or not Path(checkpoint).is_file():
+            return
+        logger = config.trainer.get("logger")
+        if getattr(logger, "class_path", None) not in LOCAL_LOGGERS:
+            return
+        checkpoint = Path(checkpoint)
+        run = (
+            checkpoint.parent.parent
+            if checkpoint.parent.name == "checkpoints"
+            else checkpoint.parent
+        )
+        logger.init_args.save_dir = str(run)
+        logger.init_args.name = ""
+        logger.init_args.version = f"{subcommand}/{checkpoint.stem}"
+
+    def check_instantiated(self) -> None:
+        """Arguments that only fail once built: linked shapes, the optimizer's arguments."""
+        config = self.config.get(str(self.subcommand), self.config)
+        model_args = config.get("model", {}).get("init_args", {}) if config.get("model") else {}
+        defaults = inspect.signature(type(self.model)).parameters
+        for key in ("num_classes", "input_shape"):  # linked from the data module
+            given, linked = model_args.get(key), getattr(self.datamodule, key, None)
+            default = defaults[key].default if key in defaults else None
+            if given is None or linked is None or given == default:
+                continue
+            if (tuple(given) if isinstance(given, list | tuple) else given) != linked:
+                raise ValueError(
+                    f"model.init_args.{key}={given} disagrees with the data module "
+                    f"({type(self.datamodule).__name__}: {key}={linked}). ln-fit sets it from the "
+                    "data module: leave it out, or choose another --data."
+                )
+        factory = getattr(self.model, "optimizer_factory", None)
+        if factory is not None:  # bad optimizer arguments fail here, not after the data loads
+            try:
+                factory([torch.nn.Parameter(torch.zeros(1))])
+            except (ValueError, TypeError) as error:
+                raise ValueError(optimizer_error(factory, error)) from None
+
+    def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
+        """The trainer, with a :class:`LastCheckpoint` when checkpointing is on and none is set.
+
+        Runs after the model and data module are built, so their arguments are checked first.
+        """
+        self.check_instantiated()
+        trainer = super().instantiate_trainer(**kwargs)
+        if trainer.checkpoint_callbacks and last_checkpoint_callback(trainer) is None:
+            trainer.callbacks.append(LastCheckpoint())  # checkpoint callbacks stay last
+        return trainer
+
+    def before_fit(self) -> None:
+        if self.config_init["fit"].get("ckpt_path") != "last":
+            return
+        found = find_last_checkpoint(self.trainer, run_record(self.model, self.datamodule))
+        if found is not None:
+            rank_zero_info(f"Resuming from {found} (--ckpt_path last)")
+            self.config_init["fit"]["ckpt_path"] = str(found)
+
+    def after_fit(self) -> None:
+        if not self.config.fit.get("test_after_fit") or self.trainer.interrupted:
+            return
+        self.trainer.test(self.model, datamodule=self.datamodule)
+        selected = selected_checkpoint(self.trainer)
+        if selected is not None:
+            rank_zero_info(
+                f"Checkpoint selected by {selected.monitor} ({selected.mode}): "
+                f"{selected.best_model_path}; its clean test metrics are {SELECTED_TEST}/*"
+            )
+            with self.model.test_metrics_prefix(SELECTED_TEST):
+                self.trainer.test(
+                    self.model, datamodule=self.datamodule, ckpt_path=selected.best_model_path
+                )
+
+
+def run_cli(args: list[str] | None = None, run: bool = True) -> LNLightningCLI:
+    """Build (and by default run) the CLI; ``args`` as on the command line, ``sys.argv`` if None."""
+    return LNLightningCLI(
+        NoisyLabelClassifier,
+        NoisyLabelDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        auto_configure_optimizers=False,
+        save_config_callback=LoggerSaveConfigCallback,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={"callbacks": [CheckpointOnInterrupt(), PredictionWriter()]},
+        parser_class=LNArgumentParser,
+        parser_kwargs={"description": "ln-fit: train classifiers on noisy labels (LN likelihood)."},
+        args=args,
+        run=run,
+    )
+
+
+@contextlib.contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """Hide what the libraries print on every run that is not the user's business.
+
+    Lightning's advertisements ("Tip: ... try installing litlogger / litmodels") and a
+    deprecation warning that Lightning 2.6's own pytree helper triggers in torch 2.14. Only
+    while ``ln-fit`` runs: importing the library changes no filter.
+    """
+
+    def not_a_tip(record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+    loggers = [logging.getLogger(name) for name in RANK_ZERO_LOGGERS]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+        for logger in loggers:
+            logger.addFilter(not_a_tip)
+        try:
+            yield
+        finally:
+            for logger in loggers:
+                logger.removeFilter(not_a_tip)
+
+
+#: Where Lightning 2.6 logs its rank-zero messages.
+RANK_ZERO_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning_fabric.utilities.rank_zero",
+)
+
+
+def main() -> None:
+    """Entry point of the ``ln-fit`` console script."""
+    with quiet_libraries():
+        try:
+            run_cli()
+        except SIGTERMException:  # Lightning stops quietly; a terminated run must not look finished
+            sys.exit(128 + signal.SIGTERM)
+        except (ValueError, FileNotFoundError, KeyError, FloatingPointError) as error:
+            if os.environ.get("LN_TRACEBACK"):
+                raise
+            sys.exit(f"ln-fit: error: {explain(error)}\n(LN_TRACEBACK=1 shows the traceback.)")

@@ -1,0 +1,34 @@
+"""What several test files share: the quick-run flags and one list of every loss."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ln_lightning import losses as L
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = str(ROOT / "cli.yaml")
+
+#: ``ln-fit`` flags that make a run one short epoch without a progress bar.
+QUICK = [
+    "--trainer.max_epochs=1",
+    "--trainer.limit_train_batches=2",
+    "--trainer.limit_val_batches=1",
+    "--trainer.enable_progress_bar=false",
+]
+
+#: Every loss of the library (LN in three variants), by a short name; factories, so each test
+#: gets a fresh module.
+LOSSES = {
+    "ce": lambda: L.CrossEntropy(),
+    "ls": lambda: L.LabelSmoothing(),
+    "gce": lambda: L.GeneralizedCrossEntropy(),
+    "nan": lambda: L.NoiseAgainstNoise(),
+    "forward": lambda: L.ForwardCorrection(),
+    "het": lambda: L.Heteroscedastic(num_samples=20),
+    "het_tau": lambda: L.HeteroscedasticTemperature(num_samples=20),
+    "het_tau_full": lambda: L.HeteroscedasticLowRank(num_samples=20),
+    "ln": lambda: L.LogisticNormalLoss(min_scale=0.1),
+    "ln_no_dummy": lambda: L.LogisticNormalLoss(min_scale=0.1, dummy_class=False),
+    "ln_diagonal": lambda: L.LogisticNormalLoss(min_scale=0.1, covariance="diagonal"),
+}
