@@ -133,7 +133,9 @@ def losses(k: int, dtype: torch.dtype, args: argparse.Namespace) -> dict[str, Ca
 
     runs = {
         "CE": lambda: F.cross_entropy(logits.float(), labels, reduction="none"),
-        "LN": lambda: LF.logistic_normal_loss(mean, scale, labels, min_scale=MIN_SCALE),
+        "LN": lambda: LF.logistic_normal_loss(
+            mean, scale, labels, LF.LogisticNormalParams(min_scale=MIN_SCALE)
+        ),
         "LN autograd": lambda: ln_autograd(mean, scale, labels),
         "MVN": lambda: lowrank_mvn_nll(mean, scale, labels),
     }

@@ -30,7 +30,7 @@ import lightning.pytorch as pl
 import torch
 
 from ln_lightning import CrossEntropy, LogisticNormalLoss, NoisyLabelClassifier
-from ln_lightning.analysis import detection_metrics, mislabel_scores, predict_training_set
+from ln_lightning.analysis import detection_metrics, mislabel_scores
 from ln_lightning.data import DigitsDataModule, FashionMNISTDataModule
 
 SETUPS = {
@@ -48,7 +48,7 @@ class ScoreTracker(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.every == 0:
-            predictions = predict_training_set(pl_module, trainer.datamodule)
+            predictions = pl_module.training_predictions()
             self.history.append(mislabel_scores(predictions, "self_confidence"))
 
 
@@ -81,7 +81,7 @@ def rows_for(data: str, noise: str, epochs: int, seed: int) -> list[dict]:
     for loss_name in ("CE", "LN"):
         start = time.perf_counter()
         model, datamodule, tracker = train(data, noise, loss_name, epochs, seed)
-        predictions = predict_training_set(model, datamodule)
+        predictions = model.training_predictions(datamodule)
         final = mislabel_scores(predictions, "self_confidence")
         add(f"{loss_name} self-confidence, final model", final, predictions)
         add(

@@ -1,134 +1,51 @@
 """The paper's analyses and mislabelled-example detection, as plain functions.
 
-The callbacks in :mod:`ln_lightning.callbacks` call these at the end of training; they work as
-well on any trained :class:`~ln_lightning.module.NoisyLabelClassifier` and data module:
+The callbacks in :mod:`ln_lightning.callbacks` call these at the end of training on the model's
+:meth:`~ln_lightning.module.NoisyLabelClassifier.training_predictions`; they work as well on any
+trained model:
 
->>> predictions = predict_training_set(model, datamodule)          # doctest: +SKIP
+>>> predictions = model.training_predictions(datamodule)            # doctest: +SKIP
 >>> scores = mislabel_scores(predictions)                           # doctest: +SKIP
 >>> detection_metrics(scores, predictions.corrupted)                # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import copy
 import csv
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
 from torchmetrics.functional.classification import binary_auroc, binary_average_precision
 
-from ln_lightning.data.dataset import NoisySample
+from ln_lightning.inference import TrainingPredictions
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from ln_lightning.data.base import NoisyLabelDataModule
     from ln_lightning.module import NoisyLabelClassifier
 
 __all__ = [
     "SCORES",
-    "TrainingPredictions",
     "annotator_nll",
     "detection_metrics",
     "mislabel_scores",
     "plot_decision_boundary",
     "plot_grid_heatmap",
     "plot_residual_histograms",
-    "predict_training_set",
     "write_mislabel_csv",
 ]
 
 SCORES = ("auto", "self_confidence", "residual", "whitened_residual")
 
 
-@dataclass
-class TrainingPredictions:
-    """The model's view of every training example (pool order of ``indices``).
-
-    Attributes:
-        indices: Pool index of each example (``NoisySample.index``).
-        given: The label the example was trained with (noisy).
-        clean: Its true label, ``-1`` where unknown.
-        probs: Predicted class probabilities, ``(N, K)``.
-        residual: LN only: ``r^T r`` (Sigma = I), else ``None``.
-        whitened_residual: LN only: ``r^T Sigma_theta^{-1} r``, else ``None``.
-    """
-
-    indices: Tensor
-    given: Tensor
-    clean: Tensor
-    probs: Tensor
-    residual: Tensor | None = None
-    whitened_residual: Tensor | None = None
-
-    @property
-    def corrupted(self) -> Tensor:
-        """True where the given label is known to be wrong."""
-        return (self.clean >= 0) & (self.given != self.clean)
-
-    @property
-    def known(self) -> Tensor:
-        """True where the clean label is known."""
-        return self.clean >= 0
-
-
-def training_examples(
-    datamodule: NoisyLabelDataModule, batch_size: int | None = None
-) -> DataLoader:
-    """The training split in a fixed order with the evaluation transform (no augmentation)."""
-    if datamodule.train_set is None:
-        datamodule.setup("fit")
-    dataset = copy.copy(datamodule.train_set)
-    dataset.transform = datamodule.eval_transform()
-    return DataLoader(dataset, batch_size=batch_size or datamodule.batch_size, shuffle=False)
-
-
-@torch.no_grad()
-def predict_training_set(
-    model: NoisyLabelClassifier, datamodule: NoisyLabelDataModule
-) -> TrainingPredictions:
-    """Run ``model`` (in eval mode) over the training split; LN residuals when the loss is LN."""
-    from ln_lightning.losses.logistic_normal import LogisticNormalLoss
-
-    was_training = model.training
-    model.eval()
-    is_ln = isinstance(model.loss, LogisticNormalLoss)
-    parts: dict[str, list[Tensor]] = {k: [] for k in ("idx", "given", "clean", "probs", "r", "w")}
-    try:
-        for batch in training_examples(datamodule):
-            sample = NoisySample(*batch)
-            outputs = model(sample.input.to(model.device))
-            given = sample.target.to(model.device)
-            parts["idx"].append(sample.index)
-            parts["given"].append(sample.target)
-            parts["clean"].append(sample.clean_target)
-            parts["probs"].append(model.loss.predict_proba(outputs).float().cpu())
-            if is_ln:
-                residual, whitened = model.loss.residuals(outputs, given)
-                parts["r"].append(residual.cpu())
-                parts["w"].append(whitened.cpu())
-    finally:
-        model.train(was_training)
-    return TrainingPredictions(
-        indices=torch.cat(parts["idx"]),
-        given=torch.cat(parts["given"]),
-        clean=torch.cat(parts["clean"]),
-        probs=torch.cat(parts["probs"]),
-        residual=torch.cat(parts["r"]) if is_ln else None,
-        whitened_residual=torch.cat(parts["w"]) if is_ln else None,
-    )
-
-
 def mislabel_scores(predictions: TrainingPredictions, score: str = "auto") -> Tensor:
     """How likely each given label is wrong (higher = more suspicious).
 
     Args:
-        predictions: From :func:`predict_training_set`.
+        predictions: From :func:`ln_lightning.inference.predict_training_set`.
         score: ``self_confidence``: ``1 - p(given label)`` (works for every loss; the usual
             baseline, as in cleanlab's self-confidence ranking); ``residual``: LN's squared
             residual ``r^T r`` of the label; ``whitened_residual``: ``r^T Sigma^{-1} r`` under the

@@ -16,16 +16,23 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from ln_lightning.labels import UNKNOWN, corrupted_mask
+
 __all__ = [
     "MODEL_SELECTION",
     "SELECTED_TEST",
     "TEST",
+    "TRAIN",
+    "VAL",
+    "VAL_LOSS",
     "BrierScore",
     "NegativeLogLikelihood",
     "NoiseSplitAccuracy",
     "metric_name",
 ]
 
+#: Prefixes of the logged metrics: the training split, the (noisy) validation split.
+TRAIN, VAL = "train", "val"
 #: Prefix of the clean test metrics of the final weights (``test/acc``, ``test/nll``, ...).
 TEST = "test"
 #: Prefix of the same metrics for the checkpoint selected by :data:`MODEL_SELECTION`
@@ -33,6 +40,8 @@ TEST = "test"
 SELECTED_TEST = "test_selected"
 #: The paper's model-selection metric: accuracy on the noisy validation split.
 MODEL_SELECTION = "val/acc_noisy"
+#: The validation loss (what an ``lr_scheduler`` that needs a metric watches).
+VAL_LOSS = "val/loss"
 
 
 def metric_name(prefix: str, name: str) -> str:
@@ -64,7 +73,7 @@ class _MeanOverKnown(Metric):
 
     def update(self, probs: Tensor, labels: Tensor) -> None:
         _check(probs, labels)
-        known = labels >= 0
+        known = labels != UNKNOWN
         # Masked rather than indexed, so that no step waits for the device (no host sync).
         scores = self.score(probs.float(), labels.clamp_min(0))
         self.total += torch.where(known, scores, 0.0).double().sum()
@@ -127,9 +136,8 @@ class NoiseSplitAccuracy(Metric):
         if clean_labels.shape != noisy_labels.shape:
             raise ValueError("noisy_labels and clean_labels must have the same shape.")
         predicted = probs.argmax(1)
-        known = clean_labels >= 0
-        corrupted = known & (noisy_labels != clean_labels)
-        uncorrupted = known & ~corrupted
+        corrupted = corrupted_mask(noisy_labels, clean_labels)
+        uncorrupted = (clean_labels != UNKNOWN) & ~corrupted
         self.uncorrupted += uncorrupted.sum()
         self.uncorrupted_right += (uncorrupted & (predicted == noisy_labels)).sum()
         self.corrupted += corrupted.sum()

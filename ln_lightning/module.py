@@ -3,108 +3,37 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import timm
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
-from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
 
-import zoo  # noqa: F401  (registers the zoo's backbones in timm)
-from ln_lightning.data.dataset import NoisySample
-from ln_lightning.data.sampling import train_position
+from ln_lightning import outputs, resume
+from ln_lightning.backbones import build_backbone, feature_dim
+from ln_lightning.data.dataset import NoisySample, unpack_batch
 from ln_lightning.heads import LinearHeads
-from ln_lightning.losses.base import NoisyLabelLoss
+from ln_lightning.inference import TrainingPredictions, predict_training_set
+from ln_lightning.losses.base import LossReport, NoisyLabelLoss, TrainingContext
 from ln_lightning.losses.logistic_normal import LogisticNormalLoss
 from ln_lightning.metrics import (
     TEST,
+    TRAIN,
+    VAL,
+    VAL_LOSS,
     BrierScore,
     NegativeLogLikelihood,
     NoiseSplitAccuracy,
     metric_name,
 )
-from ln_lightning.resume import (
-    RECORD_KEY,
-    check_loaded_record,
-    class_path,
-    loss_from_record,
-    newest_checkpoint_path,
-    run_record,
-)
-
-
-def build_backbone(
-    backbone: str | nn.Module,
-    *,
-    pretrained: bool = False,
-    in_chans: int | None = None,
-    backbone_kwargs: dict[str, Any] | None = None,
-) -> nn.Module:
-    """A feature extractor: a timm model (``num_classes=0``) by name, or the module as given."""
-    if isinstance(backbone, nn.Module):
-        if backbone_kwargs or pretrained:
-            raise ValueError(
-                "pretrained and backbone_kwargs apply to timm model names only; configure an "
-                "nn.Module backbone through its own constructor."
-            )
-        return backbone
-    kwargs = dict(backbone_kwargs or {})
-    if in_chans is not None:
-        kwargs.setdefault("in_chans", in_chans)
-    try:
-        return timm.create_model(backbone, pretrained=pretrained, num_classes=0, **kwargs)
-    except RuntimeError as err:
-        if "Unknown model" not in str(err):
-            raise
-        raise ValueError(
-            f"backbone {backbone!r} is not a timm model. Use a name from timm.list_models() or the "
-            "zoo (e.g. 'small_cnn'; `import zoo` registers them), or pass an nn.Module."
-        ) from err
-
-
-def feature_dim(backbone: nn.Module, input_shape: Sequence[int] | None) -> int:
-    """Width of the backbone's output, from a dry run when the input shape is known.
-
-    Falls back to timm's ``head_hidden_size`` / ``num_features`` attributes.
-    """
-    if input_shape is not None:
-        was_training = backbone.training
-        backbone.eval()
-        try:
-            with torch.no_grad():
-                out = backbone(torch.zeros(2, *input_shape))
-        except RuntimeError as error:
-            raise ValueError(
-                f"the backbone {type(backbone).__name__} cannot take inputs of shape "
-                f"{tuple(input_shape)} (the data module's input_shape): {error}. Choose a backbone "
-                "made for this input (small_cnn for 8x8 digits, lenet5 for 28x28, wrn28_2 or "
-                "resnet18_cifar for 32x32, a timm model for larger images)."
-            ) from None
-        finally:
-            backbone.train(was_training)
-        if out.ndim != 2:
-            raise ValueError(
-                f"the backbone must return features of shape (batch, features); got "
-                f"{tuple(out.shape)} for input shape {tuple(input_shape)}. Add global pooling and "
-                "flatten at the end of the backbone."
-            )
-        return int(out.shape[1])
-    for attribute in ("head_hidden_size", "num_features"):
-        value = getattr(backbone, attribute, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    raise ValueError(
-        "cannot tell the backbone's feature width: give input_shape (the CLI links it from the "
-        "data module) or set a `num_features` attribute on the backbone."
-    )
 
 
 def check_checkpoint_heads(state_dict: dict[str, Tensor], module: NoisyLabelClassifier) -> None:
@@ -136,7 +65,7 @@ def non_finite_loss_message(
     bad_inputs = (
         int((~torch.isfinite(inputs)).flatten(1).any(1).sum()) if inputs.is_floating_point() else 0
     )
-    last = newest_checkpoint_path(trainer) if trainer is not None else ""
+    last = resume.newest_checkpoint_path(trainer) if trainer is not None else ""
     return (
         f"the training loss is {loss.item()} at {where}; training stops before this step "
         "updates the weights"
@@ -164,21 +93,6 @@ def _unpicklable_hparams(init_args: dict[str, Any]) -> list[str]:
         return []
     plain = (str, int, float, bool, type(None), tuple, list, dict)
     return [name for name, value in init_args.items() if not isinstance(value, plain)]
-
-
-def unpack_batch(batch: Any) -> tuple[Tensor, Tensor, Tensor | None]:
-    """``(inputs, observed labels, clean labels or None)`` from a batch.
-
-    Accepts the library's :class:`NoisySample` batches and plain ``(inputs, labels)`` pairs.
-    """
-    if isinstance(batch, NoisySample):
-        return batch.input, batch.target, batch.clean_target
-    if isinstance(batch, (tuple, list)) and len(batch) in (2, 4):
-        return batch[0], batch[1], batch[2] if len(batch) == 4 else None
-    raise TypeError(
-        "expected a batch (inputs, labels) or (inputs, noisy labels, clean labels, indices); "
-        f"got {type(batch).__name__}."
-    )
 
 
 class NoisyLabelClassifier(pl.LightningModule):
@@ -235,7 +149,7 @@ class NoisyLabelClassifier(pl.LightningModule):
         self.loss = loss if loss is not None else LogisticNormalLoss()
         # Channels of an image (C, H, W), or the width of a vector input (D,).
         in_chans = self.input_shape[0] if self.input_shape else None
-        self.backbone_name = backbone if isinstance(backbone, str) else class_path(backbone)
+        self.backbone_name = backbone if isinstance(backbone, str) else resume.class_path(backbone)
         self.backbone = build_backbone(
             backbone, pretrained=pretrained, in_chans=in_chans, backbone_kwargs=backbone_kwargs
         )
@@ -263,6 +177,7 @@ class NoisyLabelClassifier(pl.LightningModule):
         self.test_ece = MulticlassCalibrationError(num_classes, n_bins=15, ignore_index=-1)
         self.test_brier = BrierScore()
         self._test_prefix = TEST
+        self._training_predictions_cache: tuple[Any, TrainingPredictions] | None = None
 
     # ---------------------------------------------------------------- model
     def forward(self, inputs: Tensor) -> dict[str, Tensor]:
@@ -281,11 +196,63 @@ class NoisyLabelClassifier(pl.LightningModule):
         self.heads.keep_only(self.loss.prediction_heads)
 
     # ---------------------------------------------------------------- steps
+    def _loss_context(self) -> TrainingContext:
+        datamodule = self.trainer.datamodule
+        known = getattr(datamodule, "true_transition_matrix", None)
+        return TrainingContext(
+            epoch=self.current_epoch,
+            training_probabilities=lambda: self.training_predictions().probs,
+            true_transition_matrix=known if callable(known) else lambda: None,
+        )
+
+    def _report(self, report: LossReport | None) -> None:
+        """Print, log and save what the loss has to tell (a loss does no I/O itself)."""
+        if report is None:
+            return
+        if report.message:
+            rank_zero_info(report.message)
+        if report.metrics:
+            outputs.log_metrics(self.trainer, report.metrics)
+        for name, table in report.tables.items():
+            outputs.write_table(self.trainer, name, table)
+
     def on_fit_start(self) -> None:
-        self.loss.on_fit_start(self)
+        self._report(self.loss.on_fit_start(self._loss_context()))
 
     def on_train_epoch_start(self) -> None:
-        self.loss.on_train_epoch_start(self)
+        self._report(self.loss.on_train_epoch_start(self._loss_context()))
+
+    def training_predictions(self, datamodule: Any = None) -> TrainingPredictions:
+        """The model's predictions on the whole training split: one pass, in evaluation mode
+        with the evaluation transform, in a fixed order (:mod:`ln_lightning.inference`).
+
+        During fit the pass is cached per training step, so the loss's hooks (Forward
+        correction's estimate of ``T``) and every analysis callback share one pass.
+
+        Args:
+            datamodule: The data module to read; the trainer's by default. Without one (plain
+                loaders), the trainer's training loader is read as it is.
+        """
+        trainer = self._trainer
+        datamodule = datamodule if datamodule is not None else getattr(trainer, "datamodule", None)
+        step = trainer.global_step if trainer is not None else None
+        cached = self._training_predictions_cache
+        if cached is not None and step is not None and cached[0] == (step, id(datamodule)):
+            return cached[1]
+        if callable(getattr(datamodule, "split", None)):
+            dataset = datamodule.split("train", eval_transform=True)
+            batches: Any = DataLoader(dataset, batch_size=datamodule.batch_size, shuffle=False)
+        elif trainer is not None and trainer.train_dataloader is not None:
+            batches = trainer.train_dataloader
+        else:
+            raise ValueError(
+                "training_predictions() needs a NoisyLabelDataModule (trainer.fit(model, "
+                "datamodule=...) or training_predictions(datamodule)) or a fitting trainer."
+            )
+        predictions = predict_training_set(self, batches)
+        if step is not None:
+            self._training_predictions_cache = ((step, id(datamodule)), predictions)
+        return predictions
 
     def _log_accuracies(
         self, stage: str, probs: Tensor, targets: Tensor, clean_targets: Tensor | None
@@ -294,11 +261,11 @@ class NoisyLabelClassifier(pl.LightningModule):
         log = {"on_step": False, "on_epoch": True, "batch_size": len(targets)}
         noisy_metric = getattr(self, f"{stage}_acc_noisy")
         noisy_metric(probs, targets)
-        self.log(f"{stage}/acc_noisy", noisy_metric, prog_bar=stage == "val", **log)
+        self.log(metric_name(stage, "acc_noisy"), noisy_metric, prog_bar=stage == VAL, **log)
         if clean_targets is not None:
             clean_metric = getattr(self, f"{stage}_acc_clean")
             clean_metric(probs, clean_targets)
-            self.log(f"{stage}/acc_clean", clean_metric, **log)
+            self.log(metric_name(stage, "acc_clean"), clean_metric, **log)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         inputs, targets, clean_targets = unpack_batch(batch)
@@ -311,7 +278,10 @@ class NoisyLabelClassifier(pl.LightningModule):
             raise FloatingPointError(non_finite_loss_message(self, loss, batch, batch_idx))
         # A metric (summed over DDP ranks), not a logged tensor: it survives a mid-epoch resume.
         self.train_loss_mean.update(loss.detach(), weight=len(targets))
-        self.log("train/loss", self.train_loss_mean, on_epoch=True, on_step=False, prog_bar=True)
+        self.log(
+            metric_name(TRAIN, "loss"), self.train_loss_mean, on_epoch=True, on_step=False,
+            prog_bar=True,
+        )  # fmt: skip
         with torch.no_grad():
             probs = self.loss.predict_proba(outputs)
             self._log_accuracies("train", probs, targets, clean_targets)
@@ -325,7 +295,8 @@ class NoisyLabelClassifier(pl.LightningModule):
             values = self.train_noise_split.compute()
             # compute() already summed the counts of all ranks; sync_dist only averages equals.
             self.log_dict(
-                {f"train/{k}": v for k, v in values.items() if not v.isnan()}, sync_dist=True
+                {metric_name(TRAIN, k): v for k, v in values.items() if not v.isnan()},
+                sync_dist=True,
             )
         self.train_noise_split.reset()
 
@@ -334,7 +305,7 @@ class NoisyLabelClassifier(pl.LightningModule):
         outputs = self(inputs)
         loss = self.loss(outputs, targets)
         self.log(
-            "val/loss", loss, on_step=False, on_epoch=True, batch_size=len(targets), sync_dist=True
+            VAL_LOSS, loss, on_step=False, on_epoch=True, batch_size=len(targets), sync_dist=True
         )
         self._log_accuracies("val", self.loss.predict_proba(outputs), targets, clean_targets)
 
@@ -402,37 +373,17 @@ class NoisyLabelClassifier(pl.LightningModule):
         return {name: getattr(self, name) for name in names}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # A checkpoint written once the epoch's batches are all done resumes at the next epoch:
-        # it must not carry this epoch's aggregates (Lightning resets them only after saving).
-        # Under DDP every rank runs this and rank 0 writes: store the sum over ranks (every
-        # training metric state is a sum), which on_load_checkpoint gives back to rank 0 only.
-        trainer = self._trainer
-        fitting = trainer is not None and trainer.state.fn == TrainerFn.FITTING
-        epoch_done = fitting and train_position(trainer).epoch_done
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        for name, metric in self._epoch_train_metrics().items():
-            if epoch_done:
-                metric = copy.deepcopy(metric)
-                metric.reset()
-            elif distributed:
-                metric = copy.deepcopy(metric)
-                metric.sync()
-            else:
-                continue
-            for key, value in metric.metric_state.items():
-                checkpoint["state_dict"][f"{name}.{key}"] = value.detach().clone()
-        datamodule = trainer.datamodule if trainer is not None else None
-        checkpoint[RECORD_KEY] = run_record(self, datamodule)
+        resume.save_epoch_metrics(checkpoint, self._epoch_train_metrics(), self._trainer)
+        datamodule = self._trainer.datamodule if self._trainer is not None else None
+        checkpoint[resume.RECORD_KEY] = resume.run_record(self, datamodule)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         source = getattr(self._trainer, "ckpt_path", None) if self._trainer is not None else None
-        check_loaded_record(checkpoint, self, str(source) if source else "the checkpoint")
+        resume.check_loaded_record(checkpoint, self, str(source) if source else "the checkpoint")
         check_checkpoint_heads(checkpoint["state_dict"], self)
-        if self.global_rank == 0:
-            return
-        prefixes = tuple(f"{name}." for name in self._epoch_train_metrics())
-        for key in [k for k in checkpoint["state_dict"] if k.startswith(prefixes)]:
-            del checkpoint["state_dict"][key]  # other ranks start from zero (see above)
+        resume.restore_epoch_metrics(
+            checkpoint, list(self._epoch_train_metrics()), self.global_rank
+        )
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]
@@ -446,7 +397,7 @@ class NoisyLabelClassifier(pl.LightningModule):
         override.
         """
         if "loss" not in kwargs:
-            loss = loss_from_record(checkpoint_path)
+            loss = resume.loss_from_record(checkpoint_path)
             if loss is not None:
                 kwargs["loss"] = loss
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
@@ -459,5 +410,5 @@ class NoisyLabelClassifier(pl.LightningModule):
         scheduler = self.lr_scheduler_factory(optimizer)
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "monitor": "val/loss"},
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "monitor": VAL_LOSS},
         }

@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ln_lightning.labels import UNKNOWN, check_labels, corrupted_mask
+
 #: MNIST asymmetric map of the paper (App. C): 7->1, 2->7, 5<->6, 3->8.
 MNIST_ASYMMETRIC_MAP: dict[int, int] = {7: 1, 2: 7, 5: 6, 6: 5, 3: 8}
 #: CIFAR-10 map of the paper: bird->airplane, cat<->dog, deer->horse.
@@ -56,26 +58,17 @@ class NoiseResult:
     realised_rate: float
     transition_matrix: Tensor
 
+    def describe(self, source: str) -> str:
+        """One line for the user: ``"<source> -> realised noise rate 20.95% of 1437 ..."``."""
+        return (
+            f"{source} -> realised noise rate {self.realised_rate:.2%} of "
+            f"{len(self.noisy_labels)} training-pool labels"
+        )
+
 
 def _check_noise_rate(noise_rate: float) -> None:
     if not 0.0 <= noise_rate < 1.0:
         raise ValueError(f"noise_rate must lie in [0, 1); got {noise_rate!r}.")
-
-
-def _check_labels(labels: Tensor, num_classes: int) -> Tensor:
-    labels = torch.as_tensor(labels)
-    if labels.dtype.is_floating_point or labels.ndim != 1:
-        raise ValueError(
-            f"labels must be a 1-D integer tensor; got dtype {labels.dtype}, "
-            f"shape {tuple(labels.shape)}."
-        )
-    labels = labels.long().cpu()
-    if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(
-            f"labels must lie in [0, {num_classes}); got values in "
-            f"[{int(labels.min())}, {int(labels.max())}]."
-        )
-    return labels
 
 
 def realised_transition_matrix(clean: Tensor, noisy: Tensor, num_classes: int) -> Tensor:
@@ -97,8 +90,8 @@ def noise_from_labels(clean: Tensor, noisy: Tensor, num_classes: int) -> NoiseRe
     clean, noisy = torch.as_tensor(clean).long().cpu(), torch.as_tensor(noisy).long().cpu()
     if clean.shape != noisy.shape:
         raise ValueError(f"clean and noisy labels differ in shape: {clean.shape} vs {noisy.shape}.")
-    known = clean >= 0
-    corrupted = known & (noisy != clean)
+    known = clean != UNKNOWN
+    corrupted = corrupted_mask(noisy, clean)
     rate = float(corrupted.sum() / known.sum()) if known.any() else 0.0
     matrix = realised_transition_matrix(clean[known], noisy[known], num_classes)
     return NoiseResult(noisy, corrupted, rate, matrix)
@@ -121,7 +114,7 @@ def asymmetric_noise(
         seed: Seed of the generator; the same seed gives the same labels everywhere.
     """
     _check_noise_rate(noise_rate)
-    labels = _check_labels(labels, num_classes)
+    labels = check_labels(labels, num_classes).cpu()
     lookup = torch.arange(num_classes)
     for source, target in class_map.items():
         if not (0 <= int(source) < num_classes and 0 <= int(target) < num_classes):
@@ -149,7 +142,7 @@ def symmetric_noise(
     otherwise it is uniform over the K - 1 other classes and every re-sampled label changes.
     """
     _check_noise_rate(noise_rate)
-    labels = _check_labels(labels, num_classes)
+    labels = check_labels(labels, num_classes).cpu()
     generator = torch.Generator().manual_seed(seed)
     resample = torch.rand(labels.shape, generator=generator) < noise_rate
     if include_true_class:
@@ -177,7 +170,7 @@ def transition_noise(labels: Tensor, transition_matrix: Tensor, seed: int = 0) -
     matrix = torch.as_tensor(transition_matrix, dtype=torch.float64)
     num_classes = matrix.shape[0]
     check_transition_matrix(matrix, num_classes)
-    labels = _check_labels(labels, num_classes)
+    labels = check_labels(labels, num_classes).cpu()
     generator = torch.Generator().manual_seed(seed)
     uniform = torch.rand(labels.shape, generator=generator, dtype=torch.float64)
     cumulative = matrix.cumsum(1)
@@ -279,7 +272,7 @@ def inject_noise(
         return transition_noise(labels, torch.as_tensor(transition_matrix), seed)
     _check_noise_rate(noise_rate)
     if noise_type == "none" or noise_rate == 0.0:
-        labels = _check_labels(labels, num_classes)
+        labels = check_labels(labels, num_classes).cpu()
         return noise_from_labels(labels, labels.clone(), num_classes)
     if noise_type in ("symmetric", "symmetric_other"):
         return symmetric_noise(labels, num_classes, noise_rate, seed, noise_type == "symmetric")

@@ -1,12 +1,29 @@
-"""Continuing a run: which checkpoint is "last", and what it holds.
+"""Continuing a run: what a checkpoint holds, which checkpoint is "last", and interrupts.
 
-Checked against Lightning 2.6 (``lightning.pytorch``); every read of Lightning internals in the
-package lives in this module and names that version.
+One home for exact resume:
+
+* **the training position** (:class:`TrainPosition`): how far into its epoch training was,
+  saved by the data module so the resumable sampler skips what was trained;
+* **the epoch's training metrics**, saved with the model, summed over DDP ranks;
+* **``last.ckpt``** (:class:`LastCheckpoint`): the newest state of the run, after every epoch,
+  every n steps if asked, and at Ctrl-C or SIGTERM;
+* **which run a checkpoint belongs to** (the run record every checkpoint carries) and
+  ``--ckpt_path last`` (:func:`find_last_checkpoint`).
+
+Checked against Lightning 2.6 (``lightning.pytorch`` 2.6.6). Every read of Lightning internals in
+the package is in this module and says so where it happens.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import importlib
+import signal
+import threading
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -14,42 +31,192 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
+from torchmetrics import Metric
+
+from ln_lightning.outputs import run_dir
 
 __all__ = [
     "RECORD_KEY",
     "LastCheckpoint",
+    "TrainPosition",
     "check_loaded_record",
     "find_last_checkpoint",
     "last_checkpoint_callback",
+    "last_checkpoint_of_run",
     "loss_from_record",
     "newest_checkpoint_path",
+    "position_from_state",
     "read_record",
     "record_mismatch",
+    "restore_epoch_metrics",
+    "resume_sampler",
     "run_record",
+    "save_epoch_metrics",
     "selected_checkpoint",
+    "train_position",
+    "training_position_state",
 ]
 
 
+# ------------------------------------------------------------------------- the training position
+@dataclass(frozen=True)
+class TrainPosition:
+    """Where training stood when a checkpoint was written.
+
+    Attributes:
+        epoch: The epoch in progress.
+        batches: Training batches of that epoch already taken (optimiser stepped).
+        epoch_done: Whether every batch of the epoch was taken (the next run starts ``epoch + 1``).
+    """
+
+    epoch: int
+    batches: int
+    epoch_done: bool = False
+
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Any]) -> TrainPosition:
+        return cls(int(state["epoch"]), int(state["batches"]), bool(state["epoch_done"]))
+
+
+def train_position(trainer: pl.Trainer) -> TrainPosition:
+    """The position of a fitting ``trainer`` in its current epoch (for a checkpoint)."""
+    # Lightning internal (2.6): the epoch loop's batch progress counts the batches processed.
+    batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+    return TrainPosition(
+        epoch=trainer.current_epoch,
+        batches=batches,
+        epoch_done=batches >= trainer.num_training_batches,
+    )
+
+
+def _fitting(trainer: pl.Trainer | None) -> bool:
+    return trainer is not None and trainer.state.fn == TrainerFn.FITTING
+
+
+def training_position_state(trainer: pl.Trainer | None) -> dict[str, Any]:
+    """The data module's checkpoint state: the training position while fitting, else empty."""
+    if not _fitting(trainer):
+        return {}
+    return {"train_position": train_position(trainer).state_dict()}
+
+
+def position_from_state(state: Mapping[str, Any]) -> TrainPosition | None:
+    """The training position a data module's checkpoint state holds, if any."""
+    position = state.get("train_position")
+    return TrainPosition.from_state_dict(position) if position is not None else None
+
+
+#: Lightning's warning for a mid-epoch resume with a loader it cannot see is resumable.
+NOT_RESUMABLE_WARNING = "You're resuming from a checkpoint that ended before the epoch ended"
+
+
+def resume_sampler(
+    sampler: Any, position: TrainPosition, batch_size: int
+) -> contextlib.AbstractContextManager:
+    """Make the next training epoch continue from ``position``.
+
+    A :class:`~ln_lightning.data.sampling.ResumableSampler` skips what was trained. Lightning
+    2.6 then warns that the loader "is not resumable" (it only knows loaders with their own
+    ``state_dict``; making ours one hits Lightning issue #20550): the returned context silences
+    that one warning, and the caller keeps it open until the fit ends (the data module's
+    ``teardown``). Another sampler cannot skip: a mid-epoch position gets a warning that the
+    epoch restarts with a new order.
+    """
+    if callable(getattr(sampler, "resume", None)):
+        sampler.resume(position, batch_size)
+        return _quiet_not_resumable()
+    if position.batches and not position.epoch_done:
+        rank_zero_warn(
+            f"Resuming mid-epoch ({position.batches} batches into epoch {position.epoch}) "
+            f"with a {type(sampler).__name__ if sampler else 'shuffling'} sampler that cannot "
+            "skip what was trained: the epoch restarts with a new order. Return a "
+            "ln_lightning.data.sampling.ResumableSampler from train_sampler() to continue "
+            "exactly."
+        )
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _quiet_not_resumable() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=NOT_RESUMABLE_WARNING, category=PossibleUserWarning
+        )
+        yield
+
+
+# ------------------------------------------------------------------------- epoch metrics
+def save_epoch_metrics(
+    checkpoint: dict[str, Any], metrics: Mapping[str, Metric], trainer: pl.Trainer | None
+) -> None:
+    """Store the states of the epoch's training metrics in ``checkpoint["state_dict"]``.
+
+    The rule: a checkpoint written once the epoch's batches are all done resumes at the next
+    epoch, so it carries empty states (Lightning resets them only after saving); under DDP every
+    rank runs this and rank 0 writes, so it stores the sum over ranks (every training metric
+    state is a sum), which :func:`restore_epoch_metrics` gives back to rank 0 only.
+
+    Args:
+        checkpoint: The checkpoint being written (``on_save_checkpoint``).
+        metrics: The model's epoch training metrics by attribute name (persistent states).
+        trainer: The trainer, if attached.
+    """
+    epoch_done = _fitting(trainer) and train_position(trainer).epoch_done
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    for name, metric in metrics.items():
+        if epoch_done:
+            metric = copy.deepcopy(metric)
+            metric.reset()
+        elif distributed:
+            metric = copy.deepcopy(metric)
+            metric.sync()
+        else:
+            continue
+        for key, value in metric.metric_state.items():
+            checkpoint["state_dict"][f"{name}.{key}"] = value.detach().clone()
+
+
+def restore_epoch_metrics(
+    checkpoint: dict[str, Any], names: list[str] | tuple[str, ...], global_rank: int
+) -> None:
+    """Drop the saved metric states on every rank but 0 (they hold the sum over all ranks)."""
+    if global_rank == 0:
+        return
+    prefixes = tuple(f"{name}." for name in names)
+    for key in [k for k in checkpoint["state_dict"] if k.startswith(prefixes)]:
+        del checkpoint["state_dict"][key]
+
+
+# ------------------------------------------------------------------------- last.ckpt
 class LastCheckpoint(ModelCheckpoint):
     """Keep ``last.ckpt`` the newest state of the run, beside any best-by-metric checkpoint.
 
-    Since Lightning 2.6, ``ModelCheckpoint(monitor=..., save_last=True)`` writes ``last.ckpt`` only
-    when it also saves a new best checkpoint, so ``last.ckpt`` holds the last *best* epoch and a
-    run continued from it silently repeats every epoch since. This callback writes
-    ``last.ckpt`` at the end of every training epoch (after its validation), every
+    Written at the end of every training epoch (after its validation), every
     ``every_n_train_steps`` optimiser steps when set (mid-epoch checkpoints, see
-    docs/performance.md), and leaves the best-by-metric checkpoint to the monitored
-    ``ModelCheckpoint``. ``ln-fit`` adds one to every run that has none; another
-    ``ModelCheckpoint`` writing ``last.ckpt`` into the same directory has its ``save_last``
-    turned off (with a message), since two writers of one file would leave ``last-v1.ckpt``
-    files behind.
+    docs/performance.md), and when the run is interrupted: the first Ctrl-C (SIGINT) lets the
+    running training batch finish, writes it and stops as Lightning does on
+    ``KeyboardInterrupt`` (a second Ctrl-C aborts at once); SIGTERM (a scheduler's pre-emption),
+    which Lightning turns into a stop at the end of the batch, writes it too. Under DDP every
+    rank stops at the same batch. ``ln-fit fit ... --ckpt_path last`` continues from it exactly.
+
+    Since Lightning 2.6, ``ModelCheckpoint(monitor=..., save_last=True)`` writes ``last.ckpt``
+    only when it also saves a new best, so it holds the last *best* epoch and a run continued from
+    it silently repeats every epoch since. ``ln-fit`` adds this callback to every run that has
+    none (with checkpointing on); another ``ModelCheckpoint`` writing ``last.ckpt`` into the same
+    directory has its ``save_last`` turned off, with a message (two writers of one file leave
+    ``last-v1.ckpt`` files behind).
 
     Args:
-        dirpath: Directory of ``last.ckpt``; the run's ``checkpoints/`` folder by default (as for
-            every ``ModelCheckpoint``).
-        every_n_train_steps: Also write it every this many optimiser steps (0 or ``None``: only
-            at epoch ends).
+        dirpath: Directory of ``last.ckpt``; the run's ``checkpoints/`` folder by default.
+        every_n_train_steps: Also write it every this many optimiser steps (``None``: epoch
+            ends only).
         train_time_interval: Also write it at this wall-time interval.
     """
 
@@ -72,6 +239,9 @@ class LastCheckpoint(ModelCheckpoint):
             save_on_train_epoch_end=True,
             enable_version_counter=False,
         )
+        self.interrupt_requested = False
+        self._previous_handler: Any = None
+        self._announce = True
 
     @property
     def state_key(self) -> str:
@@ -82,12 +252,10 @@ class LastCheckpoint(ModelCheckpoint):
             train_time_interval=self._train_time_interval,
         )
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        super().on_train_epoch_end(trainer, pl_module)
-        # With a step or time trigger Lightning saves no epoch ends; this callback always does
-        # (skipped when the step trigger saved this very step).
-        if not self._every_n_epochs and not self._should_skip_saving_checkpoint(trainer):
-            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
+    @property
+    def path(self) -> str:
+        """Where ``last.ckpt`` is written (known once ``setup`` ran)."""
+        return self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
@@ -97,15 +265,68 @@ class LastCheckpoint(ModelCheckpoint):
             if other.dirpath == self.dirpath:
                 other.save_last = False
                 rank_zero_info(
-                    f"{type(self).__name__} writes {self.dirpath}/last.ckpt after every epoch; "
-                    f"save_last of ModelCheckpoint(monitor={other.monitor!r}) is turned off "
-                    "(under Lightning >= 2.6 it would write last.ckpt only at a new best)."
+                    f"{type(self).__name__} writes {self.path} after every epoch; save_last of "
+                    f"ModelCheckpoint(monitor={other.monitor!r}) is turned off (under Lightning "
+                    ">= 2.6 it would write last.ckpt only at a new best)."
                 )
 
-    @property
-    def path(self) -> str:
-        """Where ``last.ckpt`` is written (known once ``setup`` ran)."""
-        return self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        # With a step or time trigger Lightning saves no epoch ends; this callback always does
+        # (skipped when the step trigger saved this very step).
+        if not self._every_n_epochs and not self._should_skip_saving_checkpoint(trainer):
+            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    # ---------------------------------------------------------------- interrupts
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.interrupt_requested = False
+        self._announce = trainer.global_rank == 0
+        if threading.current_thread() is threading.main_thread():
+            self._previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._restore_handler()
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._restore_handler()
+
+    def _restore_handler(self) -> None:
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGINT, self._previous_handler)
+            self._previous_handler = None
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self.interrupt_requested:  # the second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.interrupt_requested = True
+        if self._announce:
+            print("\nCtrl-C: stopping after this batch with a checkpoint (Ctrl-C again to abort).")
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        requested = self.interrupt_requested
+        if trainer.world_size > 1:
+            requested = trainer.strategy.reduce_boolean_decision(requested, all=False)
+        if requested:
+            self.save_now(trainer)
+            self._restore_handler()
+            raise KeyboardInterrupt
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        super().on_exception(trainer, pl_module, exception)
+        if isinstance(exception, SIGTERMException):
+            self.save_now(trainer)
+
+    def save_now(self, trainer: pl.Trainer) -> Path:
+        """Write ``last.ckpt`` at once (an interrupt); returns its path."""
+        path = Path(self.path) if self.dirpath else run_dir(trainer) / "checkpoints" / "last.ckpt"
+        trainer.save_checkpoint(path)
+        rank_zero_info(f"Interrupted: saved {path}; continue with --ckpt_path last (or this path).")
+        return path
 
 
 def last_checkpoint_callback(trainer: pl.Trainer) -> LastCheckpoint | None:
@@ -244,6 +465,15 @@ def check_loaded_record(
             f"{source} was trained with other loss arguments ({listed}); this model's apply "
             "from now on (predicted probabilities included)."
         )
+
+
+def last_checkpoint_of_run(run: str | Path) -> Path | None:
+    """The ``last.ckpt`` a run directory holds (``<run>/checkpoints/last.ckpt``), if any.
+
+    ``ln-fit-sweep`` continues a run cut off before its end from here.
+    """
+    path = Path(run) / "checkpoints" / f"{LastCheckpoint.CHECKPOINT_NAME_LAST}.ckpt"
+    return path if path.is_file() else None
 
 
 def last_checkpoint_candidates(trainer: pl.Trainer) -> list[Path]:

@@ -53,6 +53,12 @@ from typing import Any
 
 import yaml
 
+from ln_lightning.metrics import MODEL_SELECTION, TEST, metric_name
+from ln_lightning.resume import last_checkpoint_of_run
+
+#: The clean test accuracy of the final weights, which marks a run as finished.
+FINAL_ACC = metric_name(TEST, "acc")
+
 __all__ = [
     "Run",
     "TableSpec",
@@ -98,7 +104,7 @@ class Run:
 
     def finished(self) -> bool:
         """Whether the run has reached its test evaluation (then it is not run again)."""
-        return self.metrics_csv.exists() and last_value(self.metrics_csv, "test/acc") is not None
+        return self.metrics_csv.exists() and last_value(self.metrics_csv, FINAL_ACC) is not None
 
 
 @dataclass
@@ -250,8 +256,8 @@ def _run_once(run: Run, extra: Sequence[str], env: dict[str, str], log: Callable
         return math.nan
     run.run_dir.mkdir(parents=True, exist_ok=True)
     command = run.command(extra)
-    last = run.run_dir / "checkpoints" / "last.ckpt"
-    if last.exists():  # cut off earlier: continue from its last checkpoint
+    last = last_checkpoint_of_run(run.run_dir)
+    if last is not None:  # cut off earlier: continue from its last checkpoint
         command += ["--ckpt_path", str(last)]
         if run.metrics_csv.exists():  # CSVLogger starts the file afresh: keep the earlier rows
             parts = len(list(run.run_dir.glob("metrics.part*.csv")))
@@ -313,8 +319,8 @@ def run_all(
             "setting": run.setting,
             "method": run.method,
             "seed": run.seed,
-            "test_acc": last_value(run.metrics_csv, "test/acc"),
-            "val_acc_noisy": last_value(run.metrics_csv, "val/acc_noisy"),
+            "test_acc": last_value(run.metrics_csv, FINAL_ACC),
+            "val_acc_noisy": last_value(run.metrics_csv, MODEL_SELECTION),
             "seconds": seconds,
             "run_dir": str(run.run_dir),
         }

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from ln_lightning import losses as L
@@ -32,3 +35,11 @@ LOSSES = {
     "ln_no_dummy": lambda: L.LogisticNormalLoss(min_scale=0.1, dummy_class=False),
     "ln_diagonal": lambda: L.LogisticNormalLoss(min_scale=0.1, covariance="diagonal"),
 }
+
+
+def ln_fit(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the ``ln-fit`` command as a user would (its console script when installed)."""
+    executable = shutil.which("ln-fit") or f"{sys.executable} -m ln_lightning.cli"
+    return subprocess.run(
+        [*executable.split(), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )

@@ -32,7 +32,9 @@ def test_residuals_match_the_matrix_forms():
     mean, scale = torch.randn(6, 5, dtype=torch.float64), torch.randn(6, 5, dtype=torch.float64)
     labels = torch.tensor([0, 1, 2, 3, 4, 0])
     hparams = {"min_scale": 0.5, "temperature": 0.7, "smoothing": 0.01, "dummy_class": True}
-    residual, whitened = LF.logistic_normal_residuals(mean, scale, labels, **hparams)
+    residual, whitened = LF.logistic_normal_residuals(
+        mean, scale, labels, LF.LogisticNormalParams(**hparams)
+    )
     target = LF.target_logits(labels, 5, smoothing=0.01, temperature=0.7, dtype=torch.float64)
     r = target - mean
     torch.testing.assert_close(residual, r.square().sum(1))
@@ -40,10 +42,12 @@ def test_residuals_match_the_matrix_forms():
     expected = torch.einsum("bi,bij,bj->b", r, torch.linalg.inv(sigma), r)
     torch.testing.assert_close(whitened, expected)
     # The training loss is half the whitened residual plus half log|Sigma| (Eq. 5).
-    loss = LF.logistic_normal_loss(mean, scale, labels, **hparams)
+    loss = LF.logistic_normal_loss(mean, scale, labels, LF.LogisticNormalParams(**hparams))
     torch.testing.assert_close(loss, 0.5 * (whitened + torch.logdet(sigma)))
     # Sigma = I: both residuals are the plain squared distance.
-    plain, same = LF.logistic_normal_residuals(mean, None, labels, covariance="identity")
+    plain, same = LF.logistic_normal_residuals(
+        mean, None, labels, LF.LogisticNormalParams(covariance="identity")
+    )
     torch.testing.assert_close(plain, same)
 
 

@@ -32,11 +32,11 @@ def fit(tmp_path: Path, *args: str):
 
 
 def test_ln_run_writes_residual_histograms_and_logs_its_config(tmp_path, monkeypatch):
-    from ln_lightning import analysis
+    from ln_lightning import module
 
     calls = []
-    predict = analysis.predict_training_set
-    monkeypatch.setattr(analysis, "predict_training_set", lambda *a: calls.append(1) or predict(*a))
+    predict = module.predict_training_set
+    monkeypatch.setattr(module, "predict_training_set", lambda *a: calls.append(1) or predict(*a))
     cli = fit(
         tmp_path,
         "--trainer.max_epochs=3",
@@ -48,7 +48,14 @@ def test_ln_run_writes_residual_histograms_and_logs_its_config(tmp_path, monkeyp
     assert (run / "mislabel_scores.csv").is_file()
     assert len(calls) == 1  # the two callbacks share one pass over the training set
     # Memorisation curves and the full config reach the logger.
-    assert last_value(run / "metrics.csv", "train/acc_corrupted_vs_noisy") is not None
+    train = cli.datamodule.train_set
+    share = float(
+        train.noisy_labels[train.indices].ne(train.clean_labels[train.indices]).float().mean()
+    )
+    logged = {key: last_value(run / "metrics.csv", f"train/{key}") for key in
+              ("acc_noisy", "acc_uncorrupted", "acc_corrupted_vs_noisy")}  # fmt: skip
+    expected = (1 - share) * logged["acc_uncorrupted"] + share * logged["acc_corrupted_vs_noisy"]
+    assert logged["acc_noisy"] == pytest.approx(expected, abs=1e-5)  # the last epoch's split
     hparams = yaml.unsafe_load((run / "hparams.yaml").read_text())  # our own file
     assert hparams["data"]["init_args"]["noise_rate"] == 0.4
     assert hparams["model"]["init_args"]["loss"]["class_path"].endswith("LogisticNormalLoss")
@@ -103,10 +110,10 @@ def test_annotator_nll_on_cifar10n_files(tmp_path):
          "--trainer.callbacks+=ln_lightning.callbacks.AnnotatorNLL",
          f"--trainer.logger.init_args.save_dir={tmp_path}"]
     )  # fmt: skip
-    from ln_lightning.analysis import annotator_nll, predict_training_set
+    from ln_lightning.analysis import annotator_nll
 
     callback = next(c for c in cli.trainer.callbacks if type(c).__name__ == "AnnotatorNLL")
-    predictions = predict_training_set(cli.model, cli.datamodule)
+    predictions = cli.model.training_predictions(cli.datamodule)
     labels = cli.datamodule.annotator_labels
     assert labels.shape == (100, 3)
     expected = float(annotator_nll(predictions.probs, labels[predictions.indices]))

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import csv
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,24 +11,10 @@ import torch
 from ln_lightning import CrossEntropy, LogisticNormalLoss, NoisyLabelClassifier
 from ln_lightning.cli import run_cli
 from ln_lightning.data import TwoMoonsDataModule
-
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG = str(ROOT / "cli.yaml")
-QUICK = [
-    "--trainer.max_epochs=1",
-    "--trainer.limit_train_batches=2",
-    "--trainer.limit_val_batches=1",
-    "--trainer.enable_progress_bar=false",
-]
+from tests.helpers import CONFIG, QUICK, ln_fit
 
 
-def ln_fit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    executable = shutil.which("ln-fit") or f"{sys.executable} -m ln_lightning.cli"
-    return subprocess.run(
-        [*executable.split(), *args], cwd=cwd, capture_output=True, text=True, timeout=300
-    )
-
-
+@pytest.mark.slow  # the same path, through the README's commands: tests/test_run_outputs.py
 def test_default_config_fits_tests_and_writes_a_checkpoint(tmp_path):
     result = ln_fit("fit", "--config", CONFIG, *QUICK, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -87,6 +70,7 @@ def test_switching_from_the_command_line(tmp_path, override, check):
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
 
 
+@pytest.mark.slow  # the same messages in-process: tests/test_errors.py
 def test_config_errors_fail_before_training(tmp_path):
     result = ln_fit("fit", "--config", CONFIG, "--model.loss.min_scal=0.1", cwd=tmp_path)
     assert result.returncode != 0

@@ -25,6 +25,13 @@ def test_the_docs_have_examples():
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_code_blocks_state_their_claims_as_assertions(page):
+    """A claimed output is an ``assert`` the runner checks, not a ``print`` with a comment."""
+    for block in BLOCK.findall(page.read_text()):
+        assert "print(" not in block, f"{page.name}: write the claim as an assert:\n{block}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_code_blocks_run(page, tmp_path):
     blocks = BLOCK.findall(page.read_text())
     namespace: dict = {"__name__": "__docs__"}
@@ -116,3 +123,23 @@ def test_the_site_builds_and_lists_every_page(tmp_path):
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "site" / "troubleshooting" / "index.html").exists()
+
+
+def test_the_readme_layout_names_every_module():
+    """The tree under "Where things are" matches the package: each module is named there."""
+    readme = (ROOT / "README.md").read_text()
+    layout = readme.split("## Where things are", 1)[1].split("```text", 1)[1].split("```", 1)[0]
+    words = set(re.findall(r"[\w.]+", layout))
+    modules = [
+        path
+        for package in ("ln_lightning", "zoo")
+        for path in (ROOT / package).rglob("*.py")
+        if path.name not in ("__init__.py", "__main__.py")
+    ]
+    missing = [
+        str(p.relative_to(ROOT)) for p in modules if p.name not in words and p.stem not in words
+    ]
+    assert not missing, f"README's layout does not name {missing}"
+    named = {w for w in words if w.endswith(".py")}
+    existing = {p.name for p in modules}
+    assert named <= existing | {"__init__.py", "__main__.py"}, named - existing

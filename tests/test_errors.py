@@ -19,18 +19,17 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from ln_lightning import CrossEntropy, LogisticNormalLoss, NoisyLabelClassifier, losses
 from ln_lightning.cli import main
-from ln_lightning.data import DigitsDataModule, NoisyLabelDataModule
+from ln_lightning.data import ArrayDataModule, DigitsDataModule
 from ln_lightning.resume import RECORD_KEY
+from tests.helpers import CONFIG, QUICK
 
 ROOT = Path(__file__).resolve().parents[1]
-QUICK = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.logger=false",
-         "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false"]  # fmt: skip
 
 
 def ln_fit_error(monkeypatch, capsys, tmp_path, *args: str) -> tuple[object, str]:
     """Run ``ln-fit fit --config cli.yaml ARGS`` in-process; its exit code and stderr."""
     monkeypatch.chdir(tmp_path)
-    argv = ["ln-fit", "fit", "--config", str(ROOT / "cli.yaml"), *QUICK, *args]
+    argv = ["ln-fit", "fit", "--config", CONFIG, *QUICK, "--trainer.logger=false", *args]
     monkeypatch.setattr(sys, "argv", argv)
     monkeypatch.delenv("LN_TRACEBACK", raising=False)
     with pytest.raises(SystemExit) as exit_info:
@@ -98,7 +97,9 @@ def test_ln_fit_reports_bad_configs_in_one_sentence(monkeypatch, capsys, tmp_pat
 
 def test_the_traceback_is_there_when_asked_for(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["ln-fit", "fit", *QUICK, "--data.noise_rate=1.5"])
+    monkeypatch.setattr(
+        sys, "argv", ["ln-fit", "fit", *QUICK, "--trainer.logger=false", "--data.noise_rate=1.5"]
+    )
     monkeypatch.setenv("LN_TRACEBACK", "1")
     with pytest.raises(ValueError, match="noise_rate"):
         main()
@@ -113,7 +114,7 @@ def arrays(n: int = 60):
 def test_nan_or_inf_inputs_are_named_with_their_indices():
     x, y = arrays()
     x[7, 2], x[40, 0] = math.nan, math.inf
-    data = NoisyLabelDataModule.from_arrays(x, y, x[:10].abs(), y[:10], noise_type="symmetric")
+    data = ArrayDataModule.from_arrays(x, y, x[:10].abs(), y[:10], noise_type="symmetric")
     expected = r"2 of 60 training inputs contain NaN or inf \(indices \[7, 40\]\)"
     with pytest.raises(ValueError, match=expected):
         data.setup()
@@ -123,13 +124,11 @@ def test_labels_outside_the_classes_and_empty_splits():
     x, y = arrays()
     wrong = y.clone().index_fill_(0, torch.tensor([3]), 5)
     with pytest.raises(ValueError, match=r"training labels must lie in \[0, 3\); got .*\[0, 5\]"):
-        NoisyLabelDataModule.from_arrays(
-            x, wrong, x, y, num_classes=3, noise_type="symmetric"
-        ).setup()
+        ArrayDataModule.from_arrays(x, wrong, x, y, num_classes=3, noise_type="symmetric").setup()
     with pytest.raises(ValueError, match="the test split is empty"):
-        NoisyLabelDataModule.from_arrays(x, y, x[:0], y[:0], noise_type="symmetric").setup()
+        ArrayDataModule.from_arrays(x, y, x[:0], y[:0], noise_type="symmetric").setup()
     with pytest.raises(ValueError, match=r"training pool \(1 examples\) is too small"):
-        NoisyLabelDataModule.from_arrays(x[:1], y[:1], x, y, num_classes=3,
+        ArrayDataModule.from_arrays(x[:1], y[:1], x, y, num_classes=3,
                                          noise_type="symmetric").setup()  # fmt: skip
 
 

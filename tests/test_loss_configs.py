@@ -79,7 +79,7 @@ def test_forward_takes_the_true_matrix_from_the_data_module(tmp_path):
     cli = quick_forward(tmp_path, "--model.loss.transition_matrix=data")
     loss = cli.model.loss
     assert bool(loss.transition_ready)
-    torch.testing.assert_close(loss.transition_matrix, cli.datamodule.transition_matrix)
+    torch.testing.assert_close(loss.transition_matrix, cli.datamodule.true_transition_matrix())
     assert loss.transition_matrix[7, 1] == pytest.approx(0.4)
 
 

@@ -24,7 +24,7 @@ EPOCHS, BATCHES = 3, 11  # digits: 1,293 training examples in batches of 128
 SCHEDULES = {
     "killed_mid_epoch": (4, 15, "SIGKILL", 12),
     "killed_after_epoch_end": (None, 13, "SIGKILL", 11),
-    "ctrl_c": (None, 15, "SIGINT", 15),  # CheckpointOnInterrupt saves at the signal's step
+    "ctrl_c": (None, 15, "SIGINT", 15),  # LastCheckpoint saves at the signal's step
     "sigterm": (None, 15, "SIGTERM", 15),
 }
 
@@ -88,7 +88,14 @@ def metrics(out: Path, name: str) -> dict[tuple[int, str], float]:
     return values
 
 
-@pytest.fixture(scope="module", params=list(SCHEDULES))
+# One schedule in the default run (the hardest: a mid-epoch SIGKILL); all four with -m slow.
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param(name, marks=() if name == "killed_mid_epoch" else pytest.mark.slow)
+        for name in SCHEDULES
+    ],
+)
 def runs(request, tmp_path_factory):
     every, kill_at, signal_name, _ = SCHEDULES[request.param]
     out = tmp_path_factory.mktemp(request.param)

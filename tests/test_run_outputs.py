@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,17 +17,12 @@ import torch
 
 from ln_lightning import NoisyLabelClassifier
 from ln_lightning.cli import run_cli
-
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG = str(ROOT / "cli.yaml")
+from tests.helpers import CONFIG, ln_fit
 
 
-def ln_fit(*args: str, cwd: Path) -> str:
-    executable = shutil.which("ln-fit") or f"{sys.executable} -m ln_lightning.cli"
-    result = subprocess.run(
-        [*executable.split(), *args, "--trainer.enable_progress_bar=false"],
-        cwd=cwd, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+def ln_fit_ok(*args: str, cwd: Path) -> str:
+    """``ln-fit ARGS`` without a progress bar; its output, after checking it succeeded."""
+    result = ln_fit(*args, "--trainer.enable_progress_bar=false", cwd=cwd)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     return output
@@ -47,7 +41,7 @@ def fitted(tmp_path_factory) -> tuple[Path, str]:
     """The README's main run, short (3 epochs of 4 batches), with a learning rate raised 30-fold
     every epoch, so the noisy validation accuracy peaks before the last epoch."""
     cwd = tmp_path_factory.mktemp("readme")
-    output = ln_fit(
+    output = ln_fit_ok(
         "fit", "--config", CONFIG, "--trainer.max_epochs=3", "--trainer.limit_train_batches=4",
         "--model.lr_scheduler=StepLR", "--model.lr_scheduler.step_size=1",
         "--model.lr_scheduler.gamma=30", cwd=cwd,
@@ -71,7 +65,9 @@ def test_last_ckpt_is_the_final_state_and_the_best_one_stays_apart(fitted):
 def test_ln_fit_test_on_last_ckpt_reproduces_the_fit_and_writes_beside_the_run(fitted):
     cwd, _ = fitted
     run = cwd / "runs/digits/version_0"
-    ln_fit("test", "--config", CONFIG, "--ckpt_path", str(run / "checkpoints/last.ckpt"), cwd=cwd)
+    ln_fit_ok(
+        "test", "--config", CONFIG, "--ckpt_path", str(run / "checkpoints/last.ckpt"), cwd=cwd
+    )
     fit, test = last_values(run / "metrics.csv"), last_values(run / "test/last/metrics.csv")
     for key in ("test/acc", "test/nll", "test/ece", "test/brier"):
         assert test[key] == fit[key], key  # exactly: the same weights
@@ -83,7 +79,7 @@ def test_ln_fit_predict_writes_a_predictions_file(fitted):
     cwd, _ = fitted
     run = cwd / "runs/digits/version_0"
     last = run / "checkpoints/last.ckpt"
-    output = ln_fit("predict", "--config", CONFIG, "--ckpt_path", str(last), cwd=cwd)
+    output = ln_fit_ok("predict", "--config", CONFIG, "--ckpt_path", str(last), cwd=cwd)
     path = run / "predict/last/predictions_test.csv"
     assert f"Predictions: {path} (360 rows)" in output
     with path.open() as handle:
@@ -107,7 +103,7 @@ def test_ln_fit_predict_writes_a_predictions_file(fitted):
     with torch.no_grad():
         torch.testing.assert_close(probs, model.predict_proba(inputs), atol=2e-6, rtol=0)
 
-    ln_fit("predict", "--config", CONFIG, "--ckpt_path", str(last), "--data.predict_split=val",
+    ln_fit_ok("predict", "--config", CONFIG, "--ckpt_path", str(last), "--data.predict_split=val",
            cwd=cwd)  # fmt: skip
     with (run / "predict/last/predictions_val.csv").open() as handle:
         rows = list(csv.DictReader(handle))

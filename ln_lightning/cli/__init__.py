@@ -32,7 +32,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import zoo  # noqa: F401  (registers the zoo's backbones in timm)
-from ln_lightning.callbacks import CheckpointOnInterrupt, PredictionWriter
+from ln_lightning.callbacks import PredictionWriter
 from ln_lightning.cli.errors import explain, optimizer_error, parse_error_message
 from ln_lightning.data.base import NoisyLabelDataModule
 from ln_lightning.metrics import SELECTED_TEST
@@ -218,7 +218,7 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> LNLightningCLI:
         auto_configure_optimizers=False,
         save_config_callback=LoggerSaveConfigCallback,
         save_config_kwargs={"overwrite": True},
-        trainer_defaults={"callbacks": [CheckpointOnInterrupt(), PredictionWriter()]},
+        trainer_defaults={"callbacks": [PredictionWriter()]},
         parser_class=LNArgumentParser,
         parser_kwargs={"description": "ln-fit: train classifiers on noisy labels (LN likelihood)."},
         args=args,

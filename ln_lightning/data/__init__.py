@@ -1,6 +1,7 @@
 """Data modules with label noise and (input, noisy label, clean label, index) batches."""
 
-from ln_lightning.data.base import ArrayDataModule, DataSplits, NoisyLabelDataModule
+from ln_lightning.data.arrays import ArrayDataModule
+from ln_lightning.data.base import NoisyLabelDataModule
 from ln_lightning.data.cifar import (
     CIFAR10DataModule,
     CIFAR10NDataModule,
@@ -8,9 +9,10 @@ from ln_lightning.data.cifar import (
     CIFAR100NDataModule,
 )
 from ln_lightning.data.clothing1m import ClassBalancedSampler, Clothing1MDataModule
-from ln_lightning.data.dataset import NoisyLabelDataset, NoisySample
+from ln_lightning.data.dataset import NoisyLabelDataset, NoisySample, unpack_batch
 from ln_lightning.data.digits import DigitsDataModule
 from ln_lightning.data.mnist import FashionMNISTDataModule, MNISTDataModule
+from ln_lightning.data.splits import DataSplits
 from ln_lightning.data.toy import CirclesDataModule, TwoMoonsDataModule
 
 __all__ = [
@@ -30,4 +32,5 @@ __all__ = [
     "NoisyLabelDataset",
     "NoisySample",
     "TwoMoonsDataModule",
+    "unpack_batch",
 ]

@@ -11,7 +11,8 @@ import torch
 from torch import Tensor
 from torchvision.transforms import v2
 
-from ln_lightning.data.base import DataSplits, NoisyLabelDataModule, Transform
+from ln_lightning.data.base import NoisyLabelDataModule, Transform
+from ln_lightning.data.splits import DataSplits
 from ln_lightning.noise import CIFAR10_ASYMMETRIC_MAP, CIFAR100_ASYMMETRIC_MAP
 
 CIFAR_N_URL = (
@@ -186,7 +187,7 @@ class _CIFARNMixin:
     def _labels_path(self) -> Path:
         return Path(self.labels_file or Path(self.data_dir) / self.file_name).expanduser()
 
-    def _has_real_noise(self) -> bool:
+    def has_real_noise(self) -> bool:
         return True
 
     def load_splits(self) -> DataSplits:

@@ -11,9 +11,10 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from ln_lightning.data.base import DataSplits, NoisyLabelDataModule, Transform
+from ln_lightning.data.base import NoisyLabelDataModule, Transform
 from ln_lightning.data.dataset import NoisyLabelDataset
 from ln_lightning.data.sampling import ResumableSampler
+from ln_lightning.data.splits import DataSplits
 
 ANNOTATIONS = (
     "noisy_label_kv.txt",
@@ -157,7 +158,7 @@ class Clothing1MDataModule(NoisyLabelDataModule):
         self.data_dir = data_dir
         self.per_class = per_class
 
-    def _has_real_noise(self) -> bool:
+    def has_real_noise(self) -> bool:
         return True
 
     def _annotation_dir(self) -> Path:

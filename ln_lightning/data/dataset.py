@@ -71,3 +71,19 @@ class NoisyLabelDataset(Dataset):
         if self.transform is not None:
             x = self.transform(x)
         return NoisySample(x, self.noisy_labels[index], self.clean_labels[index], index)
+
+
+def unpack_batch(batch: Any) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``(inputs, observed labels, clean labels or None)`` from a batch.
+
+    Accepts the library's :class:`NoisySample` batches and plain ``(inputs, labels)`` pairs (or
+    ``(inputs, noisy, clean, index)`` tuples).
+    """
+    if isinstance(batch, NoisySample):
+        return batch.input, batch.target, batch.clean_target
+    if isinstance(batch, (tuple, list)) and len(batch) in (2, 4):
+        return batch[0], batch[1], batch[2] if len(batch) == 4 else None
+    raise TypeError(
+        "expected a batch (inputs, labels) or (inputs, noisy labels, clean labels, indices); "
+        f"got {type(batch).__name__}."
+    )

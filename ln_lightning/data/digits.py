@@ -6,7 +6,8 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from ln_lightning.data.base import DataSplits, NoisyLabelDataModule
+from ln_lightning.data.base import NoisyLabelDataModule
+from ln_lightning.data.splits import DataSplits
 from ln_lightning.noise import MNIST_ASYMMETRIC_MAP
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ln_lightning.data.base import DataSplits, NoisyLabelDataModule
+from ln_lightning.data.base import NoisyLabelDataModule
+from ln_lightning.data.splits import DataSplits
 from ln_lightning.noise import FASHION_MNIST_ASYMMETRIC_MAP, MNIST_ASYMMETRIC_MAP
 
 FILES = {

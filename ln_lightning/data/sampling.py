@@ -5,50 +5,22 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import DistributedSampler
 
-
-@dataclass(frozen=True)
-class TrainPosition:
-    """Where training stood when a checkpoint was written.
-
-    Attributes:
-        epoch: The epoch in progress.
-        batches: Training batches of that epoch already taken (optimiser stepped).
-        epoch_done: Whether every batch of the epoch was taken (the next run starts ``epoch + 1``).
-    """
-
-    epoch: int
-    batches: int
-    epoch_done: bool = False
-
-    def state_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_state_dict(cls, state: dict[str, Any]) -> TrainPosition:
-        return cls(int(state["epoch"]), int(state["batches"]), bool(state["epoch_done"]))
-
-
-def train_position(trainer: pl.Trainer) -> TrainPosition:
-    """The position of a fitting ``trainer`` in its current epoch (for a checkpoint)."""
-    batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-    return TrainPosition(
-        epoch=trainer.current_epoch,
-        batches=batches,
-        epoch_done=batches >= trainer.num_training_batches,
-    )
+from ln_lightning.resume import TrainPosition
 
 
 def global_seed() -> int:
-    """The seed of ``seed_everything`` (``PL_GLOBAL_SEED``), else 0, as Lightning's samplers use."""
+    """The seed of ``seed_everything`` (``PL_GLOBAL_SEED``), else 0, as Lightning's samplers use.
+
+    ``PL_GLOBAL_SEED`` is the environment variable Lightning's ``seed_everything`` documents
+    setting (checked against Lightning 2.6).
+    """
     return int(os.environ.get("PL_GLOBAL_SEED", 0))
 
 

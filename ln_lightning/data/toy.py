@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from sklearn.datasets import make_circles, make_moons
 
-from ln_lightning.data.base import DataSplits, NoisyLabelDataModule
+from ln_lightning.data.base import NoisyLabelDataModule
+from ln_lightning.data.splits import DataSplits
 
 
 class _ToyDataModule(NoisyLabelDataModule):

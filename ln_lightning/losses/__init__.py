@@ -1,7 +1,7 @@
 """Losses for learning with noisy labels: pure functions in ``functional`` and module wrappers."""
 
 from ln_lightning.losses import functional
-from ln_lightning.losses.base import NoisyLabelLoss
+from ln_lightning.losses.base import LossReport, NoisyLabelLoss, TrainingContext
 from ln_lightning.losses.forward import ForwardCorrection
 from ln_lightning.losses.heteroscedastic import (
     Heteroscedastic,
@@ -26,8 +26,10 @@ __all__ = [
     "HeteroscedasticTemperature",
     "LabelSmoothing",
     "LogisticNormalLoss",
+    "LossReport",
     "NoiseAgainstNoise",
     "NoisyLabelLoss",
     "SoftmaxLoss",
+    "TrainingContext",
     "functional",
 ]

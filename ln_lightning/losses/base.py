@@ -1,25 +1,61 @@
-"""The contract every loss of the library follows."""
+"""The contract every loss of the library follows (torch only: no Lightning here)."""
 
 from __future__ import annotations
 
 import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from torch import Tensor, nn
 
-if TYPE_CHECKING:
-    import lightning.pytorch as pl
-
 REDUCTIONS = ("mean", "sum", "none")
+
+__all__ = ["REDUCTIONS", "LossReport", "NoisyLabelLoss", "TrainingContext"]
+
+
+@dataclass(frozen=True)
+class TrainingContext:
+    """What a loss's training hooks may ask of the run, as plain values and callables.
+
+    The model builds it (so losses never import Lightning) and passes it to
+    :meth:`NoisyLabelLoss.on_fit_start` and :meth:`NoisyLabelLoss.on_train_epoch_start`.
+
+    Attributes:
+        epoch: The epoch about to start (0-based).
+        training_probabilities: The model's class probabilities on the whole training split,
+            ``(N, K)``, from one inference pass (evaluation transform, fixed order) that the
+            analysis callbacks share.
+        true_transition_matrix: The data's true ``K x K`` noise matrix
+            ``T[i, j] = P(noisy j | true i)`` where the data module knows it, else ``None``.
+    """
+
+    epoch: int
+    training_probabilities: Callable[[], Tensor]
+    true_transition_matrix: Callable[[], Tensor | None]
+
+
+@dataclass
+class LossReport:
+    """What a loss's hook has to tell the user; the model prints, logs and saves it.
+
+    Attributes:
+        message: Printed once (rank zero).
+        metrics: Logged to every logger at the current step.
+        tables: Name -> 2-D tensor, written as ``<run dir>/<name>.csv``.
+    """
+
+    message: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    tables: dict[str, Tensor] = field(default_factory=dict)
 
 
 class NoisyLabelLoss(nn.Module, ABC):
     """Base class of the losses: declares its heads, scores them, and turns them into probabilities.
 
-    A loss owns everything that is specific to a method, so :class:`NoisyLabelClassifier` never
-    needs to know which method it trains:
+    A loss owns everything that is specific to a method, so :class:`NoisyLabelClassifier` and the
+    analyses never need to know which method it is:
 
     * :meth:`head_shapes` says which linear heads the model must put on the backbone features and
       how wide each is (e.g. ``{"mean": K, "scale": K}`` for LN, ``{"logits": K}`` for CE).
@@ -27,11 +63,18 @@ class NoisyLabelLoss(nn.Module, ABC):
     * :meth:`predict_proba` maps the head outputs to class probabilities over the ``K`` classes.
     * :attr:`prediction_heads` names the heads :meth:`predict_proba` reads; the others can be
       dropped after training.
-    * Optional hooks (:meth:`setup`, :meth:`on_fit_start`, :meth:`on_train_epoch_start`) let a
-      loss keep state or change phase during training (Forward correction's warm-up).
-    * :meth:`uncertainty` (optional) gives a per-example uncertainty from the auxiliary heads.
-    * :meth:`init_args` and :meth:`config` describe the loss as data (checkpoints record it, so
-      a checkpoint of another loss is refused with a clear message).
+
+    With defaults, for losses that have more to say:
+
+    * :meth:`uncertainty`: a per-example uncertainty from the auxiliary heads (``None``).
+    * :meth:`residuals`: how far each label is from the prediction, plain and under the learned
+      covariance (LN's Fig. 6; ``None``).
+    * :meth:`setup`, :meth:`on_fit_start`, :meth:`on_train_epoch_start`: state that depends on
+      ``K``, or a change of phase during training (Forward correction's warm-up), with what the
+      run offers in a :class:`TrainingContext`; they may return a :class:`LossReport` for the
+      model to print, log and save (a loss does no I/O).
+    * :meth:`init_args` and :meth:`config`: the loss as data (checkpoints record it, so a
+      checkpoint of another loss is refused with a clear message).
 
     Args:
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``, applied by :meth:`forward`.
@@ -45,6 +88,7 @@ class NoisyLabelLoss(nn.Module, ABC):
             raise ValueError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}.")
         self.reduction = reduction
 
+    # ------------------------------------------------------------------ required
     @abstractmethod
     def head_shapes(self, num_classes: int) -> dict[str, int]:
         """Output width of each head for ``num_classes`` real classes (0 means no head)."""
@@ -57,8 +101,30 @@ class NoisyLabelLoss(nn.Module, ABC):
     def predict_proba(self, outputs: Mapping[str, Tensor]) -> Tensor:
         """Class probabilities of shape ``(B, K)`` from the head outputs."""
 
+    # ------------------------------------------------------------------ optional, with defaults
     def uncertainty(self, outputs: Mapping[str, Tensor]) -> Tensor | None:
         """A per-example uncertainty of shape ``(B,)`` from the head outputs; ``None`` if none."""
+        return None
+
+    def residuals(
+        self, outputs: Mapping[str, Tensor], labels: Tensor
+    ) -> tuple[Tensor, Tensor] | None:
+        """``(r^T r, r^T Sigma^{-1} r)`` per example for a loss with a regression residual
+        (LN); ``None`` for the others."""
+        return None
+
+    def setup(self, num_classes: int) -> None:
+        """Called once by the model, before :meth:`head_shapes`, with the number of classes.
+
+        Losses with state that depends on ``K`` (e.g. a transition matrix buffer) create it here.
+        """
+
+    def on_fit_start(self, context: TrainingContext) -> LossReport | None:
+        """Called when fitting starts."""
+        return None
+
+    def on_train_epoch_start(self, context: TrainingContext) -> LossReport | None:
+        """Called at the start of every training epoch (e.g. to end a warm-up phase)."""
         return None
 
     def init_args(self) -> dict[str, Any]:
@@ -80,18 +146,7 @@ class NoisyLabelLoss(nn.Module, ABC):
         cls = type(self)
         return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": self.init_args()}
 
-    def setup(self, num_classes: int) -> None:
-        """Called once by the model, before :meth:`head_shapes`, with the number of classes.
-
-        Losses with state that depends on ``K`` (e.g. a transition matrix buffer) create it here.
-        """
-
-    def on_fit_start(self, module: pl.LightningModule) -> None:
-        """Called from the model's ``on_fit_start``."""
-
-    def on_train_epoch_start(self, module: pl.LightningModule) -> None:
-        """Called from the model's ``on_train_epoch_start`` (e.g. to end a warm-up phase)."""
-
+    # ------------------------------------------------------------------ the reduced loss
     def forward(self, outputs: Mapping[str, Tensor], labels: Tensor) -> Tensor:
         """Reduced loss (see ``reduction``)."""
         loss = self.per_example(outputs, labels)

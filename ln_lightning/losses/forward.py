@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
-import lightning.pytorch as pl
 import torch
-from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from ln_lightning.losses import functional as LF
+from ln_lightning.losses.base import LossReport, TrainingContext
 from ln_lightning.losses.softmax import SoftmaxLoss
 from ln_lightning.noise import check_transition_matrix
 
@@ -21,14 +19,15 @@ class ForwardCorrection(SoftmaxLoss):
     ``T[i, j] = P(noisy label j | true class i)``. Three ways to get ``T``:
 
     * a matrix: ``transition_matrix=[[...], ...]`` (row-stochastic, ``K x K``);
-    * ``transition_matrix="data"``: the true ``T`` of the noise the data module injected
-      (``datamodule.transition_matrix``), read when fit starts;
+    * ``transition_matrix="data"``: the true ``T`` of the data's noise
+      (``datamodule.true_transition_matrix()``), read when fit starts;
     * ``None`` (default): one command does both stages of the paper's reference. The first
       ``warmup_epochs`` epochs train with plain CE; then ``T`` is estimated from the model's
       predictions on the training data (``functional.estimate_transition_matrix``, the
       97th-percentile variant) and training continues, from the warm-up weights, with the
-      corrected loss. The estimate is printed, logged (``forward/transition_diag_mean``), saved
-      as ``transition_matrix.csv`` in the run's log directory, and kept in the checkpoint.
+      corrected loss. The model prints the matrix, logs ``forward/transition_diag_mean`` and
+      saves ``transition_matrix.csv`` in the run's directory (the :class:`LossReport` this loss
+      returns); the matrix is kept in the checkpoint.
 
     Predictions are the softmax of the logits, the model of the *clean* class.
 
@@ -84,41 +83,34 @@ class ForwardCorrection(SoftmaxLoss):
         self.register_buffer("transition_matrix", matrix)
         self.register_buffer("transition_ready", torch.tensor(ready))
 
-    def on_fit_start(self, module: pl.LightningModule) -> None:
+    def on_fit_start(self, context: TrainingContext) -> LossReport | None:
         if self.source != "data":
-            return
-        datamodule = module.trainer.datamodule
-        matrix = getattr(datamodule, "transition_matrix", None)
+            return None
+        matrix = context.true_transition_matrix()
         if matrix is None:
             raise ValueError(
-                "transition_matrix='data' needs a data module with a `transition_matrix` "
-                f"attribute; {type(datamodule).__name__} has none."
+                "transition_matrix='data' needs a data module that knows its true noise matrix "
+                "(true_transition_matrix()); this run's has none. Give the matrix, or None to "
+                "estimate it."
             )
-        self._set(torch.as_tensor(matrix, dtype=torch.float32), module, "data module's true T")
+        return self._set(torch.as_tensor(matrix, dtype=torch.float32), "the data's true T")
 
-    def on_train_epoch_start(self, module: pl.LightningModule) -> None:
-        if bool(self.transition_ready) or module.current_epoch < self.warmup_epochs:
-            return
-        probs = predict_training_probabilities(module)
-        estimate = LF.estimate_transition_matrix(probs, self.percentile)
-        self._set(estimate, module, f"estimated after {module.current_epoch} CE epochs")
+    def on_train_epoch_start(self, context: TrainingContext) -> LossReport | None:
+        if bool(self.transition_ready) or context.epoch < self.warmup_epochs:
+            return None
+        estimate = LF.estimate_transition_matrix(context.training_probabilities(), self.percentile)
+        return self._set(estimate, f"estimated after {context.epoch} CE epochs")
 
-    def _set(self, matrix: Tensor, module: pl.LightningModule, how: str) -> None:
+    def _set(self, matrix: Tensor, how: str) -> LossReport:
         check_transition_matrix(matrix, self.transition_matrix.shape[0])
         self.transition_matrix.copy_(matrix)
         self.transition_ready.fill_(True)
         rows = "\n".join("  " + " ".join(f"{v:.3f}" for v in row) for row in matrix.tolist())
-        rank_zero_info(f"ForwardCorrection: transition matrix ({how}):\n{rows}")
-        for logger in module.loggers:  # self.log is not allowed in on_fit_start
-            logger.log_metrics(
-                {"forward/transition_diag_mean": float(matrix.diagonal().mean())},
-                step=module.global_step,
-            )
-        log_dir = module.trainer.log_dir if module.trainer is not None else None
-        if log_dir and module.trainer.is_global_zero:
-            Path(log_dir).mkdir(parents=True, exist_ok=True)
-            lines = [",".join(f"{v:.6g}" for v in row) for row in matrix.tolist()]
-            (Path(log_dir) / "transition_matrix.csv").write_text("\n".join(lines) + "\n")
+        return LossReport(
+            message=f"ForwardCorrection: transition matrix ({how}):\n{rows}",
+            metrics={"forward/transition_diag_mean": float(matrix.diagonal().mean())},
+            tables={"transition_matrix": matrix.detach().cpu()},
+        )
 
     def per_example(self, outputs: Mapping[str, Tensor], labels: Tensor) -> Tensor:
         logits = self._require(outputs, "logits")
@@ -127,26 +119,3 @@ class ForwardCorrection(SoftmaxLoss):
         if not bool(self.transition_ready):
             return LF.cross_entropy(logits, labels)  # warm-up phase
         return LF.forward_corrected_cross_entropy(logits, labels, self.transition_matrix)
-
-
-@torch.no_grad()
-def predict_training_probabilities(module: pl.LightningModule) -> Tensor:
-    """The model's class probabilities on the whole training set (gathered over DDP ranks)."""
-    from ln_lightning.module import unpack_batch
-
-    loader = module.trainer.train_dataloader
-    if loader is None:
-        raise RuntimeError("no training dataloader to estimate the transition matrix from.")
-    was_training = module.training
-    module.eval()
-    chunks = []
-    try:
-        for batch in loader:
-            inputs = unpack_batch(batch)[0].to(module.device)
-            chunks.append(module.predict_proba(inputs))
-    finally:
-        module.train(was_training)
-    probs = torch.cat(chunks)
-    if module.trainer.world_size > 1:
-        probs = module.all_gather(probs).flatten(0, 1)
-    return probs

@@ -132,7 +132,13 @@ class Heteroscedastic(_HeteroscedasticBase):
         reduction: str = "mean",
     ) -> None:
         super().__init__(
-            1.0, num_samples, min_std, share_samples, predict_with, eval_samples, reduction
+            temperature=1.0,
+            num_samples=num_samples,
+            min_std=min_std,
+            share_samples=share_samples,
+            predict_with=predict_with,
+            eval_samples=eval_samples,
+            reduction=reduction,
         )
 
 
@@ -155,13 +161,13 @@ class HeteroscedasticTemperature(_HeteroscedasticBase):
         reduction: str = "mean",
     ) -> None:
         super().__init__(
-            temperature,
-            num_samples,
-            min_std,
-            share_samples,
-            predict_with,
-            eval_samples,
-            reduction,
+            temperature=temperature,
+            num_samples=num_samples,
+            min_std=min_std,
+            share_samples=share_samples,
+            predict_with=predict_with,
+            eval_samples=eval_samples,
+            reduction=reduction,
         )
 
 
@@ -194,11 +200,11 @@ class HeteroscedasticLowRank(_HeteroscedasticBase):
             raise ValueError(f"num_factors must be an integer >= 1; got {num_factors!r}.")
         self.num_factors = int(num_factors)
         super().__init__(
-            temperature,
-            num_samples,
-            min_std,
-            share_samples,
-            predict_with,
-            eval_samples,
-            reduction,
+            temperature=temperature,
+            num_samples=num_samples,
+            min_std=min_std,
+            share_samples=share_samples,
+            predict_with=predict_with,
+            eval_samples=eval_samples,
+            reduction=reduction,
         )

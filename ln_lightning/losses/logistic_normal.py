@@ -51,14 +51,34 @@ class LogisticNormalLoss(NoisyLabelLoss):
         reduction: str = "mean",
     ) -> None:
         super().__init__(reduction=reduction)
-        LF.check_ln_hparams(
-            temperature=temperature, min_scale=min_scale, smoothing=smoothing, covariance=covariance
+        self.params = LF.LogisticNormalParams(
+            covariance=covariance,
+            min_scale=float(min_scale),
+            temperature=float(temperature),
+            smoothing=float(smoothing),
+            dummy_class=bool(dummy_class),
         )
-        self.temperature = float(temperature)
-        self.min_scale = float(min_scale)
-        self.smoothing = float(smoothing)
-        self.dummy_class = bool(dummy_class)
-        self.covariance = covariance
+
+    # The constructor arguments, read from the validated parameters (init_args reads these).
+    @property
+    def temperature(self) -> float:
+        return self.params.temperature
+
+    @property
+    def min_scale(self) -> float:
+        return self.params.min_scale
+
+    @property
+    def smoothing(self) -> float:
+        return self.params.smoothing
+
+    @property
+    def dummy_class(self) -> bool:
+        return self.params.dummy_class
+
+    @property
+    def covariance(self) -> str:
+        return self.params.covariance
 
     def extra_repr(self) -> str:
         return (
@@ -77,31 +97,21 @@ class LogisticNormalLoss(NoisyLabelLoss):
             shapes["scale"] = width
         return shapes
 
-    def _hparams(self) -> dict:
-        return {
-            "covariance": self.covariance,
-            "min_scale": self.min_scale,
-            "temperature": self.temperature,
-            "smoothing": self.smoothing,
-            "dummy_class": self.dummy_class,
-        }
-
-    def per_example(self, outputs: Mapping[str, Tensor], labels: Tensor) -> Tensor:
+    def _heads(self, outputs: Mapping[str, Tensor]) -> tuple[Tensor, Tensor | None]:
         mean = self._require(outputs, "mean")
         scale = None if self.covariance == "identity" else self._require(outputs, "scale")
-        return LF.logistic_normal_loss(mean, scale, labels, **self._hparams())
+        return mean, scale
+
+    def per_example(self, outputs: Mapping[str, Tensor], labels: Tensor) -> Tensor:
+        return LF.logistic_normal_loss(*self._heads(outputs), labels, self.params)
 
     def negative_log_density(self, outputs: Mapping[str, Tensor], labels: Tensor) -> Tensor:
         """Exact LN negative log-density per example (Eq. 16 with the temperature Jacobian)."""
-        mean = self._require(outputs, "mean")
-        scale = None if self.covariance == "identity" else self._require(outputs, "scale")
-        return LF.logistic_normal_nll(mean, scale, labels, **self._hparams())
+        return LF.logistic_normal_nll(*self._heads(outputs), labels, self.params)
 
     def residuals(self, outputs: Mapping[str, Tensor], labels: Tensor) -> tuple[Tensor, Tensor]:
         """``(r^T r, r^T Sigma^{-1} r)`` per example (Fig. 6); see ``logistic_normal_residuals``."""
-        mean = self._require(outputs, "mean")
-        scale = None if self.covariance == "identity" else self._require(outputs, "scale")
-        return LF.logistic_normal_residuals(mean, scale, labels, **self._hparams())
+        return LF.logistic_normal_residuals(*self._heads(outputs), labels, self.params)
 
     def uncertainty(self, outputs: Mapping[str, Tensor]) -> Tensor | None:
         """The largest standard deviation of the predicted Gaussian (``lambda + |c|^2`` for

@@ -8,7 +8,8 @@ from torch.utils.data import DistributedSampler
 
 from ln_lightning import DigitsDataModule
 from ln_lightning.data import ClassBalancedSampler
-from ln_lightning.data.sampling import ResumableSampler, TrainPosition
+from ln_lightning.data.sampling import ResumableSampler
+from ln_lightning.resume import TrainPosition
 
 DATA = list(range(23))
 

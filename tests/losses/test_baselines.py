@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from ln_lightning import (
-    CrossEntropy,
     ForwardCorrection,
     GeneralizedCrossEntropy,
     Heteroscedastic,
@@ -17,6 +16,7 @@ from ln_lightning import (
 )
 from ln_lightning.losses import functional as LF
 from ln_lightning.noise import MNIST_ASYMMETRIC_MAP, expected_transition_matrix
+from tests.helpers import LOSSES
 
 
 @pytest.fixture
@@ -198,24 +198,19 @@ def test_invalid_hyper_parameters(make, match):
         make()
 
 
-def test_losses_are_float32_under_bf16_autocast():
-    layer = torch.nn.Linear(8, 40)
+@pytest.mark.parametrize("name", LOSSES)
+def test_every_loss_is_float32_under_bf16_autocast(name):
+    loss = LOSSES[name]()
+    loss.setup(10)
+    shapes = loss.head_shapes(10)
+    layer = torch.nn.Linear(8, sum(shapes.values()))
     x, y = torch.randn(6, 8), torch.randint(0, 10, (6,))
-    losses = [
-        CrossEntropy(), LabelSmoothing(0.3), GeneralizedCrossEntropy(0.5), NoiseAgainstNoise(0.5),
-        Heteroscedastic(num_samples=4), HeteroscedasticLowRank(num_factors=2, num_samples=4),
-    ]  # fmt: skip
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = layer(x)
-        outputs = {
-            "logits": out[:, :10],
-            "mean": out[:, :10],
-            "scale": out[:, 10:20],
-            "factor": out[:, 20:],
-        }
-        for loss in losses:
-            value = loss(outputs, y)
-            assert value.dtype == torch.float32 and torch.isfinite(value), type(loss).__name__
+        assert out.dtype == torch.bfloat16
+        outputs = dict(zip(shapes, out.split(list(shapes.values()), dim=-1), strict=True))
+        value = loss(outputs, y)
+    assert value.dtype == torch.float32 and torch.isfinite(value)
 
 
 def test_het_sampling_is_reproducible_from_the_global_seed():

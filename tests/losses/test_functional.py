@@ -61,7 +61,9 @@ def test_closed_form_matches_dense(covariance, num_classes, dummy):
         hparams = dict(
             covariance=covariance, min_scale=min_scale, temperature=temperature, smoothing=0.01
         )
-        got = LF.logistic_normal_loss(mean, scale, labels, dummy_class=dummy, **hparams)
+        got = LF.logistic_normal_loss(
+            mean, scale, labels, LF.LogisticNormalParams(dummy_class=dummy, **hparams)
+        )
         want, _, _ = dense_loss(mean, scale, labels, dummy=dummy, **hparams)
         assert got.dtype == torch.float32 and got.shape == (len(labels),)
         torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
@@ -84,7 +86,10 @@ def test_gradient_wrt_mean_is_minus_precision_times_residual(covariance):
     mean = mean.double().requires_grad_()
     scale = None if scale is None else scale.double()
     LF.logistic_normal_loss(
-        mean, scale, labels, covariance=covariance, min_scale=lam, temperature=tau
+        mean,
+        scale,
+        labels,
+        LF.LogisticNormalParams(covariance=covariance, min_scale=lam, temperature=tau),
     ).sum().backward()
     _, sigma, residual = dense_loss(
         mean.detach(), scale, labels, covariance=covariance, min_scale=lam, temperature=tau,
@@ -157,10 +162,10 @@ def test_exact_nll_is_the_logistic_normal_density(covariance, dummy):
     num_classes = 5
     mean, scale, labels, lam, tau = random_case(num_classes, covariance, dummy, seed=11)
     mean, scale = mean.double(), None if scale is None else scale.double()
-    got = LF.logistic_normal_nll(
-        mean, scale, labels, covariance=covariance, min_scale=lam, temperature=tau,
-        smoothing=0.05, dummy_class=dummy,
-    )  # fmt: skip
+    params = LF.LogisticNormalParams(
+        covariance=covariance, min_scale=lam, temperature=tau, smoothing=0.05, dummy_class=dummy
+    )
+    got = LF.logistic_normal_nll(mean, scale, labels, params)
     q = LF.smoothed_target(labels, num_classes, 0.05, dummy, dtype=torch.float64)
     sigma = dense_covariance(scale, covariance, lam, mean.shape[-1]).expand(len(labels), -1, -1)
 
@@ -231,7 +236,9 @@ def test_float32_and_finite_under_bf16_autocast(covariance):
         assert out.dtype == torch.bfloat16
         width = LF.scale_dim(covariance, 10)
         scale = out[:, 10 : 10 + width] if width else None
-        loss = LF.logistic_normal_loss(out[:, :10], scale, labels, covariance=covariance)
+        loss = LF.logistic_normal_loss(
+            out[:, :10], scale, labels, LF.LogisticNormalParams(covariance=covariance)
+        )
     assert loss.dtype == torch.float32
     assert torch.isfinite(loss).all()
     loss.mean().backward()
@@ -246,7 +253,9 @@ def test_finite_for_extreme_means_and_scales(covariance, magnitude):
     width = LF.scale_dim(covariance, 10)
     scale = (magnitude * torch.randn(16, width, generator=gen)).requires_grad_() if width else None
     labels = torch.randint(0, 10, (16,), generator=gen)
-    loss = LF.logistic_normal_loss(mean, scale, labels, covariance=covariance, min_scale=0.1)
+    loss = LF.logistic_normal_loss(
+        mean, scale, labels, LF.LogisticNormalParams(covariance=covariance, min_scale=0.1)
+    )
     assert torch.isfinite(loss).all()
     loss.sum().backward()
     assert torch.isfinite(mean.grad).all()
@@ -269,9 +278,28 @@ def test_finite_for_extreme_means_and_scales(covariance, magnitude):
 def test_invalid_hyper_parameters_name_the_parameter(kwargs, name, allowed):
     with pytest.raises(ValueError, match=name) as info:
         LF.logistic_normal_loss(
-            torch.zeros(2, 3), torch.zeros(2, 3), torch.tensor([0, 1]), **kwargs
+            torch.zeros(2, 3),
+            torch.zeros(2, 3),
+            torch.tensor([0, 1]),
+            LF.LogisticNormalParams(**kwargs),
         )
     assert allowed in str(info.value)
+
+
+def test_hyper_parameters_are_checked_once_not_on_every_forward(monkeypatch):
+    from ln_lightning import LogisticNormalLoss
+
+    checks = []
+    original = LF.LogisticNormalParams.__post_init__
+    monkeypatch.setattr(
+        LF.LogisticNormalParams, "__post_init__", lambda self: checks.append(1) or original(self)
+    )
+    loss = LogisticNormalLoss(temperature=0.5, min_scale=0.5)
+    outputs = {"mean": torch.randn(4, 10), "scale": torch.randn(4, 10)}
+    for _ in range(3):
+        loss(outputs, torch.tensor([0, 3, 9, 1]))
+        loss.negative_log_density(outputs, torch.tensor([0, 3, 9, 1]))
+    assert len(checks) == 1
 
 
 @pytest.mark.parametrize("labels", [[0, 3], [-1, 0], [0, 10]])
@@ -310,19 +338,20 @@ def test_ln_loss_equals_the_lowrank_gaussian_of_torch_distributions():
     )  # fmt: skip
     expected = -normal.log_prob(target) - 0.5 * 10 * math.log(2 * math.pi)
     loss = LF.logistic_normal_loss(
-        mean, factor, labels, min_scale=min_scale, temperature=temperature
+        mean, factor, labels, LF.LogisticNormalParams(min_scale=min_scale, temperature=temperature)
     )
     torch.testing.assert_close(loss, expected)
 
 
-def whitened_full_loss(mean, scale, labels, *, min_scale, temperature, dummy_class):
+def whitened_full_loss(mean, scale, labels, params):
     """Eq. 5 by autograd through the whitened residual of ``gaussian_terms`` (the reference)."""
-    num_classes = LF.num_classes_from_logit_dim(mean.shape[-1], dummy_class)
+    num_classes = LF.num_classes_from_logit_dim(mean.shape[-1], params.dummy_class)
     target = LF.target_logits(
-        labels, num_classes, temperature=temperature, dummy_class=dummy_class, dtype=mean.dtype
-    )
+        labels, num_classes, temperature=params.temperature, dummy_class=params.dummy_class,
+        dtype=mean.dtype,
+    )  # fmt: skip
     mahalanobis, logdet = LF.gaussian_terms(
-        target - mean, scale, covariance="full", min_scale=min_scale
+        target - mean, scale, covariance="full", min_scale=params.min_scale
     )
     return 0.5 * (mahalanobis + logdet)
 
@@ -337,7 +366,10 @@ def test_full_covariance_closed_form_gradient_passes_gradcheck(dummy, num_classe
 
     def loss(mean, scale):
         return LF.logistic_normal_loss(
-            mean, scale, labels, min_scale=lam, temperature=tau, dummy_class=dummy
+            mean,
+            scale,
+            labels,
+            LF.LogisticNormalParams(min_scale=lam, temperature=tau, dummy_class=dummy),
         )
 
     assert torch.autograd.gradcheck(loss, (mean, scale))
@@ -357,7 +389,8 @@ def test_full_covariance_value_and_gradients_equal_autograd_through_whitening(du
     grads = []
     for fn in (LF.logistic_normal_loss, whitened_full_loss):
         leaves = (mean.clone().requires_grad_(), scale.clone().requires_grad_())
-        value = fn(*leaves, labels, min_scale=min_scale, temperature=0.7, dummy_class=dummy)
+        params = LF.LogisticNormalParams(min_scale=min_scale, temperature=0.7, dummy_class=dummy)
+        value = fn(*leaves, labels, params)
         grads.append((value, *torch.autograd.grad((weights * value).sum(), leaves)))
     for got, want in zip(grads[0], grads[1], strict=True):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
@@ -372,9 +405,9 @@ def test_full_covariance_float32_error_is_bounded_near_the_target():
     mean = target + 1e-3 * torch.randn(64, 100, generator=gen, dtype=torch.float64)
     scale = 100 * torch.randn(64, 100, generator=gen, dtype=torch.float64)
     lam = 0.1
-    want = LF.logistic_normal_loss(mean, scale, labels, min_scale=lam)
+    want = LF.logistic_normal_loss(mean, scale, labels, LF.LogisticNormalParams(min_scale=lam))
     mean32, scale32 = mean.float().requires_grad_(), scale.float().requires_grad_()
-    got = LF.logistic_normal_loss(mean32, scale32, labels, min_scale=lam)
+    got = LF.logistic_normal_loss(mean32, scale32, labels, LF.LogisticNormalParams(min_scale=lam))
     eps = torch.finfo(torch.float32).eps
     bound = 4 * eps * (mean.square().sum(-1) + target.square().sum(-1)) / lam**2
     assert ((got.double() - want).abs() <= bound + 1e-6 * want.abs()).all()
@@ -382,7 +415,9 @@ def test_full_covariance_float32_error_is_bounded_near_the_target():
     assert (got.double() - constant >= -1e-4).all()  # 0.5 r^T Sigma^-1 r >= 0
     got.sum().backward()
     mean64 = mean.clone().requires_grad_()
-    LF.logistic_normal_loss(mean64, scale, labels, min_scale=lam).sum().backward()
+    LF.logistic_normal_loss(
+        mean64, scale, labels, LF.LogisticNormalParams(min_scale=lam)
+    ).sum().backward()
     torch.testing.assert_close(mean32.grad.double(), mean64.grad, rtol=1e-4, atol=1e-3)
 
 

@@ -21,7 +21,9 @@ def test_logistic_normal_at_imagenet_21k_size(covariance):
     width = {"full": K, "diagonal": K, "isotropic": 1, "identity": 1}[covariance]
     scale = (0.01 * torch.randn(BATCH, width)).requires_grad_()
     labels = torch.randint(0, K, (BATCH,))
-    loss = LF.logistic_normal_loss(mean, scale, labels, covariance=covariance, min_scale=0.5)
+    loss = LF.logistic_normal_loss(
+        mean, scale, labels, LF.LogisticNormalParams(covariance=covariance, min_scale=0.5)
+    )
     loss.mean().backward()
     assert loss.shape == (BATCH,) and torch.isfinite(loss).all()
     assert torch.isfinite(mean.grad).all() and mean.grad.abs().sum() > 0

@@ -51,7 +51,9 @@ def test_module_equals_functional_and_reductions():
     outputs = {"mean": torch.randn(5, 10), "scale": torch.randn(5, 10)}
     labels = torch.randint(0, 10, (5,))
     hparams = dict(temperature=0.5, min_scale=0.5, smoothing=0.1)
-    per_example = LF.logistic_normal_loss(outputs["mean"], outputs["scale"], labels, **hparams)
+    per_example = LF.logistic_normal_loss(
+        outputs["mean"], outputs["scale"], labels, LF.LogisticNormalParams(**hparams)
+    )
     torch.testing.assert_close(LogisticNormalLoss(**hparams)(outputs, labels), per_example.mean())
     torch.testing.assert_close(
         LogisticNormalLoss(**hparams, reduction="sum")(outputs, labels), per_example.sum()
@@ -61,7 +63,10 @@ def test_module_equals_functional_and_reductions():
     )
     exact = LogisticNormalLoss(**hparams).negative_log_density(outputs, labels)
     torch.testing.assert_close(
-        exact, LF.logistic_normal_nll(outputs["mean"], outputs["scale"], labels, **hparams)
+        exact,
+        LF.logistic_normal_nll(
+            outputs["mean"], outputs["scale"], labels, LF.LogisticNormalParams(**hparams)
+        ),
     )
 
 

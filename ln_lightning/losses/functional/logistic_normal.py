@@ -1,77 +1,72 @@
-"""Pure, per-example loss functions (tensors in, one loss per example out).
+"""The Logistic-Normal likelihood (Englesson et al., TMLR 2023), per example, in O(D).
 
 Equation numbers refer to Englesson, Mehrjou & Azizpour, "Logistic-Normal Likelihoods for
 Heteroscedastic Label Noise", TMLR 2023. Notation: ``K`` real classes, ``D`` the dimension of the
 logit space (``D = K`` with the dummy class, ``D = K - 1`` without), ``M = D + 1`` categories of
-the simplex the smoothed target lives in.
-
-Every function here computes in float32 whatever the input dtype (float64 inputs stay float64;
-autocast is switched off inside), never materialises a ``D x D`` matrix and costs O(D) per
-example.
+the simplex the smoothed target lives in. The five hyper-parameters travel as one validated
+:class:`LogisticNormalParams`, checked once when it is made.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ln_lightning.losses.functional._common import check_labels, upcast
+
 Covariance = Literal["identity", "isotropic", "diagonal", "full"]
 COVARIANCES: tuple[str, ...] = ("identity", "isotropic", "diagonal", "full")
 
 
-def upcast(tensor: Tensor) -> Tensor:
-    """``tensor`` in float32, or float64 if it already is (half precision is never kept)."""
-    return tensor if tensor.dtype == torch.float64 else tensor.float()
+@dataclass(frozen=True)
+class LogisticNormalParams:
+    """The Logistic-Normal hyper-parameters, validated once when made.
 
+    Attributes:
+        covariance: ``identity``, ``isotropic``, ``diagonal`` or ``full`` (Eq. 9; Table 3).
+        min_scale: ``lambda`` > 0, the smallest standard deviation (Eq. 9).
+        temperature: ``tau`` > 0 (Eq. 10-11).
+        smoothing: Label smoothing ``t`` in (0, 1), so the target is inside the simplex.
+        dummy_class: Append a dummy category so the logit space is R^K (Sec. 3.2).
 
-# --------------------------------------------------------------------------------------------
-# validation
-# --------------------------------------------------------------------------------------------
-def check_labels(labels: Tensor, num_classes: int) -> None:
-    """Raise ``ValueError`` unless ``labels`` are integer class indices in ``[0, num_classes)``.
-
-    Args:
-        labels: Integer tensor of shape ``(B,)``.
-        num_classes: Number of real classes ``K``.
+    Raises:
+        ValueError: Naming the first invalid value.
     """
-    if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.is_complex():
-        raise ValueError(
-            f"labels must be an integer tensor of class indices in [0, {num_classes}); "
-            f"got dtype {labels.dtype}. Convert one-hot or float labels with .argmax(-1) "
-            "or .long()."
-        )
-    if labels.numel() == 0:
-        return
-    low, high = int(labels.min()), int(labels.max())
-    if low < 0 or high >= num_classes:
-        raise ValueError(
-            f"labels must lie in [0, {num_classes}) for num_classes={num_classes}; "
-            f"got values in [{low}, {high}]. Check that num_classes matches the data set and that "
-            "labels are 0-based."
-        )
+
+    covariance: Covariance = "full"
+    min_scale: float = 1.0
+    temperature: float = 1.0
+    smoothing: float = 0.01
+    dummy_class: bool = True
+
+    def __post_init__(self) -> None:
+        temperature, min_scale = self.temperature, self.min_scale
+        if not temperature > 0 or not math.isfinite(temperature):
+            raise ValueError(f"temperature must be a finite number > 0; got {temperature!r}.")
+        if not min_scale > 0 or not math.isfinite(min_scale):
+            raise ValueError(
+                f"min_scale must be a finite number > 0 (lambda in Eq. 9); got {min_scale!r}."
+            )
+        if not 0.0 < self.smoothing < 1.0:
+            raise ValueError(
+                "smoothing must lie in the open interval (0, 1) so the target is inside the "
+                f"simplex; got {self.smoothing!r}."
+            )
+        if self.covariance not in COVARIANCES:
+            raise ValueError(f"covariance must be one of {COVARIANCES}; got {self.covariance!r}.")
+
+    def target_scale(self, dim: int) -> float:
+        """``tau C``, the target logit of the labelled class in a ``D``-dimensional space."""
+        return self.temperature * target_logit_scale(dim + 1, self.smoothing)
 
 
-def check_ln_hparams(
-    *, temperature: float, min_scale: float, smoothing: float, covariance: str
-) -> None:
-    """Raise ``ValueError`` naming the first invalid Logistic-Normal hyper-parameter."""
-    if not temperature > 0 or not math.isfinite(temperature):
-        raise ValueError(f"temperature must be a finite number > 0; got {temperature!r}.")
-    if not min_scale > 0 or not math.isfinite(min_scale):
-        raise ValueError(
-            f"min_scale must be a finite number > 0 (lambda in Eq. 9); got {min_scale!r}."
-        )
-    if not 0.0 < smoothing < 1.0:
-        raise ValueError(
-            f"smoothing must lie in the open interval (0, 1) so the target is inside the simplex; "
-            f"got {smoothing!r}."
-        )
-    if covariance not in COVARIANCES:
-        raise ValueError(f"covariance must be one of {COVARIANCES}; got {covariance!r}.")
+#: The paper's defaults: full covariance, lambda = tau = 1, t = 0.01, with the dummy class.
+DEFAULT_PARAMS = LogisticNormalParams()
 
 
 # --------------------------------------------------------------------------------------------
@@ -263,12 +258,7 @@ def logistic_normal_loss(
     mean: Tensor,
     scale: Tensor | None,
     labels: Tensor,
-    *,
-    covariance: Covariance = "full",
-    min_scale: float = 1.0,
-    temperature: float = 1.0,
-    smoothing: float = 0.01,
-    dummy_class: bool = True,
+    params: LogisticNormalParams = DEFAULT_PARAMS,
 ) -> Tensor:
     """Logistic-Normal training loss per example (Eq. 5).
 
@@ -279,38 +269,23 @@ def logistic_normal_loss(
         mean: Predicted mean ``mu`` of shape ``(B, D)``.
         scale: Covariance head output (``None`` for ``identity``).
         labels: Observed (possibly noisy) labels of shape ``(B,)`` in ``[0, K)``.
-        covariance: Covariance structure (Table 3 ablation); ``full`` is Eq. 9.
-        min_scale: ``lambda`` > 0, the smallest standard deviation.
-        temperature: ``tau`` > 0 (Eq. 10-11).
-        smoothing: Label smoothing ``t`` in (0, 1).
-        dummy_class: Whether the logit space includes the dummy class (``D = K``).
+        params: The hyper-parameters (covariance structure, lambda, tau, t, dummy class).
 
     Returns:
         Float32 loss of shape ``(B,)``.
     """
-    check_ln_hparams(
-        temperature=temperature, min_scale=min_scale, smoothing=smoothing, covariance=covariance
-    )
     with torch.autocast(mean.device.type, enabled=False):
-        if covariance == "full" and scale is not None:
-            return _full_covariance_loss(
-                mean, scale, labels, min_scale, temperature, smoothing, dummy_class
-            )
-        residual = _ln_residual(mean, labels, temperature, smoothing, dummy_class)
+        if params.covariance == "full" and scale is not None:
+            return _full_covariance_loss(mean, scale, labels, params)
+        residual = _ln_residual(mean, labels, params)
         mahalanobis, logdet = gaussian_terms(
-            residual, scale, covariance=covariance, min_scale=min_scale
+            residual, scale, covariance=params.covariance, min_scale=params.min_scale
         )
         return 0.5 * (mahalanobis + logdet)
 
 
 def _full_covariance_loss(
-    mean: Tensor,
-    factor: Tensor,
-    labels: Tensor,
-    min_scale: float,
-    temperature: float,
-    smoothing: float,
-    dummy_class: bool,
+    mean: Tensor, factor: Tensor, labels: Tensor, params: LogisticNormalParams
 ) -> Tensor:
     """Eq. 5 under Eq. 9's covariance through :class:`_FullCovarianceLN` (checks, upcasts)."""
     mean = upcast(mean)
@@ -321,10 +296,9 @@ def _full_covariance_loss(
             f"{tuple(factor.shape)} for mean of shape {tuple(mean.shape)}."
         )
     dim = mean.shape[-1]
-    check_labels(labels, num_classes_from_logit_dim(dim, dummy_class))
-    target_scale = temperature * target_logit_scale(dim + 1, smoothing)
+    labels = check_labels(labels, num_classes_from_logit_dim(dim, params.dummy_class))
     return _FullCovarianceLN.apply(
-        mean, factor, labels.long(), min_scale, target_scale, not dummy_class
+        mean, factor, labels, params.min_scale, params.target_scale(dim), not params.dummy_class
     )
 
 
@@ -433,19 +407,17 @@ def _sub_target(grad: Tensor, labels: Tensor, coef: Tensor, has_reference: bool)
     grad.add_(coef * is_reference)
 
 
-def _ln_residual(
-    mean: Tensor, labels: Tensor, temperature: float, smoothing: float, dummy_class: bool
-) -> Tensor:
+def _ln_residual(mean: Tensor, labels: Tensor, params: LogisticNormalParams) -> Tensor:
     """``r = tau S_C^{-1}(q_y) - mu`` in float32 (float64 kept), after checking the labels."""
     mean = upcast(mean)
-    num_classes = num_classes_from_logit_dim(mean.shape[-1], dummy_class)
-    check_labels(labels, num_classes)
+    num_classes = num_classes_from_logit_dim(mean.shape[-1], params.dummy_class)
+    labels = check_labels(labels, num_classes)
     target = target_logits(
         labels,
         num_classes,
-        smoothing=smoothing,
-        dummy_class=dummy_class,
-        temperature=temperature,
+        smoothing=params.smoothing,
+        dummy_class=params.dummy_class,
+        temperature=params.temperature,
         dtype=mean.dtype,
     )
     return target - mean
@@ -455,12 +427,7 @@ def logistic_normal_residuals(
     mean: Tensor,
     scale: Tensor | None,
     labels: Tensor,
-    *,
-    covariance: Covariance = "full",
-    min_scale: float = 1.0,
-    temperature: float = 1.0,
-    smoothing: float = 0.01,
-    dummy_class: bool = True,
+    params: LogisticNormalParams = DEFAULT_PARAMS,
 ) -> tuple[Tensor, Tensor]:
     """Squared residual of each label under Sigma = I and under the learned Sigma (Fig. 6).
 
@@ -473,12 +440,11 @@ def logistic_normal_residuals(
     Returns:
         Two float32 tensors of shape ``(B,)``.
     """
-    check_ln_hparams(
-        temperature=temperature, min_scale=min_scale, smoothing=smoothing, covariance=covariance
-    )
     with torch.autocast(mean.device.type, enabled=False):
-        residual = _ln_residual(mean, labels, temperature, smoothing, dummy_class)
-        mahalanobis, _ = gaussian_terms(residual, scale, covariance=covariance, min_scale=min_scale)
+        residual = _ln_residual(mean, labels, params)
+        mahalanobis, _ = gaussian_terms(
+            residual, scale, covariance=params.covariance, min_scale=params.min_scale
+        )
         return residual.square().sum(-1), mahalanobis
 
 
@@ -486,12 +452,7 @@ def logistic_normal_nll(
     mean: Tensor,
     scale: Tensor | None,
     labels: Tensor,
-    *,
-    covariance: Covariance = "full",
-    min_scale: float = 1.0,
-    temperature: float = 1.0,
-    smoothing: float = 0.01,
-    dummy_class: bool = True,
+    params: LogisticNormalParams = DEFAULT_PARAMS,
 ) -> Tensor:
     """Exact negative log-density of the smoothed target under the LN distribution (Eq. 16).
 
@@ -505,247 +466,12 @@ def logistic_normal_nll(
     Returns:
         Float32 negative log-density of shape ``(B,)``.
     """
-    loss = logistic_normal_loss(
-        mean,
-        scale,
-        labels,
-        covariance=covariance,
-        min_scale=min_scale,
-        temperature=temperature,
-        smoothing=smoothing,
-        dummy_class=dummy_class,
-    )
+    loss = logistic_normal_loss(mean, scale, labels, params)
     dim = mean.shape[-1]
     num_categories = dim + 1
+    smoothing = params.smoothing
     peak = (1.0 - smoothing) + smoothing / num_categories
     floor = smoothing / num_categories
     sum_log_q = math.log(peak) + (num_categories - 1) * math.log(floor)
-    constant = 0.5 * dim * math.log(2.0 * math.pi) + sum_log_q - dim * math.log(temperature)
+    constant = 0.5 * dim * math.log(2.0 * math.pi) + sum_log_q - dim * math.log(params.temperature)
     return loss + constant
-
-
-# --------------------------------------------------------------------------------------------
-# Softmax baselines
-# --------------------------------------------------------------------------------------------
-def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
-    """Cross-entropy -log softmax(z)_y per example, in float32.
-
-    Args:
-        logits: Shape ``(B, K)``.
-        labels: Integer class indices of shape ``(B,)`` in ``[0, K)``.
-
-    Returns:
-        Float32 loss of shape ``(B,)``.
-    """
-    with torch.autocast(logits.device.type, enabled=False):
-        check_labels(labels, logits.shape[-1])
-        return F.cross_entropy(upcast(logits), labels.long(), reduction="none")
-
-
-def label_smoothing_cross_entropy(logits: Tensor, labels: Tensor, smoothing: float) -> Tensor:
-    """Cross-entropy against ``(1 - t) onehot(y) + t / K`` (LS baseline).
-
-    Args:
-        logits: Shape ``(B, K)``.
-        labels: Shape ``(B,)`` in ``[0, K)``.
-        smoothing: ``t`` in [0, 1]; 0 is plain cross-entropy.
-    """
-    if not 0.0 <= smoothing <= 1.0:
-        raise ValueError(f"smoothing must lie in [0, 1]; got {smoothing!r}.")
-    with torch.autocast(logits.device.type, enabled=False):
-        check_labels(labels, logits.shape[-1])
-        log_probs = torch.log_softmax(upcast(logits), dim=-1)
-        nll = -log_probs.gather(1, labels.long()[:, None]).squeeze(1)
-        return (1.0 - smoothing) * nll - smoothing * log_probs.mean(-1)
-
-
-def generalized_cross_entropy(logits: Tensor, labels: Tensor, q: float) -> Tensor:
-    """Generalized cross-entropy (1 - p_y^q) / q (Zhang & Sabuncu 2018).
-
-    ``q -> 0`` recovers cross-entropy and ``q = 1`` is MAE, ``1 - p_y``. ``p_y^q`` is computed as
-    ``exp(q log p_y)`` from ``log_softmax`` so tiny probabilities keep their gradient.
-
-    Args:
-        logits: Shape ``(B, K)``.
-        labels: Shape ``(B,)`` in ``[0, K)``.
-        q: Exponent in (0, 1].
-    """
-    if not 0.0 < q <= 1.0:
-        raise ValueError(f"q must lie in (0, 1]; got {q!r}.")
-    with torch.autocast(logits.device.type, enabled=False):
-        check_labels(labels, logits.shape[-1])
-        log_p = torch.log_softmax(upcast(logits), dim=-1).gather(1, labels.long()[:, None])
-        return -torch.expm1(q * log_p.squeeze(1)) / q
-
-
-def noisy_target_cross_entropy(
-    logits: Tensor, labels: Tensor, sigma: float, generator: torch.Generator | None = None
-) -> Tensor:
-    """Noise against noise (NAN / SLN, Chen et al. 2021): -sum((onehot + sigma eps) log softmax).
-
-    A fresh ``eps ~ N(0, I)`` is drawn on every call (from ``generator`` if given).
-
-    Args:
-        logits: Shape ``(B, K)``.
-        labels: Shape ``(B,)`` in ``[0, K)``.
-        sigma: Standard deviation of the target noise, >= 0; 0 is plain cross-entropy.
-        generator: Optional random generator on the logits' device.
-    """
-    if not sigma >= 0.0 or not math.isfinite(sigma):
-        raise ValueError(f"sigma must be a finite number >= 0; got {sigma!r}.")
-    with torch.autocast(logits.device.type, enabled=False):
-        logits = upcast(logits)
-        check_labels(labels, logits.shape[-1])
-        target = F.one_hot(labels.long(), logits.shape[-1]).to(logits.dtype)
-        if sigma > 0:
-            noise = torch.randn(
-                logits.shape, generator=generator, device=logits.device, dtype=logits.dtype
-            )
-            target = target + sigma * noise
-        return -(target * torch.log_softmax(logits, dim=-1)).sum(-1)
-
-
-def forward_corrected_cross_entropy(
-    logits: Tensor, labels: Tensor, transition_matrix: Tensor
-) -> Tensor:
-    """Forward loss correction -log((T^T p)_y) (Patrini et al. 2017).
-
-    ``T[i, j] = P(noisy label j | true class i)``; computed in log space,
-    ``log (T^T p)_y = logsumexp_i(log p_i + log T_iy)``, so zeros in ``T`` are exact.
-
-    Args:
-        logits: Shape ``(B, K)``, the clean-class logits.
-        labels: Observed (noisy) labels, shape ``(B,)`` in ``[0, K)``.
-        transition_matrix: Row-stochastic ``(K, K)`` matrix.
-    """
-    num_classes = logits.shape[-1]
-    if transition_matrix.shape != (num_classes, num_classes):
-        raise ValueError(
-            f"transition_matrix must have shape ({num_classes}, {num_classes}); "
-            f"got {tuple(transition_matrix.shape)}."
-        )
-    with torch.autocast(logits.device.type, enabled=False):
-        check_labels(labels, num_classes)
-        log_probs = torch.log_softmax(upcast(logits), dim=-1)
-        log_t = torch.log(transition_matrix.to(log_probs))
-        columns = log_t[:, labels.long()].T  # (B, K): log T[i, y_b]
-        return -torch.logsumexp(log_probs + columns, dim=-1)
-
-
-def estimate_transition_matrix(probs: Tensor, percentile: float = 97.0) -> Tensor:
-    """Estimate ``T`` from a model's class probabilities on the noisy training data.
-
-    Row ``i`` is the predicted distribution of the example that is most confidently class ``i``
-    (Patrini et al. 2017). With ``percentile < 100`` the examples above that percentile of
-    ``p(i|x)`` are treated as outliers and the most confident of the rest is used, as in the
-    reference implementation (97).
-
-    Args:
-        probs: ``(N, K)`` predicted probabilities (of the noisy labels).
-        percentile: In (0, 100]; 100 takes the plain arg-max.
-
-    Returns:
-        ``(K, K)`` float32 row-stochastic estimate.
-    """
-    if not 0.0 < percentile <= 100.0:
-        raise ValueError(f"percentile must lie in (0, 100]; got {percentile!r}.")
-    probs = probs.float()
-    if percentile < 100.0:
-        # The 'higher' interpolation of the reference: the threshold is an observed value.
-        threshold = torch.quantile(probs, percentile / 100.0, dim=0, interpolation="higher")
-        scores = torch.where(probs >= threshold, torch.zeros_like(probs), probs)
-    else:
-        scores = probs
-    best = scores.argmax(dim=0)  # (K,): one example per class
-    estimate = probs[best]
-    return estimate / estimate.sum(-1, keepdim=True)
-
-
-def _het_logits(
-    mean: Tensor,
-    std: Tensor,
-    num_samples: int,
-    factor: Tensor | None,
-    share_samples: bool,
-    generator: torch.Generator | None,
-) -> Tensor:
-    """Samples u = mu + d * eps_K (+ V eps_R) of shape ``(B, S, K)``."""
-    batch, num_classes = mean.shape
-    rows = 1 if share_samples else batch
-
-    def normal(*shape: int) -> Tensor:
-        return torch.randn(shape, generator=generator, device=mean.device, dtype=mean.dtype)
-
-    # eps_K is drawn first so a low-rank model with V = 0 sees the same noise as a diagonal one.
-    logits = mean[:, None, :] + std[:, None, :] * normal(rows, num_samples, num_classes)
-    if factor is not None:
-        eps_r = normal(rows, num_samples, factor.shape[-1]).expand(batch, -1, -1)
-        logits = logits + torch.einsum("bkr,bsr->bsk", factor, eps_r)
-    return logits
-
-
-def heteroscedastic_loss(
-    mean: Tensor,
-    std: Tensor,
-    labels: Tensor,
-    *,
-    num_samples: int = 100,
-    temperature: float = 1.0,
-    factor: Tensor | None = None,
-    share_samples: bool = False,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """Heteroscedastic MC softmax loss -log((1/S) sum_s softmax(u_s / tau)_y).
-
-    ``u_s = mu + d * eps_s`` (Het, Kendall & Gal 2017; Het-tau with ``temperature``, Collier et
-    al. 2020), plus ``V eps_R`` when ``factor`` (``V``, shape ``(B, K, R)``) is given
-    (Het-tau-Sigma_full, Collier et al. 2021). Log-mean-exp over samples in float32; memory
-    ``O(B S K)``.
-
-    Args:
-        mean: ``mu``, shape ``(B, K)``.
-        std: ``d >= 0``, shape ``(B, K)``.
-        labels: Shape ``(B,)`` in ``[0, K)``.
-        num_samples: MC samples ``S`` >= 1.
-        temperature: ``tau`` > 0.
-        factor: Optional low-rank factor ``V`` of shape ``(B, K, R)``.
-        share_samples: Draw one set of ``eps`` for the whole batch (less memory for the noise).
-        generator: Optional random generator on the inputs' device.
-    """
-    check_het_hparams(num_samples, temperature)
-    with torch.autocast(mean.device.type, enabled=False):
-        mean, std = upcast(mean), upcast(std).to(upcast(mean).dtype)
-        factor = None if factor is None else upcast(factor).to(mean.dtype)
-        check_labels(labels, mean.shape[-1])
-        logits = _het_logits(mean, std, num_samples, factor, share_samples, generator)
-        log_probs = torch.log_softmax(logits / temperature, dim=-1)
-        index = labels.long()[:, None, None].expand(-1, num_samples, 1)
-        log_p_y = log_probs.gather(2, index).squeeze(2)  # (B, S)
-        return math.log(num_samples) - torch.logsumexp(log_p_y, dim=1)
-
-
-def heteroscedastic_probabilities(
-    mean: Tensor,
-    std: Tensor,
-    *,
-    num_samples: int = 100,
-    temperature: float = 1.0,
-    factor: Tensor | None = None,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """MC average of softmax(u_s / tau) over ``num_samples`` samples, shape ``(B, K)``."""
-    check_het_hparams(num_samples, temperature)
-    with torch.autocast(mean.device.type, enabled=False):
-        mean = upcast(mean)
-        std = upcast(std).to(mean.dtype)
-        factor = None if factor is None else upcast(factor).to(mean.dtype)
-        logits = _het_logits(mean, std, num_samples, factor, False, generator)
-        return torch.softmax(logits / temperature, dim=-1).mean(1)
-
-
-def check_het_hparams(num_samples: int, temperature: float) -> None:
-    """Raise ``ValueError`` naming the first invalid heteroscedastic hyper-parameter."""
-    if int(num_samples) != num_samples or num_samples < 1:
-        raise ValueError(f"num_samples must be an integer >= 1; got {num_samples!r}.")
-    if not temperature > 0 or not math.isfinite(temperature):
-        raise ValueError(f"temperature must be a finite number > 0; got {temperature!r}.")

@@ -1,0 +1,81 @@
+"""Pure, per-example loss functions (tensors in, one loss per example out), one file per family.
+
+Each file mirrors the loss module of the same name in :mod:`ln_lightning.losses`:
+``logistic_normal`` (the paper's method), ``softmax`` (CE, LS, GCE, NAN), ``forward`` (Forward
+correction and its estimate of ``T``) and ``heteroscedastic`` (Het, Het-tau,
+Het-tau-Sigma_full). Everything is importable from here, e.g. ``from
+ln_lightning.losses.functional import logistic_normal_loss``.
+
+Every function computes in float32 whatever the input dtype (float64 inputs stay float64;
+autocast is switched off inside), never materialises a ``K x K`` matrix and costs O(K) per
+example (times the samples for the heteroscedastic ones). They import torch alone.
+"""
+
+from ln_lightning.losses.functional._common import check_labels, upcast
+from ln_lightning.losses.functional.forward import (
+    estimate_transition_matrix,
+    forward_corrected_cross_entropy,
+)
+from ln_lightning.losses.functional.heteroscedastic import (
+    check_het_hparams,
+    heteroscedastic_loss,
+    heteroscedastic_probabilities,
+)
+from ln_lightning.losses.functional.logistic_normal import (
+    COVARIANCES,
+    DEFAULT_PARAMS,
+    Covariance,
+    LogisticNormalParams,
+    gaussian_terms,
+    inverse_softmax_centered,
+    largest_standard_deviation,
+    logistic_normal_loss,
+    logistic_normal_nll,
+    logistic_normal_residuals,
+    logit_dim,
+    mean_probabilities,
+    num_classes_from_logit_dim,
+    scale_dim,
+    smoothed_target,
+    softmax_centered,
+    target_logit_scale,
+    target_logits,
+)
+from ln_lightning.losses.functional.softmax import (
+    cross_entropy,
+    generalized_cross_entropy,
+    label_smoothing_cross_entropy,
+    noisy_target_cross_entropy,
+)
+
+__all__ = [
+    "COVARIANCES",
+    "DEFAULT_PARAMS",
+    "Covariance",
+    "LogisticNormalParams",
+    "check_het_hparams",
+    "check_labels",
+    "cross_entropy",
+    "estimate_transition_matrix",
+    "forward_corrected_cross_entropy",
+    "gaussian_terms",
+    "generalized_cross_entropy",
+    "heteroscedastic_loss",
+    "heteroscedastic_probabilities",
+    "inverse_softmax_centered",
+    "label_smoothing_cross_entropy",
+    "largest_standard_deviation",
+    "logistic_normal_loss",
+    "logistic_normal_nll",
+    "logistic_normal_residuals",
+    "logit_dim",
+    "mean_probabilities",
+    "noisy_target_cross_entropy",
+    "num_classes_from_logit_dim",
+    "scale_dim",
+    "smoothed_target",
+    "softmax_centered",
+    "target_logit_scale",
+    "target_logits",
+    "upcast",
+]
