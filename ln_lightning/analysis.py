@@ -11,9 +11,7 @@ trained model:
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -34,8 +32,8 @@ __all__ = [
     "mislabel_scores",
     "plot_decision_boundary",
     "plot_grid_heatmap",
+    "plot_memorisation",
     "plot_residual_histograms",
-    "write_mislabel_csv",
 ]
 
 SCORES = ("auto", "self_confidence", "residual", "whitened_residual")
@@ -99,31 +97,6 @@ def detection_metrics(scores: Tensor, corrupted: Tensor, known: Tensor | None = 
         "num_corrupted": num,
         "num_examples": len(corrupted),
     }
-
-
-def write_mislabel_csv(predictions: TrainingPredictions, scores: Tensor, path: str | Path) -> Path:
-    """``index, given_label, predicted_label, score, clean_label`` sorted by score (highest first).
-
-    ``clean_label`` is ``-1`` where unknown. Returns the path written.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    order = scores.argsort(descending=True)
-    predicted = predictions.probs.argmax(1)
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["index", "given_label", "predicted_label", "score", "clean_label"])
-        for i in order.tolist():
-            writer.writerow(
-                [
-                    int(predictions.indices[i]),
-                    int(predictions.given[i]),
-                    int(predicted[i]),
-                    f"{float(scores[i]):.6g}",
-                    int(predictions.clean[i]),
-                ]
-            )
-    return path
 
 
 def annotator_nll(probs: Tensor, annotator_labels: Tensor) -> Tensor:
@@ -279,5 +252,27 @@ def plot_grid_heatmap(
         ax.set_ylabel(y_key.rsplit(".", 1)[-1])
         ax.set_title(key)
         figure.colorbar(image, ax=ax)
+    figure.tight_layout()
+    return figure
+
+
+def plot_memorisation(curves: dict[str, dict[str, list[tuple[int, float]]]]) -> Figure:
+    """Fig. 4: the share of wrong training labels each method fits, per epoch.
+
+    Args:
+        curves: Setting -> method -> ``(epoch, train/acc_corrupted_vs_noisy)`` points.
+    """
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.6), squeeze=False)
+    for ax, (setting, methods) in zip(axes[0], curves.items(), strict=True):
+        for method, points in methods.items():
+            epochs, values = zip(*points, strict=True)
+            ax.plot([e + 1 for e in epochs], [100 * v for v in values], label=method)
+        ax.set_title(setting)
+        ax.set_xlabel("epoch")
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("wrong training labels fitted (%)")
+    axes[0][-1].legend()
     figure.tight_layout()
     return figure

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import timm
@@ -18,20 +19,40 @@ def build_backbone(
     backbone: str | nn.Module,
     *,
     pretrained: bool = False,
+    pretrained_file: str | None = None,
     in_chans: int | None = None,
     backbone_kwargs: dict[str, Any] | None = None,
 ) -> nn.Module:
-    """A feature extractor: a timm model (``num_classes=0``) by name, or the module as given."""
+    """A feature extractor: a timm model (``num_classes=0``) by name, or the module as given.
+
+    Args:
+        backbone: A timm model name (the zoo's included) or an ``nn.Module``.
+        pretrained: Load timm's pretrained weights (from the Hugging Face hub: needs internet).
+        pretrained_file: Load pretrained weights from this local file instead (``.pth``,
+            ``.bin`` or ``.safetensors``, a state dict of the same timm architecture), through
+            timm's ``pretrained_cfg_overlay={"file": ...}``: no download; timm adapts the first
+            convolution to ``in_chans`` and leaves the classifier out as usual.
+        in_chans: Input channels of a timm model.
+        backbone_kwargs: More keyword arguments for ``timm.create_model``.
+    """
     if isinstance(backbone, nn.Module):
-        if backbone_kwargs or pretrained:
+        if backbone_kwargs or pretrained or pretrained_file:
             raise ValueError(
-                "pretrained and backbone_kwargs apply to timm model names only; configure an "
-                "nn.Module backbone through its own constructor."
+                "pretrained, pretrained_file and backbone_kwargs apply to timm model names only; "
+                "configure an nn.Module backbone through its own constructor."
             )
         return backbone
     kwargs = dict(backbone_kwargs or {})
     if in_chans is not None:
         kwargs.setdefault("in_chans", in_chans)
+    if pretrained_file is not None:
+        if not Path(pretrained_file).expanduser().is_file():
+            raise FileNotFoundError(
+                f"pretrained_file {pretrained_file} does not exist: give the path of a saved "
+                f"state dict (.pth or .safetensors) of the timm model {backbone!r}."
+            )
+        pretrained = True
+        kwargs["pretrained_cfg_overlay"] = {"file": str(Path(pretrained_file).expanduser())}
     try:
         return timm.create_model(backbone, pretrained=pretrained, num_classes=0, **kwargs)
     except RuntimeError as err:

@@ -120,6 +120,9 @@ class NoisyLabelClassifier(pl.LightningModule):
         input_shape: Shape of one input, e.g. ``(1, 8, 8)``; sets ``in_chans`` of timm models and
             measures the feature width (the CLI links it from the data module).
         pretrained: Load timm's pretrained weights (needs internet the first time).
+        pretrained_file: Load the backbone's pretrained weights from this local file instead
+            (a state dict of the same timm architecture; no download). See
+            :func:`ln_lightning.backbones.build_backbone`.
         backbone_kwargs: Extra keyword arguments for ``timm.create_model``.
         optimizer: Callable mapping parameters to an optimiser; Adam(lr=1e-3), the paper's MNIST
             setting, by default. From the CLI: ``--model.optimizer SGD --model.optimizer.lr 0.01``.
@@ -133,6 +136,7 @@ class NoisyLabelClassifier(pl.LightningModule):
         num_classes: int = 10,
         input_shape: Sequence[int] | None = None,
         pretrained: bool = False,
+        pretrained_file: str | None = None,
         backbone_kwargs: dict[str, Any] | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
@@ -151,7 +155,11 @@ class NoisyLabelClassifier(pl.LightningModule):
         in_chans = self.input_shape[0] if self.input_shape else None
         self.backbone_name = backbone if isinstance(backbone, str) else resume.class_path(backbone)
         self.backbone = build_backbone(
-            backbone, pretrained=pretrained, in_chans=in_chans, backbone_kwargs=backbone_kwargs
+            backbone,
+            pretrained=pretrained,
+            pretrained_file=pretrained_file,
+            in_chans=in_chans,
+            backbone_kwargs=backbone_kwargs,
         )
         self.loss.setup(num_classes)
         self.heads = LinearHeads(
@@ -222,27 +230,31 @@ class NoisyLabelClassifier(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._report(self.loss.on_train_epoch_start(self._loss_context()))
 
-    def training_predictions(self, datamodule: Any = None) -> TrainingPredictions:
-        """The model's predictions on the whole training split: one pass, in evaluation mode
-        with the evaluation transform, in a fixed order (:mod:`ln_lightning.inference`).
+    def training_predictions(
+        self, datamodule: Any = None, split: str = "train"
+    ) -> TrainingPredictions:
+        """The model's predictions on the whole training split (or another labelled split of the
+        data module): one pass, in evaluation mode with the evaluation transform, in a fixed
+        order (:mod:`ln_lightning.inference`).
 
-        During fit the pass is cached per training step, so the loss's hooks (Forward
-        correction's estimate of ``T``) and every analysis callback share one pass.
+        During fit each pass is cached per training step and split, so the loss's hooks (Forward
+        correction's estimate of ``T``) and every analysis callback share one.
 
         Args:
             datamodule: The data module to read; the trainer's by default. Without one (plain
                 loaders), the trainer's training loader is read as it is.
+            split: ``train`` (default), ``val`` or ``test``.
         """
         trainer = self._trainer
         datamodule = datamodule if datamodule is not None else getattr(trainer, "datamodule", None)
-        step = trainer.global_step if trainer is not None else None
+        key = (trainer.global_step if trainer is not None else None, id(datamodule), split)
         cached = self._training_predictions_cache
-        if cached is not None and step is not None and cached[0] == (step, id(datamodule)):
+        if cached is not None and key[0] is not None and cached[0] == key:
             return cached[1]
         if callable(getattr(datamodule, "split", None)):
-            dataset = datamodule.split("train", eval_transform=True)
+            dataset = datamodule.split(split, eval_transform=True)
             batches: Any = DataLoader(dataset, batch_size=datamodule.batch_size, shuffle=False)
-        elif trainer is not None and trainer.train_dataloader is not None:
+        elif split == "train" and trainer is not None and trainer.train_dataloader is not None:
             batches = trainer.train_dataloader
         else:
             raise ValueError(
@@ -250,8 +262,8 @@ class NoisyLabelClassifier(pl.LightningModule):
                 "datamodule=...) or training_predictions(datamodule)) or a fitting trainer."
             )
         predictions = predict_training_set(self, batches)
-        if step is not None:
-            self._training_predictions_cache = ((step, id(datamodule)), predictions)
+        if key[0] is not None:
+            self._training_predictions_cache = (key, predictions)
         return predictions
 
     def _log_accuracies(

@@ -57,12 +57,24 @@ class NoiseResult:
     is_corrupted: Tensor
     realised_rate: float
     transition_matrix: Tensor
+    num_known: int | None = None
 
     def describe(self, source: str) -> str:
-        """One line for the user: ``"<source> -> realised noise rate 20.95% of 1437 ..."``."""
+        """One line for the user: ``"<source> -> realised noise rate 20.95% of 1437 ..."``.
+
+        Without any known true label the rate cannot be measured, and the line says so.
+        """
+        total = len(self.noisy_labels)
+        known = total if self.num_known is None else self.num_known
+        if known == 0:
+            return (
+                f"{source}: {total} training-pool labels whose true labels are unknown, so "
+                "their noise rate cannot be measured"
+            )
+        share = "" if known == total else f" (the {known} with a known true label)"
         return (
-            f"{source} -> realised noise rate {self.realised_rate:.2%} of "
-            f"{len(self.noisy_labels)} training-pool labels"
+            f"{source} -> realised noise rate {self.realised_rate:.2%} of {total} "
+            f"training-pool labels{share}"
         )
 
 
@@ -94,7 +106,7 @@ def noise_from_labels(clean: Tensor, noisy: Tensor, num_classes: int) -> NoiseRe
     corrupted = corrupted_mask(noisy, clean)
     rate = float(corrupted.sum() / known.sum()) if known.any() else 0.0
     matrix = realised_transition_matrix(clean[known], noisy[known], num_classes)
-    return NoiseResult(noisy, corrupted, rate, matrix)
+    return NoiseResult(noisy, corrupted, rate, matrix, int(known.sum()))
 
 
 def asymmetric_noise(

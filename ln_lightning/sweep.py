@@ -51,13 +51,39 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
-from ln_lightning.metrics import MODEL_SELECTION, TEST, metric_name
+from ln_lightning.metrics import MODEL_SELECTION, SELECTED_TEST, TEST, metric_name
 from ln_lightning.resume import last_checkpoint_of_run
+from zoo.paths import resolve_config_args, zoo_path
 
-#: The clean test accuracy of the final weights, which marks a run as finished.
+#: The clean test accuracy of the final weights.
 FINAL_ACC = metric_name(TEST, "acc")
+#: The file a run's folder gets when its ``ln-fit`` process has exited cleanly (its wall time).
+FINISHED = "finished"
+#: What each run reports: column name -> the logged metric it is read from (its last value).
+RESULTS = {
+    "test_acc": FINAL_ACC,  # the paper's number: the final weights
+    "selected_acc": metric_name(SELECTED_TEST, "acc"),  # the best val/acc_noisy checkpoint
+    "test_nll": metric_name(TEST, "nll"),
+    "test_ece": metric_name(TEST, "ece"),
+    "selected_nll": metric_name(SELECTED_TEST, "nll"),
+    "selected_ece": metric_name(SELECTED_TEST, "ece"),
+    "val_acc_noisy": MODEL_SELECTION,
+    "realised_noise": "noise/realised_rate",
+}
+#: The tables ``ln-fit-sweep run`` writes: row key, what it is, how it is shown.
+TABLES = (
+    ("test_acc", "Final weights", "Clean test accuracy (%) of the final weights (the paper's "
+     "number)", "percent"),
+    ("selected_acc", "Selected by noisy validation", "Clean test accuracy (%) of the checkpoint "
+     "with the best noisy validation accuracy (early stopping on the noisy validation split)",
+     "percent"),
+    ("test_nll", "Test NLL", "Test NLL of the final weights (lower is better)", "plain"),
+    ("test_ece", "Test ECE", "Test ECE (%) of the final weights, 15 bins (lower is better)",
+     "percent"),
+)  # fmt: skip
 
 __all__ = [
     "Run",
@@ -103,7 +129,10 @@ class Run:
         return self.run_dir / "metrics.csv"
 
     def finished(self) -> bool:
-        """Whether the run has reached its test evaluation (then it is not run again)."""
+        """Whether the run has ended (then it is not run again): its ``ln-fit`` process exited
+        cleanly, or (runs of earlier versions) its metrics hold the test evaluation."""
+        if (self.run_dir / FINISHED).exists():
+            return True
         return self.metrics_csv.exists() and last_value(self.metrics_csv, FINAL_ACC) is not None
 
 
@@ -134,7 +163,7 @@ class TableSpec:
             for method in chosen_methods:
                 args = [*shlex.split(row.get("args", "")), *shlex.split(self.methods[method])]
                 args += shlex.split((row.get("method_args") or {}).get(method, ""))
-                args = _resolve_configs(args)
+                args = resolve_config_args(args)
                 for seed in seeds if seeds is not None else self.seeds:
                     run_dir = out / slug(setting) / slug(method) / f"seed{seed}"
                     runs.append(Run(setting, method, seed, tuple(args), run_dir))
@@ -148,34 +177,6 @@ class TableSpec:
         if unknown:
             raise ValueError(f"Unknown {kind}(s) {unknown}; the spec has {known}.")
         return list(chosen)
-
-
-def zoo_path(path: str | Path) -> Path:
-    """``path`` as given, or inside the installed ``zoo`` package when it starts with ``zoo/``.
-
-    Specs and configs name zoo files as ``zoo/configs/...``; from a source checkout that is a
-    path relative to the repository root, after ``pip install`` it is found in the package.
-    """
-    path = Path(path)
-    if path.exists() or not path.parts or path.parts[0] != "zoo":
-        return path
-    import zoo
-
-    installed = Path(zoo.__file__).parent.joinpath(*path.parts[1:])
-    return installed if installed.exists() else path
-
-
-def _resolve_configs(args: list[str]) -> list[str]:
-    resolved, expect_path = [], False
-    for arg in args:
-        if expect_path:
-            arg, expect_path = str(zoo_path(arg)), False
-        elif arg == "--config":
-            expect_path = True
-        elif arg.startswith("--config="):
-            arg = "--config=" + str(zoo_path(arg.split("=", 1)[1]))
-        resolved.append(arg)
-    return resolved
 
 
 def slug(name: str) -> str:
@@ -249,6 +250,28 @@ def last_value(metrics_csv: Path, key: str) -> float | None:
     return value
 
 
+def run_results(run: Run) -> dict[str, float | None]:
+    """The :data:`RESULTS` of a run, read from its ``metrics.csv`` (``None`` where missing)."""
+    if not run.metrics_csv.exists():
+        return dict.fromkeys(RESULTS)
+    return {column: last_value(run.metrics_csv, key) for column, key in RESULTS.items()}
+
+
+def run_seconds(run: Run) -> float | None:
+    """The wall time a finished run took, as its ``finished`` file records it (for runs of
+    earlier sweeps: from its command file, written at the start, to its log's last write)."""
+    marker = run.run_dir / FINISHED
+    if marker.exists():
+        try:
+            return float(marker.read_text().split()[0])
+        except (ValueError, IndexError):
+            return None
+    started, log = run.run_dir / "command.txt", run.run_dir / "stdout.log"
+    if started.exists() and log.exists() and run.finished():
+        return log.stat().st_mtime - started.stat().st_mtime
+    return None
+
+
 def _run_once(run: Run, extra: Sequence[str], env: dict[str, str], log: Callable) -> float:
     """Run ``run`` unless finished; returns the wall time in seconds (nan when skipped)."""
     if run.finished():
@@ -276,6 +299,7 @@ def _run_once(run: Run, extra: Sequence[str], env: dict[str, str], log: Callable
             f"{run.setting} / {run.method} / seed {run.seed} failed (exit {result.returncode}); "
             f"log: {run.run_dir / 'stdout.log'}\n{tail}\ncommand: {shlex.join(command)}"
         )
+    (run.run_dir / FINISHED).write_text(f"{seconds:.1f} s\n")
     log(f"done     {run.run_dir} ({seconds:.0f} s)")
     return seconds
 
@@ -297,7 +321,9 @@ def run_all(
         log: Progress printer.
 
     Returns:
-        One row per run: setting, method, seed, test_acc, val_acc_noisy, seconds, run_dir.
+        One row per run: setting, method, seed, the :data:`RESULTS` of the run, seconds (the
+        wall time of its ``ln-fit`` process, also for runs of earlier sweeps where recorded),
+        run_dir.
     """
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1; got {jobs}.")
@@ -319,9 +345,8 @@ def run_all(
             "setting": run.setting,
             "method": run.method,
             "seed": run.seed,
-            "test_acc": last_value(run.metrics_csv, FINAL_ACC),
-            "val_acc_noisy": last_value(run.metrics_csv, MODEL_SELECTION),
-            "seconds": seconds,
+            **run_results(run),
+            "seconds": seconds if not math.isnan(seconds) else run_seconds(run),
             "run_dir": str(run.run_dir),
         }
 
@@ -333,53 +358,117 @@ def _percent(values: Sequence[float | None]) -> list[float]:
     return [100 * v for v in values if v is not None]
 
 
-def mean_std(values: Sequence[float | None]) -> str:
-    """``"mean ± std"`` in percent of the non-missing fractions, ``"-"`` when none."""
-    values = _percent(values)
+def mean_std(values: Sequence[float | None], percent: bool = True) -> str:
+    """``"mean ± std"`` of the non-missing values (fractions shown in percent), ``"-"`` if none."""
+    values = _percent(values) if percent else [v for v in values if v is not None]
     if not values:
         return "-"
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.mean(values):.2f} ± {spread:.2f}"
 
 
-def markdown_table(spec: TableSpec, rows: Sequence[dict[str, Any]]) -> str:
-    """The paper's layout: a row per setting, a column per method, ours then the paper's."""
+def markdown_table(
+    spec: TableSpec,
+    rows: Sequence[dict[str, Any]],
+    key: str = "test_acc",
+    caption: str = TABLES[0][2],
+    percent: bool = True,
+) -> str:
+    """The paper's layout: a row per setting, a column per method, ours then the paper's.
+
+    Args:
+        spec: The table spec (for the paper's numbers, shown for the final accuracy).
+        rows: From :func:`run_all`.
+        key: The row value to show (see :data:`RESULTS`).
+        caption: What the value is.
+        percent: Show fractions in percent.
+    """
     settings = list(dict.fromkeys(r["setting"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))
+    higher_is_better = key.endswith("acc")
     lines = [
         "| setting | " + " | ".join(methods) + " |",
         "| --- |" + " --- |" * len(methods),
     ]
     for setting in settings:
-        paper = spec.settings[setting].get("paper") or {}
-        best = _best_method(rows, setting)
+        paper = (spec.settings[setting].get("paper") or {}) if key == "test_acc" else {}
+        best = _best_method(rows, setting, key, higher_is_better)
         cells = []
         for method in methods:
-            mine = [r for r in rows if r["setting"] == setting and r["method"] == method]
-            accs = _percent([r["test_acc"] for r in mine])
-            text = mean_std([r["test_acc"] for r in mine])
+            mine = [r.get(key) for r in rows if r["setting"] == setting and r["method"] == method]
+            present = [v for v in mine if v is not None]
+            text = mean_std(mine, percent)
             if method == best and len(methods) > 1:
                 text = f"**{text}**"
             if method in paper:
                 text += f" (paper {paper[method]:.2f})"
-            cells.append(f"{text} [n={len(accs)}]" if len(accs) != len(mine) else text)
+            cells.append(f"{text} [n={len(present)}]" if len(present) != len(mine) else text)
         lines.append(f"| {setting} | " + " | ".join(cells) + " |")
     seeds = sorted({r["seed"] for r in rows})
     lines.append("")
-    note = f"Clean test accuracy (%) of the final weights, mean ± std over seeds {seeds}"
-    if any(spec.settings[s].get("paper") for s in settings):
+    note = f"{caption}, mean ± std over seeds {seeds}"
+    if key == "test_acc" and any(spec.settings[s].get("paper") for s in settings):
         note += "; in brackets the paper's mean over 5 seeds"
     lines.append(note + ". Bold: best of this run; [n=...]: runs with a result, if not all.")
     return "\n".join(lines)
 
 
-def _best_method(rows: Sequence[dict[str, Any]], setting: str) -> str | None:
+def report(spec: TableSpec, rows: Sequence[dict[str, Any]]) -> str:
+    """Every table of :data:`TABLES` for which the runs have values, and the wall times."""
+    parts = [f"## {spec.title}"]
+    for key, title, caption, style in TABLES:
+        if any(r.get(key) is not None for r in rows):
+            table = markdown_table(spec, rows, key, caption, percent=style == "percent")
+            parts.append(f"### {title}\n\n{table}")
+    seconds = [r["seconds"] for r in rows if r.get("seconds")]
+    if seconds:
+        parts.append(
+            f"Wall time per run: median {statistics.median(seconds):.0f} s, from "
+            f"{min(seconds):.0f} to {max(seconds):.0f} s ({len(seconds)} runs)."
+        )
+    return "\n\n".join(parts)
+
+
+def _best_method(
+    rows: Sequence[dict[str, Any]], setting: str, key: str = "test_acc", higher: bool = True
+) -> str | None:
     means = {}
     for method in dict.fromkeys(r["method"] for r in rows):
-        mine = [r["test_acc"] for r in rows if (r["setting"], r["method"]) == (setting, method)]
-        if _percent(mine):
-            means[method] = statistics.mean(_percent(mine))
-    return max(means, key=means.get) if means else None
+        mine = [r.get(key) for r in rows if (r["setting"], r["method"]) == (setting, method)]
+        present = [v for v in mine if v is not None]
+        if present:
+            means[method] = statistics.mean(present)
+    if not means:
+        return None
+    return max(means, key=means.get) if higher else min(means, key=means.get)
+
+
+def memorisation_figure(rows: Sequence[dict[str, Any]], path: Path) -> Path | None:
+    """Fig. 4 for a table: per setting, the share of wrong training labels each method fits
+    (``train/acc_corrupted_vs_noisy``) per epoch, for the lowest seed; ``None`` if not logged."""
+    curves: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for row in rows:
+        if row["seed"] != min(r["seed"] for r in rows):
+            continue
+        metrics = Path(row["run_dir"]) / "metrics.csv"
+        parts = [*sorted(Path(row["run_dir"]).glob("metrics.part*.csv")), metrics]
+        points = []
+        for part in (p for p in parts if p.exists()):
+            with part.open() as handle:
+                for record in csv.DictReader(handle):
+                    if record.get("train/acc_corrupted_vs_noisy"):
+                        epoch = int(record["epoch"])
+                        points.append((epoch, float(record["train/acc_corrupted_vs_noisy"])))
+        if points:
+            curves.setdefault(row["setting"], {})[row["method"]] = sorted(dict(points).items())
+    if not curves:
+        return None
+    from ln_lightning.analysis import plot_memorisation
+
+    figure = plot_memorisation(curves)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    return path
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: Path, spec: TableSpec) -> None:
@@ -433,11 +522,15 @@ def _cmd_run(args: argparse.Namespace, spec: TableSpec) -> None:
             print(shlex.join(run.command(args.extra)))
         return
     rows = run_all(runs, args.jobs, args.extra, args.gpus)
-    table = markdown_table(spec, rows)
-    print(f"\n## {spec.title}\n\n{table}")
-    (args.out / "results.md").write_text(f"## {spec.title}\n\n{table}\n")
+    text = report(spec, rows)
+    print(f"\n{text}")
+    (args.out / "results.md").write_text(f"{text}\n")
     write_csv(rows, args.out / "results.csv", spec)
-    print(f"\nwritten: {args.out / 'results.md'}, {args.out / 'results.csv'}")
+    written = [args.out / "results.md", args.out / "results.csv"]
+    figure = memorisation_figure(rows, args.out / "memorisation.png")
+    if figure is not None:
+        written.append(figure)
+    print(f"\nwritten: {', '.join(str(p) for p in written)}")
 
 
 def _cmd_search(args: argparse.Namespace, spec: TableSpec) -> None:
@@ -499,6 +592,74 @@ def _cmd_search(args: argparse.Namespace, spec: TableSpec) -> None:
     print(f"Best point written as a config: {best_file}")
 
 
+def _cmd_folds(args: argparse.Namespace) -> None:
+    """k-fold cross-validation: one ``ln-fit fit`` per fold, then one merged label-issue list.
+
+    Fold ``i`` trains on the other folds and writes its held-out labels' ``label_issues.csv``
+    (``--data.num_folds K --data.fold i``); the merge takes every held-out row (each label once,
+    scored by a model that never trained on it), flags them by confident learning over all of
+    them and writes ``<out>/label_issues.csv`` and ``<out>/cleaned_labels.csv``.
+    """
+    fit_args = [a for a in args.fit_args if a != "--"] if args.fit_args else []
+    if not fit_args:
+        raise ValueError("give the ln-fit fit arguments after --, e.g. -- --config my.yaml")
+    fit_args = resolve_config_args(fit_args)
+    runs = [
+        Run(
+            "folds", f"fold{i}", args.seed,
+            (*fit_args, f"--data.init_args.num_folds={args.num_folds}",
+             f"--data.init_args.fold={i}"),
+            args.out / f"fold{i}",
+        )
+        for i in range(args.num_folds)
+    ]  # fmt: skip
+    if args.dry_run:
+        for run in runs:
+            print(shlex.join(run.command(args.extra)))
+        return
+    run_all(runs, args.jobs, args.extra, args.gpus)
+    merged = merge_fold_issues([run.run_dir / "label_issues.csv" for run in runs], args.out)
+    print(merged)
+
+
+def merge_fold_issues(paths: Sequence[Path], out: Path, cleaning: str = "remove") -> str:
+    """Merge the held-out ``label_issues.csv`` of k folds into ``out``; returns the summary."""
+    from ln_lightning import label_issues
+    from ln_lightning.labels import UNKNOWN, corrupted_mask
+
+    tables = [label_issues.read_label_issues(path) for path in paths]
+    names = tables[0][1]
+    if any(other != names for _, other in tables):
+        raise ValueError(f"the folds' class names differ: {[n for _, n in tables]}.")
+    parts = [table for table, _ in tables]
+    table = label_issues.IssueTable(
+        index=torch.cat([t.index for t in parts]),
+        split=[f"fold{i}" for i, t in enumerate(parts) for _ in range(len(t.index))],
+        given=torch.cat([t.given for t in parts]),
+        clean=torch.cat([t.clean for t in parts]),
+        probs=torch.cat([t.probs for t in parts]),
+        score=torch.cat([t.score for t in parts]),
+        paths=None if any(t.paths is None for t in parts) else [p for t in parts for p in t.paths],
+    )
+    if len(set(table.index.tolist())) != len(table.index):
+        raise ValueError("the folds hold some examples twice: were they run with the same seed?")
+    issues = label_issues.find_label_issues(table.probs, table.given)
+    found = label_issues.write_label_issues(table, issues, names, out / "label_issues.csv")
+    cleaned = label_issues.write_cleaned_labels(
+        table, issues, names, out / "cleaned_labels.csv", cleaning
+    )
+    text = (
+        f"{label_issues.summary(issues, names, table.given)}, out of sample over {len(paths)} folds"
+    )
+    corrupted, known = corrupted_mask(table.given, table.clean), table.clean != UNKNOWN
+    if 0 < int(corrupted.sum()) < int(known.sum()):
+        from ln_lightning.analysis import detection_metrics
+
+        metrics = detection_metrics(table.score, corrupted, known)
+        text += f"; AUROC {metrics['auroc']:.3f} against the known true labels"
+    return f"{text}.\nRanked: {found}\nCleaned labels: {cleaned}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ln-fit-sweep",
@@ -529,12 +690,35 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--method", nargs="+", help="only these columns")
     search.add_argument("--setting", required=True, help="the row to search on")
     search.add_argument("--method", required=True, help="the method whose grid to search")
+    folds = sub.add_parser(
+        "folds",
+        help="k-fold out-of-sample label issues: one ln-fit per fold, merged",
+        description=_cmd_folds.__doc__,
+    )
+    folds.add_argument("--num-folds", type=int, default=5, help="folds (default 5)")
+    folds.add_argument("--out", type=Path, default=Path("runs/folds"), help="output directory")
+    folds.add_argument("--seed", type=int, default=0, help="seed of the folds and of each run")
+    folds.add_argument("--jobs", type=int, default=1, help="runs in parallel (default 1)")
+    folds.add_argument("--gpus", nargs="+", default=[], help="GPU ids, one per parallel run")
+    folds.add_argument("--extra", action="append", default=[], help=argparse.SUPPRESS)
+    folds.add_argument("--dry-run", action="store_true", help="print the commands, run none")
+    folds.add_argument(
+        "fit_args", nargs=argparse.REMAINDER, help="-- then the ln-fit fit arguments"
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``ln-fit-sweep`` console script."""
     args = build_parser().parse_args(argv)
+    if args.command == "folds":
+        if args.num_folds < 2:
+            raise SystemExit(f"ln-fit-sweep: --num-folds must be >= 2; got {args.num_folds}.")
+        try:
+            _cmd_folds(args)
+        except (ValueError, RuntimeError, OSError) as error:
+            raise SystemExit(f"ln-fit-sweep: {error}") from None
+        return
     try:
         spec = load_spec(args.spec)
     except (OSError, ValueError, yaml.YAMLError) as error:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+from collections.abc import Iterator
 
 import pytest
 
@@ -12,3 +14,30 @@ def _cli_argv(monkeypatch: pytest.MonkeyPatch) -> None:
     """``sys.argv`` as if ``ln-fit`` were called bare: tests give LightningCLI its ``args``
     explicitly, and pytest's own arguments in ``sys.argv`` would make it warn on every call."""
     monkeypatch.setattr(sys, "argv", ["ln-fit"])
+
+
+class _Collector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def lightning_log() -> Iterator[list[str]]:
+    """The messages Lightning's loggers (``rank_zero_info``, ...) emit during the test.
+
+    Lightning's logger stops propagating to the root logger when it is imported before any
+    handler exists, which ``caplog`` then misses; this listens on it directly.
+    """
+    collector = _Collector()
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    for logger in loggers:
+        logger.addHandler(collector)
+    try:
+        yield collector.messages
+    finally:
+        for logger in loggers:
+            logger.removeHandler(collector)

@@ -130,3 +130,64 @@ def write_clothing1m(root: Path, per_class: int = 3, classes: int = 14) -> None:
     (ann / "category_names_eng.txt").write_text(
         "\n".join(f"class{c}" for c in range(classes)) + "\n"
     )
+
+
+#: Classes of the stand-in image data sets: a bright square in a different corner each.
+IMAGE_CLASSES = ("circle", "square", "triangle")
+
+
+def _picture(label: int, generator: np.random.Generator, size: int = 16) -> np.ndarray:
+    image = generator.integers(0, 60, (size, size), dtype=np.uint8)
+    row, col = divmod(label, 2)
+    image[row * size // 2 : (row + 1) * size // 2, col * size // 2 : (col + 1) * size // 2] += 150
+    return image
+
+
+def write_image_files(
+    root: Path,
+    per_class: int = 12,
+    flips: int = 0,
+    seed: int = 0,
+    rgb: bool = False,
+    in_given_folder: bool = False,
+) -> tuple[list[Path], list[int], list[int]]:
+    """PNG files of the three learnable ``IMAGE_CLASSES`` under ``root/<class>/``.
+
+    Returns:
+        ``(paths, true labels, given labels)``: the first ``flips`` images of each class are
+        given the next class's label (the wrong labels a test should find); with
+        ``in_given_folder`` they are filed in that class's folder (an ``ImageFolder`` tree with
+        wrong labels), else in their true class's.
+    """
+    from PIL import Image
+
+    generator = np.random.default_rng(seed)
+    paths, truth, given = [], [], []
+    for label, name in enumerate(IMAGE_CLASSES):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = _picture(label, generator)
+            image = Image.fromarray(np.stack([pixels] * 3, -1) if rgb else pixels)
+            wrong = (label + 1) % len(IMAGE_CLASSES) if i < flips else label
+            folder = root / IMAGE_CLASSES[wrong if in_given_folder else label]
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{name}_{i:03d}.png"
+            image.save(path)
+            paths.append(path)
+            truth.append(label)
+            given.append(wrong)
+    return paths, truth, given
+
+
+def write_labels_file(
+    path: Path, paths: list[Path], labels: list[int], clean: list[int] | None = None
+) -> Path:
+    """A ``path,label[,clean_label]`` CSV with paths relative to its folder, labels as names."""
+    lines = ["path,label" + (",clean_label" if clean is not None else "")]
+    for i, image in enumerate(paths):
+        row = f"{image.relative_to(path.parent)},{IMAGE_CLASSES[labels[i]]}"
+        if clean is not None:
+            row += f",{IMAGE_CLASSES[clean[i]]}"
+        lines.append(row)
+    path.write_text("\n".join(lines) + "\n")
+    return path

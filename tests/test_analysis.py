@@ -16,7 +16,6 @@ from ln_lightning.analysis import (
     plot_decision_boundary,
     plot_grid_heatmap,
     plot_residual_histograms,
-    write_mislabel_csv,
 )
 from ln_lightning.losses import functional as LF
 
@@ -90,16 +89,58 @@ def test_scores_and_their_detection_metrics():
         detection_metrics(torch.rand(3), torch.zeros(3, dtype=torch.bool))
 
 
-def test_mislabel_csv_is_sorted_most_suspicious_first(tmp_path):
-    p = predictions([0, 1, 1], [0, 0, 1], [[0.9, 0.1], [0.8, 0.2], [0.4, 0.6]])
-    path = write_mislabel_csv(p, mislabel_scores(p), tmp_path / "sub" / "scores.csv")
+def test_label_issues_are_confident_learning_and_written_most_suspicious_first(tmp_path):
+    from ln_lightning.label_issues import (
+        IssueTable,
+        find_label_issues,
+        read_label_issues,
+        write_cleaned_labels,
+        write_label_issues,
+    )
+
+    probs = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.4, 0.6], [0.7, 0.3], [0.3, 0.7]])
+    given = torch.tensor([0, 1, 1, 0, 0])
+    issues = find_label_issues(probs, given)
+    # t_0 = mean p(0) over labelled 0 = (0.9 + 0.7 + 0.3) / 3, t_1 = (0.2 + 0.6) / 2
+    torch.testing.assert_close(issues.thresholds, torch.tensor([1.9 / 3, 0.4]))
+    # Example 1 (given 1): p(0) = 0.8 >= t_0 -> confidently 0: an issue, suggested 0.
+    # Example 4 (given 0): p(1) = 0.7 >= t_1 and p(0) < t_0 -> an issue, suggested 1.
+    assert issues.is_issue.tolist() == [False, True, False, False, True]
+    assert issues.suggested.tolist() == [0, 0, 1, 0, 1]
+
+    score = 1 - probs.gather(1, given[:, None])[:, 0]
+    table = IssueTable(
+        index=torch.tensor([10, 11, 12, 13, 14]), split=["train"] * 4 + ["val"], given=given,
+        clean=torch.tensor([0, 0, 1, 0, -1]), probs=probs, score=score,
+        paths=[f"/d/{i}.png" for i in range(5)],
+    )  # fmt: skip
+    path = write_label_issues(table, issues, ["cat", "dog"], tmp_path / "sub" / "issues.csv")
     with path.open() as handle:
         rows = list(csv.DictReader(handle))
-    assert [int(r["index"]) for r in rows] == [101, 102, 100]
+    assert [r["path"] for r in rows] == ["/d/1.png", "/d/4.png", "/d/2.png", "/d/3.png", "/d/0.png"]
     assert rows[0] == {
-        "index": "101", "given_label": "1", "predicted_label": "0", "score": "0.8",
-        "clean_label": "0",
+        "rank": "1", "index": "11", "path": "/d/1.png", "split": "train", "given_label": "dog",
+        "suggested_label": "cat", "score": "0.8", "is_issue": "1", "clean_label": "cat",
+        "is_noisy": "1", "p_cat": "0.8", "p_dog": "0.2",
     }  # fmt: skip
+    assert rows[1]["clean_label"] == "" and rows[1]["is_noisy"] == ""  # unknown truth
+    back, names = read_label_issues(path)
+    assert names == ["cat", "dog"] and sorted(back.index.tolist()) == table.index.tolist()
+
+    cleaned = write_cleaned_labels(table, issues, ["cat", "dog"], tmp_path / "c.csv")
+    lines = cleaned.read_text().splitlines()
+    assert lines[0] == "path,label,clean_label" and len(lines) == 1 + 3  # two removed
+    relabelled = write_cleaned_labels(
+        table, issues, ["cat", "dog"], tmp_path / "r.csv", cleaning="relabel"
+    )
+    assert "/d/1.png,cat,cat" in relabelled.read_text().splitlines()
+    table.paths = None  # arrays: the noisy_labels_file format over the pool
+    pool = write_cleaned_labels(table, issues, ["cat", "dog"], tmp_path / "p.csv")
+    assert pool.read_text().splitlines()[:3] == [
+        "index,clean_label,noisy_label",
+        "10,0,0",
+        "11,0,0",
+    ]
 
 
 def test_annotator_nll_averages_annotators_then_examples():

@@ -55,3 +55,15 @@ def test_data_pipeline(script, capsys, tmp_path):
     out = capsys.readouterr().out
     rows = table_rows(out, "Fashion-MNIST") + table_rows(out, "CIFAR-10 format")
     assert len(rows) == 2 and all(float(row[4]) > 0 for row in rows)
+
+
+@pytest.mark.slow  # eight ln-fit processes (five of them the folds), about two minutes
+def test_label_issues(script, capsys, tmp_path):
+    write_mnist(tmp_path / "fashion", n_train=300, n_test=80)
+    args = f"--out {tmp_path / 'out'} --source {tmp_path / 'fashion'} --epochs 1 --jobs 2"
+    script("label_issues").main([*args.split(), "--noise", "symmetric"])
+    out = capsys.readouterr().out
+    rows = table_rows(out, "symmetric 40% (N = 122)")  # of the 300 labels
+    assert [row[1] for row in rows] == ["LN", "CE", "cleanlab 5-fold CE"]
+    assert all(0.0 <= float(row[2]) <= 1.0 and float(row[7]) > 0 for row in rows)
+    assert (tmp_path / "out" / "symmetric" / "ln_retrained" / "version_0" / "metrics.csv").exists()

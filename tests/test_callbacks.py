@@ -36,7 +36,11 @@ def test_ln_run_writes_residual_histograms_and_logs_its_config(tmp_path, monkeyp
 
     calls = []
     predict = module.predict_training_set
-    monkeypatch.setattr(module, "predict_training_set", lambda *a: calls.append(1) or predict(*a))
+    monkeypatch.setattr(
+        module,
+        "predict_training_set",
+        lambda m, batches: calls.append(batches) or predict(m, batches),
+    )
     cli = fit(
         tmp_path,
         "--trainer.max_epochs=3",
@@ -45,8 +49,10 @@ def test_ln_run_writes_residual_histograms_and_logs_its_config(tmp_path, monkeyp
     )
     run = Path(cli.trainer.log_dir)
     assert (run / "figures" / "analysis_residual_histograms.png").stat().st_size > 10_000
-    assert (run / "mislabel_scores.csv").is_file()
-    assert len(calls) == 1  # the two callbacks share one pass over the training set
+    assert (run / "label_issues.csv").is_file()
+    # One pass over the training split, shared by the two callbacks; one over the validation split
+    # (the label-issue report checks every labelled example).
+    assert sorted(len(batches.dataset) for batches in calls) == [144, 1293]
     # Memorisation curves and the full config reach the logger.
     train = cli.datamodule.train_set
     share = float(
@@ -71,11 +77,12 @@ def test_mislabel_report_finds_the_wrong_labels(tmp_path):
         "--trainer.callbacks.every_n_epochs=5",
     )  # fmt: skip
     run = Path(cli.trainer.log_dir)
-    with (run / "mislabel_scores.csv").open() as handle:
+    with (run / "label_issues.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    train = cli.datamodule.train_set
-    assert len(rows) == len(train)
-    assert {int(r["index"]) for r in rows} == set(train.indices.tolist())
+    train, val = cli.datamodule.train_set, cli.datamodule.val_set
+    assert len(rows) == len(train) + len(val) == 1437  # every labelled example of the pool
+    assert {int(r["index"]) for r in rows if r["split"] == "train"} == set(train.indices.tolist())
+    assert {int(r["index"]) for r in rows if r["split"] == "val"} == set(val.indices.tolist())
     scores = [float(r["score"]) for r in rows]
     assert scores == sorted(scores, reverse=True)
     auroc = last_value(run / "metrics.csv", "mislabel/auroc")
@@ -83,6 +90,19 @@ def test_mislabel_report_finds_the_wrong_labels(tmp_path):
     top = rows[: int(0.1 * len(rows))]
     # 21% of the labels are corrupted, but over half of the top 10%.
     assert sum(r["given_label"] != r["clean_label"] for r in top) / len(top) > 0.5
+    # The flags: mostly right, and the cleaned labels (digits have no files: the
+    # noisy_labels_file format) hold fewer wrong labels when a new run reads them back.
+    flagged = [r for r in rows if r["is_issue"] == "1"]
+    precision = sum(r["is_noisy"] == "1" for r in flagged) / len(flagged)
+    assert precision == pytest.approx(last_value(run / "metrics.csv", "mislabel/flag_precision"))
+    assert precision > 0.5
+    again = fit(
+        tmp_path / "again", "--trainer.max_epochs=1", "--trainer.limit_train_batches=1",
+        f"--data.init_args.noisy_labels_file={run / 'cleaned_labels.csv'}",
+    )  # fmt: skip
+    changed = again.datamodule.noise.noisy_labels != cli.datamodule.noise.noisy_labels
+    assert int(changed.sum()) == len(flagged)  # every flagged label relabelled, nothing else
+    assert again.datamodule.noise.realised_rate < cli.datamodule.noise.realised_rate
 
 
 def test_decision_boundary_on_two_moons(tmp_path):
@@ -189,4 +209,4 @@ def test_wandb_offline_run_records_config_metrics_noise_and_figures(tmp_path, mo
     assert len(table["data"]) == 5 and table["columns"][1] == "input"
     # The run's own files sit beside its checkpoints, not in the shared save_dir.
     folder = tmp_path / "ln-tests" / run.name.rsplit("-", 1)[-1]
-    assert (folder / "mislabel_scores.csv").is_file() and (folder / "checkpoints").is_dir()
+    assert (folder / "label_issues.csv").is_file() and (folder / "checkpoints").is_dir()

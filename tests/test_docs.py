@@ -70,7 +70,7 @@ def test_documented_sweeps_resolve(page, argv, monkeypatch, capsys):
     from ln_lightning.sweep import main
 
     monkeypatch.chdir(ROOT)
-    main([*argv, "--dry-run"])
+    main([argv[0], "--dry-run", *argv[1:]])  # before any "--" of the fit arguments
     commands = capsys.readouterr().out.splitlines()
     assert commands and all("ln_lightning.cli fit" in c for c in commands)
 

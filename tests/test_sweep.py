@@ -160,6 +160,7 @@ def test_sweep_runs_resumes_and_searches(tmp_path, monkeypatch, capsys):
 
     # A run cut off before its test continues from its last checkpoint, earlier rows kept.
     metrics.write_text(metrics.read_text().replace("test/acc", "old/acc"))  # as if cut off
+    (metrics.parent / "finished").unlink()  # (a cut-off process never writes it)
     main(["run", str(spec), "--out", str(out), "--method", "LN"])
     assert "resume" in capsys.readouterr().out
     assert "--ckpt_path" in (metrics.parent / "command.txt").read_text()

@@ -1,4 +1,4 @@
-"""Rank the training examples by how likely their label is wrong, after training."""
+"""After training: which labels look wrong (``label_issues.csv``) and cleaned labels."""
 
 from __future__ import annotations
 
@@ -10,33 +10,51 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from ln_lightning import analysis
+from ln_lightning import analysis, label_issues
 from ln_lightning.callbacks._common import require_datamodule
+from ln_lightning.labels import UNKNOWN, corrupted_mask
 from ln_lightning.outputs import log_metrics, run_dir
 
 __all__ = ["MislabelReport"]
 
 
 class MislabelReport(Callback):
-    """Score every training example by how likely its label is wrong, after training.
+    """After training, find the labelled examples whose label looks wrong, and clean the labels.
 
-    Writes ``<run dir>/mislabel_scores.csv`` (index, given_label, predicted_label, score,
-    clean_label; most suspicious first). Where clean labels are known (synthetic noise,
-    CIFAR-N) it logs how well the score finds the corrupted labels: ``mislabel/auroc``,
-    ``mislabel/average_precision`` and ``mislabel/precision_at_n``. With a ``WandbLogger`` the
-    ``top_k`` most suspicious examples are logged as a table with their images.
+    Scores every labelled example of the training pool (the training and the validation split;
+    with k-fold data, ``--data.num_folds``, only the held-out fold, scored out of sample) and
+    writes into the run directory:
+
+    * ``label_issues.csv``: one row per example, most suspicious first: ``rank``, ``index``,
+      ``path`` (for files), ``split``, ``given_label``, ``suggested_label``, ``score``,
+      ``is_issue``, ``clean_label`` and ``is_noisy`` (where the truth is known) and the class
+      probabilities (:func:`ln_lightning.label_issues.write_label_issues`);
+    * ``cleaned_labels.csv``: the labels with the flagged ones removed (or relabelled), in the
+      format a new run reads (``--data.labels_file`` for files, ``--data.noisy_labels_file``
+      otherwise), for retraining or for a person to review;
+
+    and prints ``N of M labels look wrong`` with the thresholds used. Which labels are flagged
+    is decided by confident learning on the predicted probabilities (per-class thresholds, no
+    tuning; :mod:`ln_lightning.label_issues`); ``score`` only orders them. Where clean labels
+    are known (synthetic noise, CIFAR-N, a ``clean_label`` column) it logs how well the score
+    ranks the corrupted labels (``mislabel/auroc``, ``mislabel/average_precision``,
+    ``mislabel/precision_at_n``) and how right the flags are (``mislabel/flag_precision``,
+    ``mislabel/flag_recall``). With a ``WandbLogger`` the ``top_k`` most suspicious examples
+    are logged as a table with their images. ``ln-fit`` adds this callback to every run.
 
     A network that has memorised the noise is confident about the wrong labels too, so a score
     taken only at the end of training finds fewer of them (CE on digits: AUROC 0.64-0.70 at the
     end vs 0.85-0.88 averaged over training; docs/analysis.md). ``every_n_epochs`` averages the
-    score over the epochs (one extra inference pass over the training set each time).
+    score over the epochs (one extra inference pass each time).
 
     Args:
-        score: See :func:`ln_lightning.analysis.mislabel_scores` (``auto``: ``1 - p(given
-            label)``, the best measured for LN and CE alike).
-        every_n_epochs: Also score every n-th epoch and report the mean; ``0``: the end only.
+        score: The ranking score, see :func:`ln_lightning.analysis.mislabel_scores` (``auto``:
+            ``1 - p(given label)``, the best measured for LN and CE alike).
+        every_n_epochs: Also score every n-th epoch and rank by the mean; ``0``: the end only.
         top_k: Rows of the W&B table.
-        file_name: CSV name inside the run directory.
+        cleaning: ``remove`` (default) leaves flagged examples out of ``cleaned_labels.csv``;
+            ``relabel`` gives them the suggested label (data without files: always relabel).
+        file_name: Name of the label-issue file inside the run directory.
     """
 
     def __init__(
@@ -44,7 +62,8 @@ class MislabelReport(Callback):
         score: str = "auto",
         every_n_epochs: int = 0,
         top_k: int = 50,
-        file_name: str = "mislabel_scores.csv",
+        cleaning: str = "remove",
+        file_name: str = "label_issues.csv",
     ) -> None:
         if score not in analysis.SCORES:
             raise ValueError(f"score must be one of {analysis.SCORES}; got {score!r}.")
@@ -52,61 +71,119 @@ class MislabelReport(Callback):
             raise ValueError(
                 f"top_k and every_n_epochs must be >= 0; got {top_k} and {every_n_epochs}."
             )
+        if cleaning not in label_issues.CLEANING:
+            raise ValueError(f"cleaning must be one of {label_issues.CLEANING}; got {cleaning!r}.")
         self.score, self.every_n_epochs, self.top_k = score, every_n_epochs, top_k
-        self.file_name = file_name
+        self.cleaning, self.file_name = cleaning, file_name
         self.metrics: dict[str, float] = {}
+        self.issues: label_issues.LabelIssues | None = None
         self._history: list[torch.Tensor] = []
 
-    def _scores(self, pl_module: pl.LightningModule) -> tuple:
-        predictions = pl_module.training_predictions()
-        return predictions, analysis.mislabel_scores(predictions, self.score)
+    @staticmethod
+    def _splits(datamodule: Any) -> tuple[str, ...]:
+        """The labelled splits of the training pool: the held-out fold of a k-fold run, else
+        the training split and the validation split when it was cut from the pool."""
+        if getattr(datamodule, "num_folds", 0):
+            return ("val",)
+        from_pool = datamodule.split("val").inputs is datamodule.split("train").inputs
+        return ("train", "val") if from_pool else ("train",)
+
+    def _predictions(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> tuple:
+        datamodule = require_datamodule(trainer, self)
+        parts = [
+            (name, pl_module.training_predictions(split=name)) for name in self._splits(datamodule)
+        ]
+        scores = torch.cat([analysis.mislabel_scores(p, self.score) for _, p in parts])
+        return datamodule, parts, scores
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
         if self.every_n_epochs and epoch % self.every_n_epochs == 0 and trainer.is_global_zero:
-            self._history.append(self._scores(pl_module)[1])
+            self._history.append(self._predictions(trainer, pl_module)[2])
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        predictions, scores = self._scores(pl_module)
+        datamodule, parts, scores = self._predictions(trainer, pl_module)
         if self._history:
             scores = torch.stack([*self._history, scores]).mean(0)
-        path = analysis.write_mislabel_csv(predictions, scores, run_dir(trainer) / self.file_name)
-        rank_zero_info(f"Mislabelled-example scores: {path}")
-        corrupted, known = predictions.corrupted, predictions.known
-        if 0 < int(corrupted.sum()) < int(known.sum()):
-            found = analysis.detection_metrics(scores, corrupted, known)
-            self.metrics = {
-                f"mislabel/{k}": float(v) for k, v in found.items() if not k.startswith("num_")
-            }
-            log_metrics(trainer, self.metrics)
+        table = self._table(datamodule, parts, scores)
+        names = list(datamodule.class_names or [str(k) for k in range(table.probs.shape[1])])
+        self.issues = label_issues.find_label_issues(table.probs, table.given)
+        folder = run_dir(trainer)
+        path = label_issues.write_label_issues(table, self.issues, names, folder / self.file_name)
+        message = f"{label_issues.summary(self.issues, names, table.given)}. Ranked: {path}"
+        if not getattr(datamodule, "num_folds", 0):  # a fold alone does not cover the pool
+            cleaned = label_issues.write_cleaned_labels(
+                table, self.issues, names, folder / "cleaned_labels.csv", self.cleaning
+            )
+            message += f"; cleaned labels: {cleaned}"
+        rank_zero_info(message)
+        self._log_detection(trainer, table, scores)
         wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
         if wandb_loggers and self.top_k:
-            columns, rows = self._table(trainer, predictions, scores)
+            columns, rows = self._wandb_rows(datamodule, table, names)
             for logger in wandb_loggers:
                 logger.log_table(key="mislabel/top", columns=columns, data=rows)
 
-    def _table(self, trainer: pl.Trainer, predictions: Any, scores: torch.Tensor) -> tuple:
+    @staticmethod
+    def _table(datamodule: Any, parts: list, scores: torch.Tensor) -> label_issues.IssueTable:
+        ids = {name: datamodule.example_ids(name) for name, _ in parts}
+        paths = None
+        if all(ids[name] is not None for name, _ in parts):
+            paths = [str(ids[name][int(i)]) for name, p in parts for i in p.indices]
+        return label_issues.IssueTable(
+            index=torch.cat([p.indices for _, p in parts]),
+            split=[name for name, p in parts for _ in range(len(p.indices))],
+            given=torch.cat([p.given for _, p in parts]),
+            clean=torch.cat([p.clean for _, p in parts]),
+            probs=torch.cat([p.probs for _, p in parts]),
+            score=scores,
+            paths=paths,
+        )
+
+    def _log_detection(
+        self, trainer: pl.Trainer, table: label_issues.IssueTable, scores: torch.Tensor
+    ) -> None:
+        known = table.clean != UNKNOWN
+        corrupted = corrupted_mask(table.given, table.clean)
+        if not 0 < int(corrupted.sum()) < int(known.sum()):
+            return
+        found = analysis.detection_metrics(scores, corrupted, known)
+        self.metrics = {
+            f"mislabel/{k}": float(v) for k, v in found.items() if not k.startswith("num_")
+        }
+        flagged = self.issues.is_issue & known
+        hits = int((flagged & corrupted).sum())
+        self.metrics["mislabel/flag_precision"] = hits / max(1, int(flagged.sum()))
+        self.metrics["mislabel/flag_recall"] = hits / int(corrupted.sum())
+        log_metrics(trainer, self.metrics)
+
+    def _wandb_rows(self, datamodule: Any, table: label_issues.IssueTable, names: list) -> tuple:
         import wandb
 
-        train = require_datamodule(trainer, self).split("train")
-        order = scores.argsort(descending=True)[: self.top_k]
-        predicted = predictions.probs.argmax(1)
-        columns = ["index", "input", "given_label", "predicted_label", "score", "clean_label"]
+        splits = {name: datamodule.split(name, eval_transform=True) for name in set(table.split)}
+        where = {
+            (name, int(index)): position
+            for name, dataset in splits.items()
+            for position, index in enumerate(dataset.indices)
+        }
+        columns = ["index", "input", "given_label", "suggested_label", "score", "clean_label"]
         rows = []
-        for i in order.tolist():
-            index = int(predictions.indices[i])
-            item = torch.as_tensor(train.inputs[index]).float()
+        for i in table.score.argsort(descending=True)[: self.top_k].tolist():
+            split, index = table.split[i], int(table.index[i])
+            item = torch.as_tensor(splits[split][where[split, index]].input).float()
             shown: Any = round(float(item.flatten()[0]), 4) if item.ndim < 2 else None
             if item.ndim >= 2:
                 image = item if item.ndim == 2 else item.movedim(0, -1).squeeze(-1)
                 image = (image - image.min()) / (image.max() - image.min() + 1e-12)
                 shown = wandb.Image(image.numpy())
+            clean = int(table.clean[i])
             rows.append(
                 [
-                    index, shown, int(predictions.given[i]), int(predicted[i]),
-                    float(scores[i]), int(predictions.clean[i]),
+                    index, shown, names[int(table.given[i])],
+                    names[int(self.issues.suggested[i])], float(table.score[i]),
+                    names[clean] if clean != UNKNOWN else "",
                 ]
             )  # fmt: skip
         return columns, rows

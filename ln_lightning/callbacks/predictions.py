@@ -25,12 +25,14 @@ class PredictionWriter(BasePredictionWriter):
     Columns: ``index`` (position in its data set; for the training and validation splits, in the
     training pool), ``path`` (when the examples are files), ``predicted`` (class name where the
     data set has names, else its index), ``predicted_index``, ``confidence`` (its probability),
-    ``given_label`` and ``clean_label`` (when the split has labels; the clean one is empty
-    where unknown), ``uncertainty`` (LN: the largest standard deviation of the predicted
-    Gaussian; ``lambda`` means certain), and ``p_<class>`` for each of the K classes.
+    ``given_label`` and ``clean_label`` (when the split has labels, not for unlabelled images;
+    the clean one is empty where unknown), ``uncertainty`` (LN: the largest standard deviation
+    of the predicted Gaussian; ``lambda`` means certain), and ``p_<class>`` for each of the K
+    classes.
 
     ``ln-fit`` adds one to every run; it acts on ``predict`` only. The split comes from the data
-    module's ``predict_split`` (``test`` by default). The file goes to ``output``, or to
+    module: its unlabelled inputs if it has some (``--data.predict_root`` for images), else its
+    ``predict_split`` (``test`` by default). The file goes to ``output``, or to
     ``<log dir>/predictions_<split>.csv``: for ``ln-fit predict --ckpt_path RUN/checkpoints/X.ckpt``
     that is ``RUN/predict/X/``. Under DDP each rank writes its own file (``.rank<N>`` before the
     suffix). The path is printed at the end.
@@ -52,6 +54,7 @@ class PredictionWriter(BasePredictionWriter):
         self._writer: Any = None
         self._names: Sequence[str] | None = None
         self._ids: Sequence[str] | None = None
+        self._labelled = True
 
     def _target(self, trainer: pl.Trainer, split: str) -> Path:
         if self.output is not None:
@@ -65,7 +68,10 @@ class PredictionWriter(BasePredictionWriter):
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         datamodule = trainer.datamodule
-        split = getattr(datamodule, "predict_split", "predict")
+        which = getattr(datamodule, "prediction_split", None)
+        split = which() if callable(which) else "predict"
+        labelled = getattr(datamodule, "has_labels", None)
+        self._labelled = labelled(split) if callable(labelled) else True
         self._names = getattr(datamodule, "class_names", None)
         ids = getattr(datamodule, "example_ids", None)
         self._ids = ids(split) if callable(ids) else None
@@ -92,7 +98,7 @@ class PredictionWriter(BasePredictionWriter):
         if self._ids is not None:
             columns.append("path")
         columns += ["predicted", "predicted_index", "confidence"]
-        if "given" in prediction:
+        if "given" in prediction and self._labelled:
             columns += ["given_label", "clean_label"]
         if "uncertainty" in prediction:
             columns.append("uncertainty")
@@ -130,7 +136,7 @@ class PredictionWriter(BasePredictionWriter):
                 values.append(str(self._ids[index]))
             values += [self._label(int(predicted[row])), int(predicted[row])]
             values.append(round(float(confidence[row]), 6))
-            if "given" in prediction:
+            if "given" in prediction and self._labelled:
                 values.append(self._label(int(prediction["given"][row])))
                 values.append(self._label(int(prediction["clean"][row])))
             if "uncertainty" in prediction:

@@ -32,7 +32,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import zoo  # noqa: F401  (registers the zoo's backbones in timm)
-from ln_lightning.callbacks import PredictionWriter
+from ln_lightning.callbacks import MislabelReport, PredictionWriter
 from ln_lightning.cli.errors import explain, optimizer_error, parse_error_message
 from ln_lightning.data.base import NoisyLabelDataModule
 from ln_lightning.metrics import SELECTED_TEST
@@ -44,6 +44,7 @@ from ln_lightning.resume import (
     run_record,
     selected_checkpoint,
 )
+from zoo.paths import resolve_config_args
 
 __all__ = ["LNArgumentParser", "LNLightningCLI", "LoggerSaveConfigCallback", "main", "run_cli"]
 
@@ -99,7 +100,7 @@ class LNLightningCLI(LightningCLI):
     """LightningCLI with the data module's shape linked into the model and test-after-fit.
 
     Without a config the model is a :class:`NoisyLabelClassifier` with its defaults (LN loss,
-    ``small_cnn``) on :class:`DigitsDataModule`.
+    ``small_cnn``) on :class:`DigitsDataModule` without injected noise.
 
     ``data.num_classes`` and ``data.input_shape`` are linked into the model, so they are set
     once, by the data module. ``--test_after_fit true`` evaluates the final weights on the clean
@@ -108,10 +109,17 @@ class LNLightningCLI(LightningCLI):
     """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # Without a config: LN on the digits, no injected noise. The noise is set here, not left
+        # to the class defaults, because jsonargparse carries same-named arguments of the default
+        # class over to a class chosen with --data (its issue #460): the default's must be
+        # harmless for every other data module (your own images, arrays).
         parser.set_defaults(
             {
                 "model": {"class_path": "ln_lightning.NoisyLabelClassifier"},
-                "data": {"class_path": "ln_lightning.DigitsDataModule"},
+                "data": {
+                    "class_path": "ln_lightning.DigitsDataModule",
+                    "init_args": {"noise_type": "none", "noise_rate": 0.0},
+                },
             }
         )
         parser.link_arguments(
@@ -174,12 +182,16 @@ class LNLightningCLI(LightningCLI):
                 raise ValueError(optimizer_error(factory, error)) from None
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
-        """The trainer, with a :class:`LastCheckpoint` when checkpointing is on and none is set.
+        """The trainer, with the callbacks every run has unless its config brings its own: a
+        :class:`MislabelReport` (``label_issues.csv`` after fit) and, when checkpointing is on,
+        a :class:`LastCheckpoint`.
 
         Runs after the model and data module are built, so their arguments are checked first.
         """
         self.check_instantiated()
         trainer = super().instantiate_trainer(**kwargs)
+        if not any(isinstance(c, MislabelReport) for c in trainer.callbacks):
+            trainer.callbacks.insert(0, MislabelReport())
         if trainer.checkpoint_callbacks and last_checkpoint_callback(trainer) is None:
             trainer.callbacks.append(LastCheckpoint())  # checkpoint callbacks stay last
         return trainer
@@ -195,6 +207,12 @@ class LNLightningCLI(LightningCLI):
     def after_fit(self) -> None:
         if not self.config.fit.get("test_after_fit") or self.trainer.interrupted:
             return
+        if not getattr(self.datamodule, "has_test_set", True):
+            rank_zero_info(
+                f"{type(self.datamodule).__name__} has no clean test set, so there is no test "
+                "accuracy (give one with --data.test_root or --data.test_labels_file)."
+            )
+            return
         self.trainer.test(self.model, datamodule=self.datamodule)
         selected = selected_checkpoint(self.trainer)
         if selected is not None:
@@ -209,7 +227,15 @@ class LNLightningCLI(LightningCLI):
 
 
 def run_cli(args: list[str] | None = None, run: bool = True) -> LNLightningCLI:
-    """Build (and by default run) the CLI; ``args`` as on the command line, ``sys.argv`` if None."""
+    """Build (and by default run) the CLI; ``args`` as on the command line, ``sys.argv`` if None.
+
+    ``--config zoo/...`` paths resolve inside the installed ``zoo`` package when the current
+    folder has no ``zoo/`` (:func:`zoo.paths.resolve_config_args`).
+    """
+    if args is None:
+        sys.argv[1:] = resolve_config_args(sys.argv[1:])
+    else:
+        args = resolve_config_args(list(args))
     return LNLightningCLI(
         NoisyLabelClassifier,
         NoisyLabelDataModule,

@@ -30,8 +30,10 @@ from ln_lightning.data.splits import (
     DataSplits,
     check_split_inputs,
     check_split_labels,
+    fold_split,
     validation_split,
 )
+from ln_lightning.labels import UNKNOWN
 from ln_lightning.noise import (
     NOISE_TYPES,
     NoiseResult,
@@ -85,7 +87,14 @@ class NoisyLabelDataModule(pl.LightningDataModule):
             drawing them; its clean labels must match the data.
         save_noisy_labels_to: Write the pool's ``index,clean_label,noisy_label`` CSV here.
         predict_split: The split ``ln-fit predict`` (``predict_dataloader``) runs on: ``test``
-            (default), ``val`` or ``train``, always with the evaluation transform.
+            (default), ``val`` or ``train``, always with the evaluation transform (a data module
+            with unlabelled images to predict, :meth:`unlabelled_predict_set`, uses those).
+        num_folds: With 2 or more, k-fold cross-validation instead of a ``val_fraction`` cut:
+            the pool is split into ``num_folds`` folds (from ``seed``), fold ``fold`` is held out
+            as the validation split and the model trains on the others, so every held-out label
+            is scored by a model that never trained on it (``ln-fit-sweep folds`` runs them all
+            and merges the label-issue scores).
+        fold: Which fold to hold out, in ``[0, num_folds)``.
     """
 
     num_classes: int
@@ -108,6 +117,8 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         noisy_labels_file: str | None = None,
         save_noisy_labels_to: str | None = None,
         predict_split: str = "test",
+        num_folds: int = 0,
+        fold: int = 0,
     ) -> None:
         super().__init__()
         if noise_type not in NOISE_TYPES:
@@ -121,6 +132,11 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         if predict_split not in PREDICT_SPLITS:
             raise ValueError(
                 f"predict_split must be one of {PREDICT_SPLITS}; got {predict_split!r}."
+            )
+        if num_folds and (num_folds < 2 or not 0 <= fold < num_folds):
+            raise ValueError(
+                f"num_folds must be >= 2 and fold in [0, num_folds); got num_folds={num_folds}, "
+                f"fold={fold}."
             )
         if not self.has_real_noise():  # real-noise data sets ignore the noise arguments
             if noise_type == "asymmetric" and class_map is None and self.default_class_map is None:
@@ -142,6 +158,8 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         self.noisy_labels_file = noisy_labels_file
         self.save_noisy_labels_to = save_noisy_labels_to
         self.predict_split = predict_split
+        self.num_folds = num_folds
+        self.fold = fold
         self.noise: NoiseResult | None = None
         self.train_set: NoisyLabelDataset | None = None
         self.val_set: NoisyLabelDataset | None = None
@@ -180,6 +198,13 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         """
         return False
 
+    def unlabelled_predict_set(self) -> NoisyLabelDataset | None:
+        """Inputs without labels for ``ln-fit predict`` (e.g. a folder of new images), if any.
+
+        Their labels are ``-1``; :meth:`example_ids` names them under the split ``"predict"``.
+        """
+        return None
+
     # ------------------------------------------------------------ noise
     def effective_class_map(self) -> Mapping[int, int] | None:
         """The asymmetric map in use: ``class_map`` if given, else the data set's own."""
@@ -210,20 +235,25 @@ class NoisyLabelDataModule(pl.LightningDataModule):
             self.transition_matrix,
         )
 
-    def _draw_noise(self, splits: DataSplits) -> NoiseResult:
+    def _draw_noise(self, splits: DataSplits) -> tuple[NoiseResult, Tensor]:
+        """The pool's noisy labels and its true labels (``-1`` where unknown)."""
         clean = splits.train_labels.long()
         if self.noisy_labels_file is not None:
             file_clean, noisy = load_noisy_labels(self.noisy_labels_file)
-            if not torch.equal(file_clean, clean):
+            # The file's clean labels must agree with the data's where the data knows them; where
+            # it does not (your own data), the file's are taken.
+            known = clean != UNKNOWN
+            if len(file_clean) != len(clean) or not torch.equal(file_clean[known], clean[known]):
                 raise ValueError(
                     f"{self.noisy_labels_file} was written for other data: its clean labels "
                     f"({len(file_clean)}) do not match this data set's training pool "
                     f"({len(clean)})."
                 )
-            return noise_from_labels(clean, noisy, self.num_classes)
+            return noise_from_labels(file_clean, noisy, self.num_classes), file_clean
         if splits.train_noisy_labels is not None:
-            return noise_from_labels(clean, splits.train_noisy_labels.long(), self.num_classes)
-        return inject_noise(
+            noisy = splits.train_noisy_labels.long()
+            return noise_from_labels(clean, noisy, self.num_classes), clean
+        noise = inject_noise(
             clean,
             self.num_classes,
             self.noise_type,
@@ -232,12 +262,15 @@ class NoisyLabelDataModule(pl.LightningDataModule):
             self.seed,
             self.transition_matrix,
         )
+        return noise, clean
 
     def _noise_source(self) -> str:
         if self.noisy_labels_file:
             return f"labels from {Path(self.noisy_labels_file).name}"
         if self.has_real_noise():
-            return "real-world noisy labels"
+            return "the data's own labels"
+        if self.noise_type == "none" or (self.noise_rate == 0 and self.noise_type != "transition"):
+            return "no injected noise"
         return f"{self.noise_type} noise at rate {self.noise_rate}"
 
     # ------------------------------------------------------------ Lightning hooks
@@ -248,10 +281,13 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         splits = self.load_splits()
         check_split_labels(splits, self.num_classes, name)
         check_split_inputs(splits, name)
-        self.noise = self._draw_noise(splits)
-        noisy, clean = self.noise.noisy_labels, splits.train_labels.long()
+        self.noise, clean = self._draw_noise(splits)
+        noisy = self.noise.noisy_labels
         train_tf, eval_tf = self.train_transform(), self.eval_transform()
-        if splits.val_inputs is None:
+        if self.num_folds:
+            train_idx, val_idx = fold_split(len(clean), self.num_folds, self.fold, self.seed)
+            self.val_set = NoisyLabelDataset(splits.train_inputs, noisy, clean, val_idx, eval_tf)
+        elif splits.val_inputs is None:
             train_idx, val_idx = validation_split(len(clean), self.val_fraction, self.seed)
             self.val_set = NoisyLabelDataset(splits.train_inputs, noisy, clean, val_idx, eval_tf)
         else:
@@ -261,13 +297,17 @@ class NoisyLabelDataModule(pl.LightningDataModule):
                 splits.val_inputs, val_labels, val_labels, torch.arange(len(val_labels)), eval_tf
             )
         self.train_set = NoisyLabelDataset(splits.train_inputs, noisy, clean, train_idx, train_tf)
-        test_labels = splits.test_labels.long()
-        self.test_set = NoisyLabelDataset(
-            splits.test_inputs, test_labels, test_labels, torch.arange(len(test_labels)), eval_tf
-        )
+        if splits.test_inputs is not None:
+            test_labels = splits.test_labels.long()
+            self.test_set = NoisyLabelDataset(
+                splits.test_inputs, test_labels, test_labels, torch.arange(len(test_labels)),
+                eval_tf,
+            )  # fmt: skip
         if splits.class_names is not None:
             self.class_names = list(splits.class_names)
-        val_ids = splits.train_ids if splits.val_inputs is None else splits.val_ids
+        val_ids = (
+            splits.train_ids if splits.val_inputs is None or self.num_folds else splits.val_ids
+        )
         self._example_ids = {"train": splits.train_ids, "val": val_ids, "test": splits.test_ids}
         if self.save_noisy_labels_to is not None:
             save_noisy_labels(self.save_noisy_labels_to, clean, noisy)
@@ -277,10 +317,12 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         """Print the realised noise; log it to the loggers when fitting."""
         assert self.noise is not None and self.val_set is not None
         val_kind = "clean" if self.val_set.noisy_labels is self.val_set.clean_labels else "noisy"
+        if self.num_folds:
+            val_kind = f"held-out fold {self.fold} of {self.num_folds}, noisy"
+        test = f"clean test {len(self.test_set)}" if self.test_set is not None else "no test set"
         rank_zero_info(
             f"{type(self).__name__}: {self.noise.describe(self._noise_source())} (train "
-            f"{len(self.train_set)}, {val_kind} val {len(self.val_set)}, clean test "
-            f"{len(self.test_set)})."
+            f"{len(self.train_set)}, {val_kind} val {len(self.val_set)}, {test})."
         )
         trainer = getattr(self, "trainer", None)
         if trainer is not None and trainer.state.fn == TrainerFn.FITTING:
@@ -312,11 +354,24 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         return self._loader(self.val_set, train=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, train=False)
+        return self._loader(self.split("test"), train=False)
 
     def predict_dataloader(self) -> DataLoader:
-        """The ``predict_split`` split in a fixed order, with the evaluation transform."""
-        return self._loader(self.split(self.predict_split, eval_transform=True), train=False)
+        """The unlabelled inputs if the data module has some (:meth:`unlabelled_predict_set`),
+        else the ``predict_split`` split; in a fixed order, with the evaluation transform."""
+        return self._loader(self.split(self.prediction_split(), eval_transform=True), train=False)
+
+    def prediction_split(self) -> str:
+        """The split ``predict_dataloader`` reads: ``"predict"`` (unlabelled) or
+        ``predict_split``."""
+        return "predict" if self.unlabelled_predict_set() is not None else self.predict_split
+
+    @property
+    def has_test_set(self) -> bool:
+        """Whether there is a clean test set (after ``setup``)."""
+        if self.train_set is None:
+            self.setup()
+        return self.test_set is not None
 
     # ------------------------------------------------------------ splits and their examples
     def split(self, name: str, eval_transform: bool = False) -> NoisyLabelDataset:
@@ -327,11 +382,21 @@ class NoisyLabelDataModule(pl.LightningDataModule):
             eval_transform: Give the training split the evaluation transform (no augmentation),
                 e.g. to predict on it; ``val`` and ``test`` have it already.
         """
+        if name == "predict":
+            dataset = self.unlabelled_predict_set()
+            if dataset is None:
+                raise ValueError(f"{type(self).__name__} has no unlabelled inputs to predict.")
+            return dataset
         if name not in PREDICT_SPLITS:
             raise ValueError(f"split must be one of {PREDICT_SPLITS}; got {name!r}.")
         if self.train_set is None:
             self.setup()
         dataset = {"train": self.train_set, "val": self.val_set, "test": self.test_set}[name]
+        if dataset is None:
+            raise ValueError(
+                f"{type(self).__name__} has no clean test set, so there is no test accuracy: "
+                "give it one (for your own images --data.test_root or --data.test_labels_file)."
+            )
         if eval_transform and name == "train":
             dataset = copy.copy(dataset)
             dataset.transform = self.eval_transform()
@@ -341,6 +406,10 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         """A name (file path) for each example of ``split``, indexed by ``NoisySample.index``;
         ``None`` when the examples have none (then their index is their name)."""
         return self._example_ids.get(split)
+
+    def has_labels(self, split: str) -> bool:
+        """Whether ``split`` comes with labels (all but the unlabelled ``"predict"`` inputs)."""
+        return split != "predict"
 
     # ------------------------------------------------------------ resuming
     def state_dict(self) -> dict[str, Any]:

@@ -11,7 +11,13 @@ from torch import Tensor
 from ln_lightning.data.dataset import InputSource
 from ln_lightning.labels import check_labels
 
-__all__ = ["DataSplits", "check_split_inputs", "check_split_labels", "validation_split"]
+__all__ = [
+    "DataSplits",
+    "check_split_inputs",
+    "check_split_labels",
+    "fold_split",
+    "validation_split",
+]
 
 
 @dataclass
@@ -22,8 +28,9 @@ class DataSplits:
         train_inputs: The training pool: a tensor ``(N, ...)`` or a dataset whose item ``i`` is
             the input (or an ``(input, label)`` pair).
         train_labels: True labels of the pool, ``(N,)``; ``-1`` where unknown (Clothing1M).
-        test_inputs: Clean test inputs.
-        test_labels: Clean test labels.
+        test_inputs: Clean test inputs; ``None`` when the data has no test set (then there is no
+            test accuracy).
+        test_labels: Clean test labels (``None`` with ``test_inputs``).
         train_noisy_labels: Real-world noisy labels of the pool (CIFAR-N, Clothing1M); when
             given, no synthetic noise is drawn.
         val_inputs: A provided validation split (e.g. Clothing1M's clean one) instead of a
@@ -37,8 +44,8 @@ class DataSplits:
 
     train_inputs: InputSource
     train_labels: Tensor
-    test_inputs: InputSource
-    test_labels: Tensor
+    test_inputs: InputSource | None
+    test_labels: Tensor | None
     train_noisy_labels: Tensor | None = None
     val_inputs: InputSource | None = None
     val_labels: Tensor | None = None
@@ -50,7 +57,7 @@ class DataSplits:
 
 def check_split_labels(splits: DataSplits, num_classes: int, name: str) -> None:
     """Raise ``ValueError`` for labels outside ``[0, K)`` (clean training labels may be -1)."""
-    checks = [("test", splits.test_labels, 0)]
+    checks = [] if splits.test_labels is None else [("test", splits.test_labels, 0)]
     checks.append(("training", splits.train_labels, -1))
     if splits.train_noisy_labels is not None:
         checks.append(("noisy training", splits.train_noisy_labels, 0))
@@ -67,7 +74,9 @@ def check_split_labels(splits: DataSplits, num_classes: int, name: str) -> None:
 
 def check_split_inputs(splits: DataSplits, name: str) -> None:
     """Raise ``ValueError`` when floating-point input tensors hold NaN or inf."""
-    sources = {"training": splits.train_inputs, "test": splits.test_inputs}
+    sources = {"training": splits.train_inputs}
+    if splits.test_inputs is not None:
+        sources["test"] = splits.test_inputs
     if splits.val_inputs is not None:
         sources["validation"] = splits.val_inputs
     for what, inputs in sources.items():
@@ -81,6 +90,29 @@ def check_split_inputs(splits: DataSplits, name: str) -> None:
                 "them before building the data module, e.g. keep = torch.isfinite(x).flatten(1)"
                 ".all(1); x, y = x[keep], y[keep]."
             )
+
+
+def fold_split(num_examples: int, num_folds: int, fold: int, seed: int) -> tuple[Tensor, Tensor]:
+    """``(train, held-out)`` pool indices for fold ``fold`` of ``num_folds`` (k-fold cross
+    validation), each sorted; the folds partition the pool and are drawn from ``seed + 1``.
+
+    Raises:
+        ValueError: For fewer than two folds, a fold out of range, or fewer examples than folds.
+    """
+    if num_folds < 2 or not 0 <= fold < num_folds:
+        raise ValueError(
+            f"fold must lie in [0, num_folds) with num_folds >= 2; got fold={fold}, "
+            f"num_folds={num_folds}."
+        )
+    if num_examples < num_folds:
+        raise ValueError(f"{num_examples} examples cannot make {num_folds} folds.")
+    generator = torch.Generator().manual_seed(seed + 1)
+    assignment = torch.empty(num_examples, dtype=torch.long)
+    assignment[torch.randperm(num_examples, generator=generator)] = (
+        torch.arange(num_examples) % num_folds
+    )
+    held_out = assignment == fold
+    return torch.nonzero(~held_out).flatten(), torch.nonzero(held_out).flatten()
 
 
 def validation_split(num_examples: int, fraction: float, seed: int) -> tuple[Tensor, Tensor]:

@@ -1,0 +1,291 @@
+"""Finding wrong labels in your own images: LN in one run vs CE vs cleanlab's 5-fold procedure.
+
+Real Fashion-MNIST (the IDX files, e.g. Debian's ``dataset-fashion-mnist``) is written out as a
+folder of PNG files with a ``labels.csv`` per noise kind (40% symmetric, 40% asymmetric with the
+project's map; ``clean_label`` kept so detection can be scored) and a clean ``test.csv``. Then,
+all through the ``ln-fit`` command line a user types (``zoo/configs/own/images.yaml``, LeNet-5 on
+28x28, Adam 1e-3, batch 256, the same epochs for every run, no augmentation):
+
+1. **LN, one run**: ``label_issues.csv`` of the run (in-sample scores, ``1 - p(given)``);
+2. **CE, one run**: the same with cross-entropy;
+3. **cleanlab, 5-fold CE**: ``ln-fit-sweep folds --num-folds 5`` with CE (out-of-sample
+   probabilities), then cleanlab's ``find_label_issues`` on them (its default, confident
+   learning ranked by self-confidence);
+4. **retrained**: LN again on LN's ``cleaned_labels.csv`` (flagged images removed), and CE on
+   cleanlab's cleaned labels.
+
+It prints (and writes as JSON) per noise kind: AUROC of the ranking score, precision and recall
+among the top N (N = the true number of wrong labels), the flags' precision and recall, the wall
+time (one thread per run), and the clean test accuracy of the first and the retrained models.
+
+    python benchmarks/label_issues.py --out runs/label_issues --jobs 2            # ~1.5 h
+    python benchmarks/label_issues.py --out /tmp/li --epochs 1 --limit 600        # a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ln_lightning.analysis import detection_metrics
+from ln_lightning.data.mnist import FILES, read_idx
+from ln_lightning.noise import FASHION_MNIST_ASYMMETRIC_MAP, inject_noise
+
+ROOT = Path(__file__).resolve().parents[1]
+NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+         "Ankle boot")  # fmt: skip
+SOURCES = ("/usr/share/datasets/fashion-mnist", "data", "data/FashionMNIST/raw")
+
+
+def find_idx(directories: list[str]) -> dict[str, Path]:
+    for directory in directories:
+        found = {}
+        for key, name in FILES.items():
+            for candidate in (Path(directory) / name, Path(directory) / f"{name}.gz"):
+                if candidate.is_file():
+                    found[key] = candidate
+        if len(found) == len(FILES):
+            return found
+    raise SystemExit(
+        f"Fashion-MNIST IDX files not found in {directories}: apt-get install "
+        "dataset-fashion-mnist, or pass --source with torchvision's download folder."
+    )
+
+
+def write_folder(out: Path, source: list[str], limit: int | None, seed: int) -> dict[str, Path]:
+    """PNG files of the training and test images; ``labels_<noise>.csv`` and ``test.csv``."""
+    files = find_idx(source)
+    images = {split: read_idx(files[f"{split}_images"]) for split in ("train", "test")}
+    labels = {split: read_idx(files[f"{split}_labels"]).long() for split in ("train", "test")}
+    if limit:  # a subset, for smoke tests
+        sizes = {"train": limit, "test": max(50, limit // 4)}
+        images = {split: images[split][: sizes[split]] for split in images}
+        labels = {split: labels[split][: sizes[split]] for split in labels}
+    written = {}
+    for split in ("train", "test"):
+        folder = out / "images" / split
+        folder.mkdir(parents=True, exist_ok=True)
+        marker = folder / f".complete-{len(images[split])}"
+        if not marker.exists():
+            for i, pixels in enumerate(images[split].numpy()):
+                Image.fromarray(pixels).save(folder / f"{i:05d}.png")
+            marker.touch()
+    test = out / "test.csv"
+    rows = [f"images/test/{i:05d}.png,{NAMES[y]}" for i, y in enumerate(labels["test"].tolist())]
+    test.write_text("path,label\n" + "\n".join(rows) + "\n")
+    written["test"] = test
+    clean = labels["train"]
+    for kind, class_map in (("symmetric", None), ("asymmetric", FASHION_MNIST_ASYMMETRIC_MAP)):
+        noise = inject_noise(clean, 10, kind, 0.4, class_map, seed)
+        path = out / f"labels_{kind}.csv"
+        pairs = zip(noise.noisy_labels.tolist(), clean.tolist(), strict=True)
+        with path.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "label", "clean_label"])
+            for i, (noisy, true) in enumerate(pairs):
+                writer.writerow([f"images/train/{i:05d}.png", NAMES[noisy], NAMES[true]])
+        written[kind] = path
+        print(f"{path}: {kind} 40% -> {noise.realised_rate:.1%} of {len(clean)} labels wrong")
+    return written
+
+
+def fit_args(labels: Path, test: Path, epochs: int, loss: str) -> list[str]:
+    args = [
+        "--config", str(ROOT / "zoo/configs/own/images.yaml"),
+        f"--data.labels_file={labels}", f"--data.test_labels_file={test}",
+        "--data.image_size=28", "--data.augment=false", "--data.crop_pct=1.0",
+        "--data.batch_size=256", "--model.backbone=lenet5", f"--trainer.max_epochs={epochs}",
+        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+    ]  # fmt: skip
+    if loss == "CE":
+        args.append("--model.loss=ln_lightning.CrossEntropy")
+    else:  # the zoo's Fashion-MNIST [tau, lambda]
+        args += ["--model.loss.temperature=0.5", "--model.loss.min_scale=0.5"]
+    return args
+
+
+def run(command: list[str], log: Path) -> float:
+    """Run a command with one thread; its wall time in seconds."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    start = time.perf_counter()
+    with log.open("w") as handle:
+        result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
+    if result.returncode:
+        raise SystemExit(f"failed ({result.returncode}): {shlex.join(command)}; see {log}")
+    return time.perf_counter() - start
+
+
+def ln_fit(args: list[str], save_dir: Path, name: str) -> tuple[str, list[str]]:
+    """``(name, command)`` of an ``ln-fit fit`` run logging to ``save_dir/name/version_0``."""
+    command = [
+        sys.executable, "-m", "ln_lightning.cli", "fit", *args,
+        f"--trainer.logger.init_args.save_dir={save_dir}",
+        f"--trainer.logger.init_args.name={name}", "--trainer.logger.init_args.version=0",
+    ]  # fmt: skip
+    return name, command
+
+
+def run_many(named: list[tuple[str, list[str]]], out: Path, jobs: int) -> dict[str, float]:
+    """Run named commands ``jobs`` at a time; their wall times by name."""
+    with ThreadPoolExecutor(jobs) as pool:
+        times = pool.map(lambda item: run(item[1], out / f"{item[0]}.log"), named)
+        return dict(zip([name for name, _ in named], times, strict=True))
+
+
+def last_value(path: Path, key: str) -> float | None:
+    value = None
+    with path.open() as handle:
+        for row in csv.DictReader(handle):
+            if row.get(key):
+                value = float(row[key])
+    return value
+
+
+def scored(issues_csv: Path, score_key: str = "score") -> dict[str, float]:
+    """Detection of the ranking score and of the flags against the known true labels."""
+    with issues_csv.open() as handle:
+        rows = list(csv.DictReader(handle))
+    noisy = torch.tensor([r["is_noisy"] == "1" for r in rows])
+    score = torch.tensor([float(r[score_key]) for r in rows])
+    flags = torch.tensor([r["is_issue"] == "1" for r in rows])
+    found = detection_metrics(score, noisy)
+    hits = int((flags & noisy).sum())
+    return {
+        "auroc": found["auroc"],
+        "precision_at_n": found["precision_at_n"],  # = recall at n
+        "flagged": int(flags.sum()),
+        "flag_precision": hits / max(1, int(flags.sum())),
+        "flag_recall": hits / int(noisy.sum()),
+        "wrong": int(noisy.sum()),
+    }
+
+
+def cleanlab_issues(merged: Path, out: Path) -> Path:
+    """cleanlab's ``find_label_issues`` on the merged out-of-sample probabilities; a
+    ``label_issues.csv``-like file (its flags, its self-confidence ranking) and cleaned labels."""
+    from cleanlab.filter import find_label_issues
+
+    with merged.open() as handle:
+        rows = list(csv.DictReader(handle))
+    names = [key[2:] for key in rows[0] if key.startswith("p_")]
+    probs = np.array([[float(r[f"p_{n}"]) for n in names] for r in rows])
+    given = np.array([names.index(r["given_label"]) for r in rows])
+    ranked = find_label_issues(given, probs, return_indices_ranked_by="self_confidence")
+    flags = np.zeros(len(rows), dtype=bool)
+    flags[ranked] = True
+    self_confidence = 1 - probs[np.arange(len(rows)), given]
+    path = out / "cleanlab_issues.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "score", "is_issue", "is_noisy"])
+        for r, s, f in zip(rows, self_confidence, flags, strict=True):
+            writer.writerow([r["path"], f"{s:.6g}", int(f), r["is_noisy"]])
+    cleaned = out / "cleanlab_cleaned_labels.csv"
+    with cleaned.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "clean_label"])
+        for r, f in zip(rows, flags, strict=True):
+            if not f:
+                writer.writerow([r["path"], r["given_label"], r["clean_label"]])
+    return path
+
+
+def benchmark(kind: str, labels: Path, test: Path, out: Path, epochs: int, jobs: int) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    result: dict = {"noise": kind}
+    folds = [
+        sys.executable, "-m", "ln_lightning.sweep", "folds", "--num-folds", "5",
+        "--jobs", str(jobs), "--out", str(out / "folds"), "--",
+        *fit_args(labels, test, epochs, "CE"),
+    ]  # fmt: skip
+    seconds = run_many(
+        [
+            ln_fit(fit_args(labels, test, epochs, "LN"), out, "ln"),
+            ln_fit(fit_args(labels, test, epochs, "CE"), out, "ce"),
+        ],
+        out,
+        jobs,
+    )
+    times = {"LN": seconds["ln"], "CE": seconds["ce"]}
+    start = time.perf_counter()
+    run(folds, out / "folds.log")
+    cleanlab_file = cleanlab_issues(out / "folds" / "label_issues.csv", out)
+    times["cleanlab 5-fold CE"] = time.perf_counter() - start
+    for method, issues in (
+        ("LN", out / "ln/version_0/label_issues.csv"),
+        ("CE", out / "ce/version_0/label_issues.csv"),
+        ("cleanlab 5-fold CE", cleanlab_file),
+    ):
+        result[method] = {**scored(issues), "seconds": round(times[method], 1)}
+    result["LN"]["test_acc"] = last_value(out / "ln/version_0/metrics.csv", "test/acc")
+    result["CE"]["test_acc"] = last_value(out / "ce/version_0/metrics.csv", "test/acc")
+    ln_cleaned = out / "ln/version_0/cleaned_labels.csv"
+    cleanlab_cleaned = out / "cleanlab_cleaned_labels.csv"
+    run_many(
+        [
+            ln_fit(fit_args(ln_cleaned, test, epochs, "LN"), out, "ln_retrained"),
+            ln_fit(fit_args(cleanlab_cleaned, test, epochs, "CE"), out, "ce_retrained"),
+        ],
+        out,
+        jobs,
+    )
+    for method, name in (("LN", "ln_retrained"), ("cleanlab 5-fold CE", "ce_retrained")):
+        metrics = out / name / "version_0" / "metrics.csv"
+        result[method]["retrained_test_acc"] = last_value(metrics, "test/acc")
+    return result
+
+
+def table(results: list[dict]) -> str:
+    lines = [
+        "| noise | method | AUROC | precision = recall at N | flagged | flag precision "
+        "| flag recall | wall time (s) | test acc | retrained test acc |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for result in results:
+        for method in ("LN", "CE", "cleanlab 5-fold CE"):
+            r = result[method]
+            acc = f"{100 * r['test_acc']:.2f}" if r.get("test_acc") is not None else "-"
+            again = r.get("retrained_test_acc")
+            again = f"{100 * again:.2f}" if again is not None else "-"
+            lines.append(
+                f"| {result['noise']} 40% (N = {r['wrong']}) | {method} | {r['auroc']:.3f} | "
+                f"{r['precision_at_n']:.3f} | {r['flagged']} | {r['flag_precision']:.3f} | "
+                f"{r['flag_recall']:.3f} | {r['seconds']:.0f} | {acc} | {again} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/label_issues"))
+    parser.add_argument("--source", nargs="+", default=list(SOURCES), help="IDX file folders")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
+    parser.add_argument("--noise", nargs="+", default=["symmetric", "asymmetric"])
+    parser.add_argument("--limit", type=int, help="only the first N training images (smoke tests)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    files = write_folder(args.out, args.source, args.limit, args.seed)
+    results = [
+        benchmark(kind, files[kind], files["test"], args.out / kind, args.epochs, args.jobs)
+        for kind in args.noise
+    ]
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()

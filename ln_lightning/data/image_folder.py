@@ -1,0 +1,282 @@
+"""Your own images with labels that may be wrong: a folder tree or a labels file."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import timm.data
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from PIL import Image
+from torch import nn
+
+from ln_lightning.data.base import NoisyLabelDataModule, Transform
+from ln_lightning.data.dataset import NoisyLabelDataset
+from ln_lightning.data.images import (
+    IMAGE_SUFFIXES,
+    SKIP_HINT,
+    ImageFiles,
+    LabelledImages,
+    read_labels_file,
+    scan_image_folder,
+    unreadable_images,
+)
+from ln_lightning.data.splits import DataSplits
+from ln_lightning.labels import UNKNOWN
+
+__all__ = ["ImageFolderDataModule"]
+
+#: PIL modes read as one channel.
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
+def first_image_mode(paths: Sequence[Path]) -> str:
+    """The PIL mode of the first image that opens (``"RGB"`` when none does: the unreadable
+    ones are named when the data is set up)."""
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                return image.mode
+        except (OSError, ValueError):
+            continue
+    return "RGB"
+
+
+class ImageFolderDataModule(NoisyLabelDataModule):
+    """Your own labelled images: train a robust model, find the labels that look wrong.
+
+    The training images come from ``root`` (one sub-folder per class, torchvision's
+    ``ImageFolder`` layout) or from ``labels_file`` (a CSV or TSV file with the columns
+    ``path,label`` and optionally ``clean_label``; labels are class names or integers; paths are
+    relative to the file's folder). The given labels are trained on as they are: they are the
+    noisy labels, and the true ones are unknown unless the file's ``clean_label`` column gives
+    them (then noise metrics and detection scores are reported against them). ``val_fraction``
+    of the images is held out as the (equally noisy) validation split.
+
+    A clean test set is optional (``test_root`` or ``test_labels_file``, the same formats);
+    without one there is no test accuracy. ``predict_root`` is a folder of unlabelled images for
+    ``ln-fit predict``. Class names are kept and used in every output.
+
+    Transforms come from timm's data config of the model's backbone (mean, standard deviation,
+    interpolation, crop fraction; ``timm.data.resolve_model_data_config``), at ``image_size``:
+    timm's training transform (random resized crop, flip, colour jitter) when ``augment``, its
+    evaluation transform (resize, centre crop) otherwise. One-channel images keep one channel
+    (the mean of the config's three means and standard deviations).
+
+    Injected noise (``noise_type``, ``noise_rate``) works on top of the given labels, for
+    experiments: the given labels are then taken as the truth.
+
+    Args:
+        root: Folder with one sub-folder of images per class.
+        labels_file: CSV/TSV of ``path,label[,clean_label]`` rows (instead of ``root``).
+        test_root: A clean test set in the ``root`` layout.
+        test_labels_file: A clean test set as a labels file.
+        predict_root: A folder of unlabelled images (searched recursively) for ``predict``.
+        classes: The class names, in index order; by default the sorted class folders, or the
+            sorted labels of the file (integers ``0..K-1`` when every label is an integer).
+        image_size: Side of the square images the network sees.
+        grayscale: Read images as one channel (``True``) or RGB (``False``); ``None`` decides
+            from the first training image.
+        augment: Augment training images with timm's training transform.
+        crop_pct: Fraction of the resized image the centre crop keeps; the backbone's own by
+            default (timm's 0.875 or the pretrained config's); 1.0 keeps it all.
+        skip_unreadable: Leave out images that cannot be read (counted and named) instead of
+            stopping with an error.
+        **kwargs: See :class:`NoisyLabelDataModule`.
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        labels_file: str | None = None,
+        test_root: str | None = None,
+        test_labels_file: str | None = None,
+        predict_root: str | None = None,
+        classes: list[str] | None = None,
+        image_size: int = 224,
+        grayscale: bool | None = None,
+        augment: bool = True,
+        crop_pct: float | None = None,
+        skip_unreadable: bool = False,
+        noise_type: str = "none",
+        noise_rate: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        if (root is None) == (labels_file is None):
+            raise ValueError(
+                "give the training images as --data.root (a folder with one sub-folder per "
+                "class) or as --data.labels_file (a CSV with path,label columns), one of them."
+            )
+        if test_root is not None and test_labels_file is not None:
+            raise ValueError("give the test set as test_root or as test_labels_file, not both.")
+        if image_size < 8:
+            raise ValueError(f"image_size must be at least 8 pixels; got {image_size}.")
+        if crop_pct is not None and not 0.0 < crop_pct <= 1.0:
+            raise ValueError(f"crop_pct must lie in (0, 1]; got {crop_pct}.")
+        self.injected = noise_type != "none"  # read by has_real_noise() in the base's checks
+        super().__init__(noise_type=noise_type, noise_rate=noise_rate, **kwargs)
+        self.root, self.labels_file = root, labels_file
+        self.test_root, self.test_labels_file = test_root, test_labels_file
+        self.predict_root = predict_root
+        self.image_size, self.augment, self.crop_pct = image_size, augment, crop_pct
+        self.skip_unreadable = skip_unreadable
+        self.train_images = (
+            read_labels_file(labels_file) if labels_file else scan_image_folder(root)
+        )
+        self.test_images = None
+        if test_root is not None or test_labels_file is not None:
+            self.test_images = (
+                read_labels_file(test_labels_file)
+                if test_labels_file
+                else scan_image_folder(test_root)
+            )
+        self.class_names = self._classes(classes)
+        self.num_classes = len(self.class_names)
+        if self.num_classes < 2:
+            raise ValueError(
+                f"the training images have {self.num_classes} class ({self.class_names}); a "
+                "classifier needs at least two."
+            )
+        if grayscale is None:
+            grayscale = first_image_mode(self.train_images.paths) in GREY_MODES
+        self.grayscale = grayscale
+        self.input_shape = (1 if grayscale else 3, image_size, image_size)
+
+    # ------------------------------------------------------------ classes and labels
+    def _classes(self, classes: Sequence[str] | None) -> list[str]:
+        given = self.train_images.labels
+        truth = [c for c in (self.train_images.clean_labels or []) if c is not None]
+        seen = set(given) | set(truth)  # a class may be given to no image and still be true
+        if classes is not None:
+            names = [str(c) for c in classes]
+        elif self.root is not None:
+            names = sorted(set(given))  # the class folders
+        elif all(label.lstrip("-").isdigit() for label in seen):
+            names = [str(i) for i in range(max(int(label) for label in seen) + 1)]
+        else:
+            names = sorted(seen)
+        where = self.labels_file or self.root
+        unknown = sorted(set(given) - set(names))
+        if unknown:
+            raise ValueError(
+                f"{where}: the label(s) {unknown[:5]} are not classes {names[:20]}; fix the "
+                "labels or list every class with --data.classes."
+            )
+        empty = [name for name in names if name not in seen]
+        if empty:
+            raise ValueError(
+                f"{where}: the class(es) {empty[:5]} have no training images; drop them from "
+                "--data.classes or add images."
+            )
+        for what, labels in (("clean_label", truth), ("test", self._test_labels())):
+            strangers = sorted(set(labels) - set(names))
+            if strangers:
+                raise ValueError(
+                    f"the {what} label(s) {strangers[:5]} are not classes of the training "
+                    f"images {names[:20]}."
+                )
+        return names
+
+    def _test_labels(self) -> list[str]:
+        return [] if self.test_images is None else list(self.test_images.labels)
+
+    def _indices(self, labels: Sequence[str | None]) -> torch.Tensor:
+        index = {name: i for i, name in enumerate(self.class_names)}
+        return torch.tensor([UNKNOWN if label is None else index[label] for label in labels])
+
+    def has_real_noise(self) -> bool:
+        return not self.injected
+
+    # ------------------------------------------------------------ loading
+    def _readable(self, images: LabelledImages, what: str) -> LabelledImages:
+        bad = unreadable_images(images.paths)
+        if not bad:
+            return images
+        example, reason = bad[0]
+        if not self.skip_unreadable:
+            raise ValueError(
+                f"{len(bad)} of the {len(images.paths)} {what} images cannot be read, e.g. "
+                f"{example} ({reason}). {SKIP_HINT}"
+            )
+        rank_zero_warn(
+            f"{type(self).__name__}: left out {len(bad)} unreadable {what} image(s) "
+            f"(--data.skip_unreadable): {', '.join(str(p) for p, _ in bad[:5])}"
+            + (" ..." if len(bad) > 5 else "")
+        )
+        keep = [i for i, path in enumerate(images.paths) if path not in {p for p, _ in bad}]
+        clean = images.clean_labels
+        return LabelledImages(
+            [images.paths[i] for i in keep],
+            [images.labels[i] for i in keep],
+            None if clean is None else [clean[i] for i in keep],
+        )
+
+    def _files(self, paths: Sequence[Path]) -> ImageFiles:
+        return ImageFiles(Path("/"), [str(p) for p in paths], "L" if self.grayscale else "RGB")
+
+    def load_splits(self) -> DataSplits:
+        train = self._readable(self.train_images, "training")
+        given = self._indices(train.labels)
+        clean = (
+            self._indices(train.clean_labels)
+            if train.clean_labels is not None
+            else torch.full_like(given, UNKNOWN)
+        )
+        test_inputs = test_labels = test_ids = None
+        if self.test_images is not None:
+            test = self._readable(self.test_images, "test")
+            test_inputs, test_labels = self._files(test.paths), self._indices(test.labels)
+            test_ids = [str(p) for p in test.paths]
+        return DataSplits(
+            train_inputs=self._files(train.paths),
+            # Injected noise corrupts the given labels, which are then the truth; otherwise the
+            # given labels are the noisy ones and the truth is what clean_label says, if anything.
+            train_labels=given if self.injected else clean,
+            train_noisy_labels=None if self.injected else given,
+            test_inputs=test_inputs,
+            test_labels=test_labels,
+            class_names=self.class_names,
+            train_ids=[str(p) for p in train.paths],
+            test_ids=test_ids,
+        )
+
+    def unlabelled_predict_set(self) -> NoisyLabelDataset | None:
+        if self.predict_root is None:
+            return None
+        folder = Path(self.predict_root).expanduser()
+        if not folder.is_dir():
+            raise FileNotFoundError(f"the folder of images to predict, {folder}, does not exist.")
+        paths = sorted(p.resolve() for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not paths:
+            raise ValueError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
+        paths = self._readable(LabelledImages(paths, ["?"] * len(paths)), "prediction").paths
+        self._example_ids["predict"] = [str(p) for p in paths]
+        unknown = torch.full((len(paths),), UNKNOWN)
+        return NoisyLabelDataset(
+            self._files(paths), unknown, unknown, torch.arange(len(paths)), self.eval_transform()
+        )
+
+    # ------------------------------------------------------------ transforms (timm's)
+    def data_config(self) -> dict[str, Any]:
+        """timm's data config for the model's backbone at ``image_size`` (defaults without one)."""
+        trainer = getattr(self, "trainer", None)
+        backbone = getattr(getattr(trainer, "lightning_module", None), "backbone", None)
+        if isinstance(backbone, nn.Module):
+            config = timm.data.resolve_model_data_config(backbone)
+        else:  # timm's defaults (ImageNet statistics) until a model is attached
+            config = timm.data.resolve_data_config({"input_size": self.input_shape})
+        config = dict(config, input_size=self.input_shape)
+        if self.crop_pct is not None:
+            config["crop_pct"] = self.crop_pct
+        if self.grayscale and len(config["mean"]) == 3:
+            config["mean"] = (sum(config["mean"]) / 3,)
+            config["std"] = (sum(config["std"]) / 3,)
+        return config
+
+    def train_transform(self) -> Transform | None:
+        return timm.data.create_transform(**self.data_config(), is_training=self.augment)
+
+    def eval_transform(self) -> Transform | None:
+        return timm.data.create_transform(**self.data_config(), is_training=False)

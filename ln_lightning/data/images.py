@@ -1,0 +1,177 @@
+"""Image files on disk: read lazily, labels from folders or a CSV/TSV file, every fault named.
+
+What a user's own data looks like: an ``ImageFolder`` tree (one sub-folder per class) or a
+labels file with ``path,label`` columns (optional ``clean_label``), paths relative to the file's
+folder. Every problem is raised as a ``ValueError`` (or ``FileNotFoundError``) naming the file,
+the row or the class, and what to do.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "ImageFiles",
+    "LabelledImages",
+    "read_labels_file",
+    "scan_image_folder",
+    "unreadable_images",
+]
+
+#: File endings taken as images (torchvision's ``ImageFolder`` list).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+SKIP_HINT = (
+    "Remove or replace it, or pass --data.skip_unreadable true to leave unreadable files out "
+    "(they are counted and named)."
+)
+
+
+class ImageFiles(Dataset):
+    """Images read lazily from ``root / key``, converted to ``mode`` (``"RGB"`` or ``"L"``).
+
+    Args:
+        root: Folder the keys are relative to (keys may also be absolute paths).
+        keys: One path per example.
+        mode: PIL mode every image is converted to.
+    """
+
+    def __init__(self, root: Path, keys: Sequence[str], mode: str = "RGB") -> None:
+        self.root, self.keys, self.mode = Path(root), list(keys), mode
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def path(self, index: int) -> Path:
+        return self.root / self.keys[index]
+
+    def __getitem__(self, index: int) -> Image.Image:
+        path = self.path(index)
+        try:
+            with Image.open(path) as image:
+                return image.convert(self.mode)
+        except (OSError, UnidentifiedImageError) as error:
+            raise ValueError(f"cannot read the image {path}: {error}. {SKIP_HINT}") from None
+
+
+@dataclass
+class LabelledImages:
+    """Image paths with their labels, as read from a folder tree or a labels file.
+
+    Attributes:
+        paths: Absolute path of each image.
+        labels: The label each image is given (a class name).
+        clean_labels: Its verified label where the file has a ``clean_label`` column (``None``
+            for a row without one), else ``None``.
+    """
+
+    paths: list[Path]
+    labels: list[str]
+    clean_labels: list[str | None] | None = None
+
+
+def scan_image_folder(root: str | Path) -> LabelledImages:
+    """``root/<class>/<image>`` (torchvision's ``ImageFolder`` layout), classes sorted by name.
+
+    Raises:
+        FileNotFoundError: If ``root`` is not a folder.
+        ValueError: If it has no class sub-folders, or a class folder holds no image.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"the image folder {root} does not exist. Give --data.root a folder with one "
+            "sub-folder of images per class, or --data.labels_file a CSV of path,label rows."
+        )
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise ValueError(
+            f"{root} has no class sub-folders: put the images of each class in a folder named "
+            "after the class (root/cat/1.png, root/dog/2.png), or use --data.labels_file."
+        )
+    paths, labels = [], []
+    for name in classes:
+        images = sorted(p for p in (root / name).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise ValueError(
+                f"the class folder {root / name} holds no images ({', '.join(IMAGE_SUFFIXES)}): "
+                "remove it or add its images."
+            )
+        paths += [p.resolve() for p in images]
+        labels += [name] * len(images)
+    return LabelledImages(paths, labels)
+
+
+def _dialect(path: Path, head: str) -> str:
+    if path.suffix.lower() == ".tsv" or ("\t" in head and "," not in head):
+        return "excel-tab"
+    return "excel"
+
+
+def read_labels_file(path: str | Path) -> LabelledImages:
+    """Read a ``path,label`` CSV (or TSV) file; paths are relative to the file's folder.
+
+    An optional ``clean_label`` column gives verified labels (empty where unknown). Labels are
+    class names or integers, kept as text here.
+
+    Raises:
+        FileNotFoundError: If the file, or an image it lists, does not exist.
+        ValueError: For a missing column, an empty file, an empty label or a path listed twice.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"the labels file {path} does not exist.")
+    text = path.read_text()
+    rows = list(csv.DictReader(text.splitlines(), dialect=_dialect(path, text[:1000])))
+    columns = set(rows[0]) if rows else set(text.splitlines()[0:1])
+    missing = {"path", "label"} - columns
+    if missing:
+        raise ValueError(
+            f"{path} needs the columns path and label (and optionally clean_label); its header "
+            f"has {sorted(c for c in columns if c)} (missing {sorted(missing)})."
+        )
+    if not rows:
+        raise ValueError(f"{path} lists no images: add one path,label row per image.")
+    folder = path.parent
+    paths, labels, clean = [], [], []
+    has_clean = "clean_label" in columns
+    for line, row in enumerate(rows, start=2):
+        file, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
+        if not file or not label:
+            raise ValueError(f"{path}:{line}: every row needs a path and a label; got {row}.")
+        paths.append((folder / file).resolve())
+        labels.append(label)
+        if has_clean:
+            clean.append((row.get("clean_label") or "").strip() or None)
+    duplicates = [p for p, n in Counter(paths).items() if n > 1]
+    if duplicates:
+        raise ValueError(
+            f"{path} lists {len(duplicates)} image(s) more than once, e.g. {duplicates[0]}: "
+            "give each image one row."
+        )
+    absent = [p for p in paths if not p.is_file()]
+    if absent:
+        raise FileNotFoundError(
+            f"{len(absent)} image(s) listed in {path} do not exist, e.g. {absent[0]} (paths are "
+            f"relative to {folder})."
+        )
+    return LabelledImages(paths, labels, clean if has_clean else None)
+
+
+def unreadable_images(paths: Sequence[Path]) -> list[tuple[Path, str]]:
+    """The images PIL cannot open and decode, with the reason (each file is read once)."""
+    bad = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                image.load()
+        except (OSError, UnidentifiedImageError, ValueError) as error:
+            bad.append((Path(path), str(error) or type(error).__name__))
+    return bad

@@ -1,0 +1,220 @@
+"""Which given labels look wrong: confident learning on the model's probabilities, and its files.
+
+The rule (confident learning, Northcutt, Jiang & Chuang, JAIR 2021; cleanlab's
+``find_label_issues(filter_by="confident_learning")``): class ``j``'s threshold ``t_j`` is the
+mean probability of ``j`` over the examples *labelled* ``j``; an example's confident classes
+are those whose probability reaches their threshold; its label looks wrong when it has a
+confident class and the most probable of them is not its label, which is then the suggested
+label. The thresholds adapt to how confident the model is per class, so no number is tuned by
+hand. Ranking (which wrong label to look at first) uses a separate score, by default
+``1 - p(given label)``.
+
+Files (one row per labelled example, most suspicious first): ``label_issues.csv`` and
+``cleaned_labels.csv`` (see :func:`write_label_issues`, :func:`write_cleaned_labels`).
+Everything here is plain tensors and CSV, usable without Lightning.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ln_lightning.labels import UNKNOWN
+
+__all__ = [
+    "CLEANING",
+    "IssueTable",
+    "LabelIssues",
+    "find_label_issues",
+    "read_label_issues",
+    "summary",
+    "write_cleaned_labels",
+    "write_label_issues",
+]
+
+#: What ``cleaned_labels.csv`` does with a flagged example: leave it out, or give it the
+#: suggested label.
+CLEANING = ("remove", "relabel")
+
+
+@dataclass
+class LabelIssues:
+    """The verdict on every example (same order as the probabilities given).
+
+    Attributes:
+        is_issue: Whether the label looks wrong (bool, ``(N,)``).
+        suggested: The confident class (the most probable one where none is confident).
+        thresholds: Per-class thresholds ``t_j``, ``(K,)`` (1.0 for a class nobody has).
+    """
+
+    is_issue: Tensor
+    suggested: Tensor
+    thresholds: Tensor
+
+
+def find_label_issues(probs: Tensor, given: Tensor) -> LabelIssues:
+    """Confident learning's label issues (see the module docstring).
+
+    Args:
+        probs: ``(N, K)`` predicted class probabilities.
+        given: ``(N,)`` labels the examples were given.
+    """
+    probs, given = probs.float(), given.long()
+    num_classes = probs.shape[1]
+    counts = torch.bincount(given, minlength=num_classes).float()
+    sums = torch.zeros(num_classes).index_add_(0, given, probs.gather(1, given[:, None])[:, 0])
+    thresholds = torch.where(counts > 0, sums / counts.clamp_min(1), torch.ones(num_classes))
+    confident = probs >= thresholds
+    best = torch.where(confident, probs, torch.full_like(probs, -1.0)).argmax(1)
+    has_confident = confident.any(1)
+    suggested = torch.where(has_confident, best, probs.argmax(1))
+    return LabelIssues(has_confident & (best != given), suggested, thresholds)
+
+
+@dataclass
+class IssueTable:
+    """What ``label_issues.csv`` holds, as tensors (one row per example)."""
+
+    index: Tensor
+    split: list[str]
+    given: Tensor
+    clean: Tensor
+    probs: Tensor
+    score: Tensor
+    paths: list[str] | None = None
+
+
+def _name(names: Sequence[str], label: int) -> str:
+    return "" if label == UNKNOWN else str(names[label])
+
+
+def write_label_issues(
+    table: IssueTable, issues: LabelIssues, class_names: Sequence[str], path: str | Path
+) -> Path:
+    """Write ``label_issues.csv``, most suspicious first.
+
+    Columns: ``rank``, ``index`` (position in the training pool), ``path`` (for files),
+    ``split`` (``train`` / ``val``), ``given_label``, ``suggested_label``, ``score``,
+    ``is_issue`` (the confident-learning verdict), ``clean_label`` and ``is_noisy`` (where the
+    truth is known), and ``p_<class>`` for every class.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    known = table.clean != UNKNOWN
+    header = ["rank", "index"] + (["path"] if table.paths is not None else [])
+    header += ["split", "given_label", "suggested_label", "score", "is_issue"]
+    if known.any():
+        header += ["clean_label", "is_noisy"]
+    header += [f"p_{name}" for name in class_names]
+    order = table.score.argsort(descending=True, stable=True).tolist()
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for rank, i in enumerate(order, start=1):
+            row = [rank, int(table.index[i])]
+            if table.paths is not None:
+                row.append(table.paths[i])
+            row += [
+                table.split[i],
+                _name(class_names, int(table.given[i])),
+                _name(class_names, int(issues.suggested[i])),
+                f"{float(table.score[i]):.6g}",
+                int(issues.is_issue[i]),
+            ]
+            if known.any():
+                clean = int(table.clean[i])
+                noisy = "" if clean == UNKNOWN else int(clean != int(table.given[i]))
+                row += [_name(class_names, clean), noisy]
+            row += [f"{p:.6g}" for p in table.probs[i].tolist()]
+            writer.writerow(row)
+    return path
+
+
+def read_label_issues(path: str | Path) -> tuple[IssueTable, list[str]]:
+    """Read back what :func:`write_label_issues` wrote (to merge the folds of a cross-validation).
+
+    Returns:
+        The table (its ``score`` column as written) and the class names (from ``p_<class>``).
+    """
+    with Path(path).open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        raise ValueError(f"{path} holds no rows.")
+    names = [key[2:] for key in rows[0] if key.startswith("p_")]
+    index = {name: i for i, name in enumerate(names)}
+
+    def label(value: str | None) -> int:
+        return index[value] if value else UNKNOWN
+
+    return (
+        IssueTable(
+            index=torch.tensor([int(r["index"]) for r in rows]),
+            split=[r["split"] for r in rows],
+            given=torch.tensor([label(r["given_label"]) for r in rows]),
+            clean=torch.tensor([label(r.get("clean_label")) for r in rows]),
+            probs=torch.tensor([[float(r[f"p_{n}"]) for n in names] for r in rows]),
+            score=torch.tensor([float(r["score"]) for r in rows]),
+            paths=[r["path"] for r in rows] if "path" in rows[0] else None,
+        ),
+        names,
+    )
+
+
+def write_cleaned_labels(
+    table: IssueTable,
+    issues: LabelIssues,
+    class_names: Sequence[str],
+    path: str | Path,
+    cleaning: str = "remove",
+) -> Path:
+    """Write the labels with the flagged ones cleaned, in a format a new run reads back.
+
+    With file paths: the ``labels_file`` format (``path,label`` plus ``clean_label`` where
+    known; absolute paths), for ``--data.labels_file``; ``cleaning="remove"`` leaves flagged
+    examples out, ``"relabel"`` gives them the suggested label. Without paths: the
+    ``noisy_labels_file`` format (``index,clean_label,noisy_label`` over the pool, flagged
+    labels replaced by the suggestion), for ``--data.noisy_labels_file``.
+    """
+    if cleaning not in CLEANING:
+        raise ValueError(f"cleaning must be one of {CLEANING}; got {cleaning!r}.")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cleaned = torch.where(issues.is_issue, issues.suggested, table.given)
+    order = table.index.argsort().tolist()
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        if table.paths is None:
+            writer.writerow(["index", "clean_label", "noisy_label"])
+            for i in order:
+                writer.writerow([int(table.index[i]), int(table.clean[i]), int(cleaned[i])])
+            return path
+        known = bool((table.clean != UNKNOWN).any())
+        writer.writerow(["path", "label", *(["clean_label"] if known else [])])
+        for i in order:
+            if cleaning == "remove" and bool(issues.is_issue[i]):
+                continue
+            label = cleaned[i] if cleaning == "relabel" else table.given[i]
+            row = [table.paths[i], class_names[int(label)]]
+            if known:
+                row.append(_name(class_names, int(table.clean[i])))
+            writer.writerow(row)
+    return path
+
+
+def summary(issues: LabelIssues, class_names: Sequence[str], given: Tensor) -> str:
+    """``"N of M labels look wrong ..."`` with the thresholds used."""
+    present = torch.bincount(given.long(), minlength=len(class_names)) > 0
+    thresholds = issues.thresholds.clone()
+    low = int(torch.where(present, thresholds, torch.full_like(thresholds, 2.0)).argmin())
+    high = int(torch.where(present, thresholds, torch.full_like(thresholds, -1.0)).argmax())
+    return (
+        f"{int(issues.is_issue.sum())} of {len(given)} labels look wrong (confident learning: "
+        "another class's probability reaches that class's mean probability over its own "
+        f"labelled examples; thresholds from {thresholds[low]:.2f} ({class_names[low]}) to "
+        f"{thresholds[high]:.2f} ({class_names[high]}))"
+    )
