@@ -13,6 +13,11 @@ once (interleaved), and ratios are to CE in the same run.
     python benchmarks/loss_step_time.py                        # digits batch, small_cnn, CPU
     python benchmarks/loss_step_time.py --backbone lenet5 --input-shape 1 28 28 --losses ce ln
     python benchmarks/loss_step_time.py --backbone wrn28_2 --input-shape 3 32 32 --losses ce ln
+    python benchmarks/loss_step_time.py --losses ce ln --label-check     # the check's cost
+
+``--label-check`` adds, for every loss, the same step with the losses' check of the label
+values switched off (``check_labels(values=False)``, what they do for labels on a GPU, where
+reading the range back would synchronise the device), interleaved with the checked one.
 """
 
 from __future__ import annotations
@@ -27,8 +32,14 @@ from jsonargparse import ArgumentParser
 from timing import interleaved_medians
 
 from ln_lightning import NoisyLabelClassifier, NoisyLabelLoss
+from ln_lightning.losses.functional import forward as F_FORWARD
+from ln_lightning.losses.functional import heteroscedastic as F_HET
+from ln_lightning.losses.functional import logistic_normal as F_LN
+from ln_lightning.losses.functional import softmax as F_SOFTMAX
 
 CONFIGS = Path(__file__).resolve().parents[1] / "zoo" / "configs" / "losses"
+#: The modules whose ``check_labels`` the losses call.
+FUNCTIONAL = [F_LN, F_SOFTMAX, F_FORWARD, F_HET]
 ORDER = ["ce", "ls", "gce", "nan", "forward", "het", "het_tau", "het_tau_full", "ln"]
 
 
@@ -52,6 +63,20 @@ def loss_step(loss: NoisyLabelLoss, fixed: dict, labels) -> None:
     loss(outputs, labels).backward()
 
 
+def unchecked(step) -> None:
+    """Run ``step`` with the losses' label-value check off (as for labels on a GPU)."""
+    from ln_lightning.losses.functional import _common
+
+    original = _common.check_labels
+    for module in FUNCTIONAL:
+        module.check_labels = partial(original, values=False)
+    try:
+        step()
+    finally:
+        for module in FUNCTIONAL:
+            module.check_labels = original
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbone", default="small_cnn")
@@ -62,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--label-check", action="store_true", help="time the label check too")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
@@ -87,6 +113,11 @@ def main(argv: list[str] | None = None) -> None:
             fixed = {k: v.detach() for k, v in model(inputs).items()}
         step_fns[name] = partial(train_step, model, optimizer, inputs, labels)
         loss_fns[name] = partial(loss_step, model.loss, fixed, labels)
+    if args.label_check:
+        for name in names:
+            step_fns[f"{name} (no label check)"] = partial(unchecked, step_fns[name])
+            loss_fns[f"{name} (no label check)"] = partial(unchecked, loss_fns[name])
+        names = list(step_fns)
     step_s = interleaved_medians(step_fns, args.repeats, args.warmup, device)
     loss_s = interleaved_medians(loss_fns, args.repeats, args.warmup, device)
 

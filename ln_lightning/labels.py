@@ -16,7 +16,12 @@ UNKNOWN = -1
 
 
 def check_labels(
-    labels: Tensor, num_classes: int, *, what: str = "labels", allow_unknown: bool = False
+    labels: Tensor,
+    num_classes: int,
+    *,
+    what: str = "labels",
+    allow_unknown: bool = False,
+    values: bool | None = None,
 ) -> Tensor:
     """``labels`` as a 1-D int64 tensor on its device, after checking they name classes.
 
@@ -25,6 +30,10 @@ def check_labels(
         num_classes: Number of classes ``K``.
         what: How the message names them (``"training labels"``, ``"labels"``, ...).
         allow_unknown: Accept ``-1`` (:data:`UNKNOWN`) too, e.g. for clean labels.
+        values: Check the values too. ``None`` (the losses' default): only for labels on the
+            CPU, since reading the range of labels on a GPU back to the host would stall the
+            device at every step; the library's data modules check every batch's labels on the
+            CPU before they are moved (``NoisyLabelDataModule.on_before_batch_transfer``).
 
     Raises:
         ValueError: For a float, bool or complex tensor, a tensor that is not 1-D, or a value
@@ -39,7 +48,9 @@ def check_labels(
     if labels.ndim != 1:
         raise ValueError(f"{what} must be 1-D (one per example); got shape {tuple(labels.shape)}.")
     labels = labels.long()
-    if labels.numel():
+    if values is None:
+        values = labels.device.type == "cpu"
+    if values and labels.numel():
         low, high = int(labels.min()), int(labels.max())
         if low < (UNKNOWN if allow_unknown else 0) or high >= num_classes:
             raise ValueError(

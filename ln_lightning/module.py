@@ -124,6 +124,9 @@ class NoisyLabelClassifier(pl.LightningModule):
             (a state dict of the same timm architecture; no download). See
             :func:`ln_lightning.backbones.build_backbone`.
         backbone_kwargs: Extra keyword arguments for ``timm.create_model``.
+        compile: Compile the backbone with ``torch.compile`` (``nn.Module.compile``: the
+            parameters and checkpoints stay those of the plain module). The losses stay eager:
+            compiling them did not pay on the CPU (docs/performance.md).
         optimizer: Callable mapping parameters to an optimiser; Adam(lr=1e-3), the paper's MNIST
             setting, by default. From the CLI: ``--model.optimizer SGD --model.optimizer.lr 0.01``.
         lr_scheduler: Optional callable mapping the optimiser to a scheduler (stepped per epoch).
@@ -138,6 +141,7 @@ class NoisyLabelClassifier(pl.LightningModule):
         pretrained: bool = False,
         pretrained_file: str | None = None,
         backbone_kwargs: dict[str, Any] | None = None,
+        compile: bool = False,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
@@ -165,6 +169,8 @@ class NoisyLabelClassifier(pl.LightningModule):
         self.heads = LinearHeads(
             feature_dim(self.backbone, self.input_shape), self.loss.head_shapes(num_classes)
         )
+        if compile:  # after the dry run of feature_dim, which would compile for one shape
+            self.backbone.compile()
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
 

@@ -67,3 +67,29 @@ def test_label_issues(script, capsys, tmp_path):
     assert [row[1] for row in rows] == ["LN", "CE", "cleanlab 5-fold CE"]
     assert all(0.0 <= float(row[2]) <= 1.0 and float(row[7]) > 0 for row in rows)
     assert (tmp_path / "out" / "symmetric" / "ln_retrained" / "version_0" / "metrics.csv").exists()
+
+
+def test_device_check_runs_the_cpu_parts_without_cuda(script, capsys, tmp_path):
+    import json
+
+    import torch
+
+    code = script("device_check").main(
+        ["--tiny", "--no-compile", "--out", str(tmp_path / "c.json")]
+    )
+    out = capsys.readouterr().out
+    report = json.loads((tmp_path / "c.json").read_text())
+    if not torch.cuda.is_available():
+        assert out.startswith("No CUDA device here: running the CPU parts only")
+    assert code == 0 and all(row["ok"] for row in report["losses"] + report["ln_fit"])
+    assert {row["loss"] for row in report["losses"]} >= {"CE", "LN", "Het-tau-Sigma_full"}
+    assert {row["loss"] for row in report["throughput"]} == {"CE", "LN", "Het-tau-Sigma_full"}
+    assert report["ln_fit"][0]["test_acc"] is not None
+    assert len(table_rows(out, "10")) == len(report["losses"]) // 2  # K = 10 and K = 100 rows
+
+
+def test_loss_step_time_with_and_without_the_label_check(script, capsys):
+    args = ["--losses", "ce", "ln", "--repeats", "1", "--warmup", "0", "--label-check"]
+    script("loss_step_time").main(args)
+    out = capsys.readouterr().out
+    assert table_rows(out, "ln (no label check)") and table_rows(out, "ce (no label check)")

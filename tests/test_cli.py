@@ -133,3 +133,13 @@ def test_ckpt_path_last_resumes_the_previous_run_of_the_experiment(tmp_path):
     fresh = run_cli([*args[:-1], f"--trainer.logger.init_args.save_dir={tmp_path / 'new'}",
                      "--trainer.max_epochs=1", "--ckpt_path", "last"])  # fmt: skip
     assert fresh.trainer.ckpt_path is None and fresh.trainer.global_step == 3
+
+
+@pytest.mark.slow  # compiling the backbone takes 20-30 s on the CPU
+def test_compile_from_the_command_line(tmp_path):
+    cli = run_cli(
+        ["fit", "--config", CONFIG, *QUICK, "--model.compile=true", "--test_after_fit=false",
+         f"--trainer.logger.init_args.save_dir={tmp_path}"]
+    )  # fmt: skip
+    assert cli.model.backbone._compiled_call_impl is not None  # nn.Module.compile() in place
+    assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])

@@ -206,3 +206,37 @@ def test_bf16_autocast_loss_and_gradients_stay_close_to_float32(loss):
     assert torch.isfinite(flat).all()
     cosine = torch.nn.functional.cosine_similarity(flat, flat_reference, dim=0)
     assert cosine > 0.99  # bf16 has 8 bits of mantissa: same direction, small relative error
+
+
+def test_compiled_backbone_gives_the_same_losses_and_gradients():
+    """--model.compile true: torch.compile of the backbone (inductor, on the CPU here)."""
+    torch.manual_seed(0)
+    plain = NoisyLabelClassifier(input_shape=(1, 8, 8))
+    compiled = NoisyLabelClassifier(input_shape=(1, 8, 8), compile=True)
+    compiled.load_state_dict(plain.state_dict())  # the same keys: checkpoints carry over
+    inputs, labels = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    for model in (plain, compiled):
+        model.loss(model(inputs), labels).backward()
+    torch.testing.assert_close(
+        compiled.loss(compiled(inputs), labels), plain.loss(plain(inputs), labels)
+    )
+    for (name, a), b in zip(plain.named_parameters(), compiled.parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_batch_labels_are_checked_on_the_cpu_before_transfer():
+    from ln_lightning.data import NoisySample
+    from ln_lightning.labels import check_labels
+
+    data = DigitsDataModule()
+    bad = NoisySample(torch.zeros(2, 1, 8, 8), torch.tensor([1, 12]), torch.tensor([1, -1]),
+                      torch.tensor([0, 1]))  # fmt: skip
+    with pytest.raises(ValueError, match=r"the batch's labels must lie in \[0, 10\); got .*12"):
+        data.on_before_batch_transfer(bad, 0)
+    good = bad._replace(target=torch.tensor([1, 2]))
+    assert data.on_before_batch_transfer(good, 0) is good
+    # The losses read label values back only from the CPU (on a GPU that would sync the device).
+    on_meta = torch.tensor([0, 12]).to("meta")
+    assert check_labels(on_meta, 3).device.type == "meta"
+    with pytest.raises(ValueError, match="must lie in"):
+        check_labels(torch.tensor([0, 12]), 3)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 from abc import abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -24,7 +25,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
 
 from ln_lightning import resume
-from ln_lightning.data.dataset import NoisyLabelDataset
+from ln_lightning.data.dataset import NoisyLabelDataset, NoisySample
 from ln_lightning.data.sampling import ResumableSampler
 from ln_lightning.data.splits import (
     DataSplits,
@@ -33,7 +34,7 @@ from ln_lightning.data.splits import (
     fold_split,
     validation_split,
 )
-from ln_lightning.labels import UNKNOWN
+from ln_lightning.labels import UNKNOWN, check_labels
 from ln_lightning.noise import (
     NOISE_TYPES,
     NoiseResult,
@@ -80,7 +81,9 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         transition_matrix: ``K x K`` row-stochastic matrix for ``noise_type="transition"``.
         val_fraction: Fraction of the training pool held out as the noisy validation split.
         batch_size: Batch size of every loader.
-        num_workers: DataLoader worker processes.
+        num_workers: DataLoader worker processes; ``None`` (default): none for data held in
+            memory as tensors (workers only add copying), and one per CPU core but one (at
+            most 8) for data read from files (decoding images is the work).
         seed: Seed of the noise and of the validation split (not of the model).
         noisy_labels_file: Read the pool's noisy labels from this CSV (written by
             ``save_noisy_labels_to`` or :func:`ln_lightning.noise.save_noisy_labels`) instead of
@@ -112,7 +115,7 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         transition_matrix: list[list[float]] | None = None,
         val_fraction: float = 0.1,
         batch_size: int = 128,
-        num_workers: int = 0,
+        num_workers: int | None = None,
         seed: int = 0,
         noisy_labels_file: str | None = None,
         save_noisy_labels_to: str | None = None,
@@ -129,6 +132,8 @@ class NoisyLabelDataModule(pl.LightningDataModule):
             raise ValueError(f"val_fraction must lie in (0, 1); got {val_fraction!r}.")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size!r}.")
+        if num_workers is not None and num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0 or None; got {num_workers!r}.")
         if predict_split not in PREDICT_SPLITS:
             raise ValueError(
                 f"predict_split must be one of {PREDICT_SPLITS}; got {predict_split!r}."
@@ -333,6 +338,7 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() must run before asking for loaders.")
         sampler = self.train_sampler(dataset) if train else None
+        workers = self.loader_workers(dataset)
         if train and self._resume_from is not None:
             self._resuming.enter_context(
                 resume.resume_sampler(sampler, self._resume_from, self.batch_size)
@@ -343,9 +349,34 @@ class NoisyLabelDataModule(pl.LightningDataModule):
             batch_size=self.batch_size,
             shuffle=train and sampler is None,
             sampler=sampler,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=self._to_gpu(),  # then Lightning copies batches with non_blocking=True
         )
+
+    def loader_workers(self, dataset: NoisyLabelDataset) -> int:
+        """The loaders' worker processes: ``num_workers``, or the default it documents."""
+        if self.num_workers is not None:
+            return self.num_workers
+        if isinstance(dataset.inputs, Tensor):
+            return 0
+        return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+    def _to_gpu(self) -> bool:
+        trainer = getattr(self, "trainer", None)
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Check a batch's labels while it is still on the CPU: the losses skip that check for
+        labels on an accelerator (reading them back would stall the device every step)."""
+        trainer = getattr(self, "trainer", None)
+        if isinstance(batch, NoisySample) and not (trainer is not None and trainer.predicting):
+            check_labels(batch.target, self.num_classes, what="the batch's labels", values=True)
+            check_labels(
+                batch.clean_target, self.num_classes, what="the batch's clean labels",
+                allow_unknown=True, values=True,
+            )  # fmt: skip
+        return batch
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, train=True)

@@ -316,3 +316,24 @@ def test_cifar10n_annotator_labels_from_a_synthetic_file(tmp_path):
     content = torch.load(tmp_path / "CIFAR-10_human.pt", weights_only=False)
     for column, key in enumerate(("random_label1", "random_label2", "random_label3")):
         assert dm.annotator_labels[:, column].tolist() == list(content[key])
+
+
+def test_loader_defaults_workers_by_kind_of_data_and_pins_only_for_a_gpu(tmp_path):
+    import os
+
+    import lightning.pytorch as pl
+
+    from ln_lightning.data import DigitsDataModule, ImageFolderDataModule
+    from tests.formats import write_image_files
+
+    digits = DigitsDataModule()
+    digits.setup()
+    assert digits.loader_workers(digits.train_set) == 0  # tensors in memory
+    write_image_files(tmp_path / "images", 4)
+    images = ImageFolderDataModule(root=str(tmp_path / "images"))
+    images.setup()
+    expected = max(0, min(8, (os.cpu_count() or 1) - 1))
+    assert images.loader_workers(images.train_set) == expected  # files to decode
+    assert ImageFolderDataModule(root=str(tmp_path / "images"), num_workers=3).num_workers == 3
+    digits.trainer = pl.Trainer(accelerator="cpu", logger=False)
+    assert not digits.train_dataloader().pin_memory  # pinned only when training on CUDA
