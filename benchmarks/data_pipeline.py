@@ -118,8 +118,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batches", type=int, default=150)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    quiet = logging.getLogger("lightning.pytorch.utilities.rank_zero")  # the noise reports
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        measure(args)
+    finally:
+        quiet.setLevel(level)  # in-process callers (the tests) keep their logging
 
+
+def measure(args: argparse.Namespace) -> None:
     print(f"CPU threads {torch.get_num_threads()}, batch {args.batch_size}, "
           f"{args.batches} batches per pass, median of {args.repeats}\n")  # fmt: skip
     print("| data | workers | ln-lightning (img/s) | bare torchvision (img/s) | ours / bare |")
