@@ -42,6 +42,7 @@ from PIL import Image
 from ln_lightning.analysis import detection_metrics
 from ln_lightning.data.mnist import FILES, read_idx
 from ln_lightning.noise import FASHION_MNIST_ASYMMETRIC_MAP, inject_noise
+from ln_lightning.sweep import last_value
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
@@ -143,15 +144,6 @@ def run_many(named: list[tuple[str, list[str]]], out: Path, jobs: int) -> dict[s
     with ThreadPoolExecutor(jobs) as pool:
         times = pool.map(lambda item: run(item[1], out / f"{item[0]}.log"), named)
         return dict(zip([name for name, _ in named], times, strict=True))
-
-
-def last_value(path: Path, key: str) -> float | None:
-    value = None
-    with path.open() as handle:
-        for row in csv.DictReader(handle):
-            if row.get(key):
-                value = float(row[key])
-    return value
 
 
 def scored(issues_csv: Path, score_key: str = "score") -> dict[str, float]:
