@@ -6,8 +6,8 @@ mean probability of ``j`` over the examples *labelled* ``j``; an example's confi
 are those whose probability reaches their threshold; its label looks wrong when it has a
 confident class and the most probable of them is not its label, which is then the suggested
 label. The thresholds adapt to how confident the model is per class, so no number is tuned by
-hand. Ranking (which wrong label to look at first) uses a separate score, by default
-``1 - p(given label)``.
+hand. As in cleanlab, every class keeps at least one example unflagged. Ranking (which wrong
+label to look at first) uses a separate score, by default ``1 - p(given label)``.
 
 Files (one row per labelled example, most suspicious first): ``label_issues.csv`` and
 ``cleaned_labels.csv`` (see :func:`write_label_issues`, :func:`write_cleaned_labels`).
@@ -57,13 +57,19 @@ class LabelIssues:
     thresholds: Tensor
 
 
-def find_label_issues(probs: Tensor, given: Tensor) -> LabelIssues:
+def find_label_issues(probs: Tensor, given: Tensor, min_examples_per_class: int = 1) -> LabelIssues:
     """Confident learning's label issues (see the module docstring).
 
     Args:
         probs: ``(N, K)`` predicted class probabilities.
         given: ``(N,)`` labels the examples were given.
+        min_examples_per_class: Every given class keeps at least this many examples unflagged
+            (its least suspicious ones, by ``p(given label)``), so that the cleaned labels still
+            have every class and a new run on them has the same classes as the test set
+            (cleanlab's rule of the same name and default). ``0`` turns it off.
     """
+    if min_examples_per_class < 0:
+        raise ValueError(f"min_examples_per_class must be >= 0; got {min_examples_per_class}.")
     probs, given = probs.float(), given.long()
     num_classes = probs.shape[1]
     counts = torch.bincount(given, minlength=num_classes).float()
@@ -73,7 +79,16 @@ def find_label_issues(probs: Tensor, given: Tensor) -> LabelIssues:
     best = torch.where(confident, probs, torch.full_like(probs, -1.0)).argmax(1)
     has_confident = confident.any(1)
     suggested = torch.where(has_confident, best, probs.argmax(1))
-    return LabelIssues(has_confident & (best != given), suggested, thresholds)
+    is_issue = has_confident & (best != given)
+    p_given = probs.gather(1, given[:, None])[:, 0]
+    for label in given.unique().tolist():
+        members = (given == label).nonzero()[:, 0]
+        keep = min(min_examples_per_class, len(members))
+        missing = keep - int((~is_issue[members]).sum())
+        if missing > 0:  # un-flag the flagged members most likely to be right
+            flagged = members[is_issue[members]]
+            is_issue[flagged[p_given[flagged].argsort(descending=True)[:missing]]] = False
+    return LabelIssues(is_issue, suggested, thresholds)
 
 
 @dataclass

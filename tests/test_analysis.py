@@ -89,6 +89,28 @@ def test_scores_and_their_detection_metrics():
         detection_metrics(torch.rand(3), torch.zeros(3, dtype=torch.bool))
 
 
+def test_label_issues_keep_every_class(tmp_path):
+    """A class the model rejects entirely keeps its least suspicious example (cleanlab's
+    ``min_examples_per_class``), so a run on the cleaned labels has the same classes."""
+    from ln_lightning.label_issues import find_label_issues
+
+    # Class 2's three examples all look like class 0 (p(0) reaches t_0, p(2) is low).
+    probs = torch.tensor(
+        [[0.6, 0.3, 0.1], [0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.1, 0.9, 0.0],
+         [0.9, 0.0, 0.1], [0.7, 0.0, 0.3], [0.8, 0.0, 0.2]]
+    )  # fmt: skip
+    given = torch.tensor([0, 0, 1, 1, 2, 2, 2])
+    assert find_label_issues(probs, given, 0).is_issue.tolist() == [0, 0, 0, 0, 1, 1, 1]
+    issues = find_label_issues(probs, given)
+    assert issues.is_issue.tolist() == [0, 0, 0, 0, 1, 0, 1]  # p(2) = 0.3 is kept
+    assert issues.suggested.tolist()[4:] == [0, 0, 0]
+    two = find_label_issues(probs, given, min_examples_per_class=2).is_issue
+    assert two.tolist() == [0, 0, 0, 0, 1, 0, 0]
+    assert not find_label_issues(probs, given, 10).is_issue.any()  # more than a class has
+    with pytest.raises(ValueError, match="min_examples_per_class must be >= 0; got -1"):
+        find_label_issues(probs, given, -1)
+
+
 def test_label_issues_are_confident_learning_and_written_most_suspicious_first(tmp_path):
     from ln_lightning.label_issues import (
         IssueTable,
