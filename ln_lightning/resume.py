@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib
+import shutil
 import signal
 import threading
 import warnings
@@ -242,6 +243,7 @@ class LastCheckpoint(ModelCheckpoint):
         self.interrupt_requested = False
         self._previous_handler: Any = None
         self._announce = True
+        self._resumed_states: dict[str, Any] = {}
 
     @property
     def state_key(self) -> str:
@@ -276,6 +278,19 @@ class LastCheckpoint(ModelCheckpoint):
         # (skipped when the step trigger saved this very step).
         if not self._every_n_epochs and not self._should_skip_saving_checkpoint(trainer):
             self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    # ---------------------------------------------------------------- resuming
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        super().on_load_checkpoint(trainer, pl_module, checkpoint)
+        self._resumed_states = dict(checkpoint.get("callbacks", {}))
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        if self._resumed_states:  # the callbacks' own load_state_dict has run by now
+            carry_best_checkpoints(trainer, self._resumed_states)
+            self._resumed_states = {}
 
     # ---------------------------------------------------------------- interrupts
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -327,6 +342,46 @@ class LastCheckpoint(ModelCheckpoint):
         trainer.save_checkpoint(path)
         rank_zero_info(f"Interrupted: saved {path}; continue with --ckpt_path last (or this path).")
         return path
+
+
+def carry_best_checkpoints(trainer: pl.Trainer, states: Mapping[str, Any]) -> None:
+    """Continue each monitored ``ModelCheckpoint``'s best-k record across run directories.
+
+    A run continued with ``--ckpt_path last`` logs into a new version directory, and Lightning
+    (2.6) then restores a ``ModelCheckpoint``'s best score and best-k files only when its
+    directory is unchanged: the continued run would take its first epoch for the best one and
+    ``test_selected`` would miss a better epoch from before the interruption. Here the earlier
+    best files are copied into the new directory (the earlier run keeps its own; a newer best
+    replaces only the copy) and the record points at the copies.
+
+    Args:
+        trainer: The continued run's trainer, after its checkpoint callbacks were set up.
+        states: ``checkpoint["callbacks"]`` of the checkpoint it continues.
+    """
+    for callback in trainer.checkpoint_callbacks:
+        state = states.get(callback.state_key)
+        if callback.monitor is None or not state or callback.dirpath is None:
+            continue
+        old_dir = state.get("dirpath")
+        if old_dir is None or Path(old_dir).resolve() == Path(callback.dirpath).resolve():
+            continue  # the same directory: Lightning restored everything itself
+        copies: dict[str, str] = {}
+        for path in state.get("best_k_models", {}):
+            if Path(path).is_file():
+                copies[path] = str(Path(callback.dirpath) / Path(path).name)
+                if trainer.is_global_zero:
+                    Path(callback.dirpath).mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(path, copies[path])
+        trainer.strategy.barrier("carry_best_checkpoints")
+        if not copies:
+            continue
+        callback.best_k_models = {
+            copies[path]: score for path, score in state["best_k_models"].items() if path in copies
+        }
+        callback.best_model_score = state.get("best_model_score")
+        callback.best_model_path = copies.get(state.get("best_model_path", ""), "")
+        callback.kth_best_model_path = copies.get(state.get("kth_best_model_path", ""), "")
+        callback.kth_value = state.get("kth_value", callback.kth_value)
 
 
 def last_checkpoint_callback(trainer: pl.Trainer) -> LastCheckpoint | None:

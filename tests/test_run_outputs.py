@@ -65,9 +65,10 @@ def test_last_ckpt_is_the_final_state_and_the_best_one_stays_apart(fitted):
 def test_ln_fit_test_on_last_ckpt_reproduces_the_fit_and_writes_beside_the_run(fitted):
     cwd, _ = fitted
     run = cwd / "runs/digits/version_0"
-    ln_fit_ok(
+    output = ln_fit_ok(
         "test", "--config", CONFIG, "--ckpt_path", str(run / "checkpoints/last.ckpt"), cwd=cwd
     )
+    assert "dirpath has changed" not in output  # Lightning's note on moved checkpoints: noise
     fit, test = last_values(run / "metrics.csv"), last_values(run / "test/last/metrics.csv")
     for key in ("test/acc", "test/nll", "test/ece", "test/brier"):
         assert test[key] == fit[key], key  # exactly: the same weights
@@ -82,6 +83,7 @@ def test_ln_fit_predict_writes_a_predictions_file(fitted):
     output = ln_fit_ok("predict", "--config", CONFIG, "--ckpt_path", str(last), cwd=cwd)
     path = run / "predict/last/predictions_test.csv"
     assert f"Predictions: {path} (360 rows)" in output
+    assert "dirpath has changed" not in output
     with path.open() as handle:
         rows = list(csv.DictReader(handle))
     classes = [f"p_{k}" for k in range(10)]
@@ -130,6 +132,32 @@ def test_ckpt_path_last_continues_only_a_run_of_this_kind(tmp_path):
     )
     with pytest.raises(ValueError, match=expected):
         run_cli([*args, "--trainer.max_epochs=2", "--model.backbone=resnet18", "--ckpt_path=last"])
+
+
+def test_a_continued_run_keeps_the_best_checkpoint_from_before(tmp_path):
+    """``--ckpt_path last`` logs into a new version; the best-by-noisy-validation record and file
+    come along, so a worse epoch after the interruption is not taken for the best."""
+    args = ["fit", "--config", CONFIG, "--test_after_fit=false",
+            "--trainer.enable_progress_bar=false", "--model.lr_scheduler=StepLR",
+            "--model.lr_scheduler.step_size=1", "--model.lr_scheduler.gamma=5",
+            f"--trainer.logger.init_args.save_dir={tmp_path}"]  # fmt: skip
+    # The learning rate grows 5-fold every epoch: noisy validation accuracy peaks early.
+    run_cli([*args, "--trainer.max_epochs=3"])
+    run_cli([*args, "--trainer.max_epochs=6", "--ckpt_path=last"])
+    first, second = tmp_path / "digits/version_0", tmp_path / "digits/version_1"
+    scores = {}
+    for run in (first, second):
+        with (run / "metrics.csv").open() as handle:
+            for row in csv.DictReader(handle):
+                if row.get("val/acc_noisy"):
+                    scores[int(row["epoch"])] = float(row["val/acc_noisy"])
+    assert sorted(scores) == [0, 1, 2, 3, 4, 5]
+    best = max(scores, key=lambda epoch: (scores[epoch], -epoch))  # ties keep the earlier
+    assert best < 3 and max(scores[e] for e in (3, 4, 5)) < scores[best], scores
+    (kept,) = second.glob("checkpoints/best-epoch=*.ckpt")
+    assert kept.name == f"best-epoch={best:03d}.ckpt"
+    assert torch.load(kept, weights_only=False)["epoch"] == best
+    assert len(list(first.glob("checkpoints/best-epoch=*.ckpt"))) == 1  # the first run keeps it
 
 
 def test_importing_the_package_loads_no_torch_and_ln_fit_lets_idle_threads_sleep():

@@ -256,8 +256,9 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> LNLightningCLI:
 def quiet_libraries() -> Iterator[None]:
     """Hide what the libraries print on every run that is not the user's business.
 
-    Lightning's advertisements ("Tip: ... try installing litlogger / litmodels") and a
-    deprecation warning that Lightning 2.6's own pytree helper triggers in torch 2.14. Only
+    Lightning's advertisements ("Tip: ... try installing litlogger / litmodels"), a
+    deprecation warning that Lightning 2.6's own pytree helper triggers in torch 2.14 and
+    ModelCheckpoint's note on a moved checkpoint directory (see below). Only
     while ``ln-fit`` runs: importing the library changes no filter.
     """
 
@@ -267,6 +268,10 @@ def quiet_libraries() -> Iterator[None]:
     loggers = [logging.getLogger(name) for name in RANK_ZERO_LOGGERS]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+        # ModelCheckpoint's "The dirpath has changed ... won't be reloaded" on a checkpoint from
+        # another run directory: wrong for ln-fit, whose LastCheckpoint carries the best-k
+        # record over (resume.carry_best_checkpoints), and moot in test/predict.
+        warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
         for logger in loggers:
             logger.addFilter(not_a_tip)
         try:
