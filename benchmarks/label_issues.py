@@ -37,12 +37,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
 from ln_lightning.analysis import detection_metrics
 from ln_lightning.data.mnist import FILES, read_idx
+from ln_lightning.label_issues import (
+    LabelIssues,
+    read_label_issues,
+    write_cleaned_labels,
+    write_label_issues,
+)
 from ln_lightning.noise import FASHION_MNIST_ASYMMETRIC_MAP, inject_noise
 from ln_lightning.sweep import last_value
 
@@ -179,33 +184,21 @@ def scored(issues_csv: Path, score_key: str = "score") -> dict[str, float]:
 
 
 def cleanlab_issues(merged: Path, out: Path) -> Path:
-    """cleanlab's ``find_label_issues`` on the merged out-of-sample probabilities; a
-    ``label_issues.csv``-like file (its flags, its self-confidence ranking) and cleaned labels."""
-    from cleanlab.filter import find_label_issues
+    """cleanlab's ``find_label_issues`` on the merged out-of-sample probabilities, written as
+    ``ln-fit`` writes its own (``label_issues.csv`` ranked by self-confidence, the score the
+    merged file already holds, and ``cleaned_labels.csv``)."""
+    from cleanlab.filter import find_label_issues as cleanlab_find_label_issues
 
-    with merged.open() as handle:
-        rows = list(csv.DictReader(handle))
-    names = [key[2:] for key in rows[0] if key.startswith("p_")]
-    probs = np.array([[float(r[f"p_{n}"]) for n in names] for r in rows])
-    given = np.array([names.index(r["given_label"]) for r in rows])
-    ranked = find_label_issues(given, probs, return_indices_ranked_by="self_confidence")
-    flags = np.zeros(len(rows), dtype=bool)
-    flags[ranked] = True
-    self_confidence = 1 - probs[np.arange(len(rows)), given]
-    path = out / "cleanlab_issues.csv"
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "score", "is_issue", "is_noisy"])
-        for r, s, f in zip(rows, self_confidence, flags, strict=True):
-            writer.writerow([r["path"], f"{s:.6g}", int(f), r["is_noisy"]])
-    cleaned = out / "cleanlab_cleaned_labels.csv"
-    with cleaned.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "label", "clean_label"])
-        for r, f in zip(rows, flags, strict=True):
-            if not f:
-                writer.writerow([r["path"], r["given_label"], r["clean_label"]])
-    return path
+    table, names = read_label_issues(merged)
+    ranked = cleanlab_find_label_issues(
+        table.given.numpy(), table.probs.numpy(), return_indices_ranked_by="self_confidence"
+    )
+    flags = torch.zeros(len(table.given), dtype=torch.bool)
+    flags[torch.as_tensor(ranked, dtype=torch.long)] = True
+    # cleanlab suggests no label and keeps its thresholds to itself
+    issues = LabelIssues(flags, table.probs.argmax(1), torch.full((len(names),), float("nan")))
+    write_cleaned_labels(table, issues, names, out / "cleanlab_cleaned_labels.csv")
+    return write_label_issues(table, issues, names, out / "cleanlab_issues.csv")
 
 
 def benchmark(kind: str, labels: Path, test: Path, out: Path, epochs: int, jobs: int) -> dict:

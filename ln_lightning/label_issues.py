@@ -73,14 +73,14 @@ def find_label_issues(probs: Tensor, given: Tensor, min_examples_per_class: int 
     probs, given = probs.float(), given.long()
     num_classes = probs.shape[1]
     counts = torch.bincount(given, minlength=num_classes).float()
-    sums = torch.zeros(num_classes).index_add_(0, given, probs.gather(1, given[:, None])[:, 0])
+    p_given = probs.gather(1, given[:, None])[:, 0]
+    sums = torch.zeros(num_classes).index_add_(0, given, p_given)
     thresholds = torch.where(counts > 0, sums / counts.clamp_min(1), torch.ones(num_classes))
     confident = probs >= thresholds
     best = torch.where(confident, probs, torch.full_like(probs, -1.0)).argmax(1)
     has_confident = confident.any(1)
     suggested = torch.where(has_confident, best, probs.argmax(1))
     is_issue = has_confident & (best != given)
-    p_given = probs.gather(1, given[:, None])[:, 0]
     for label in given.unique().tolist():
         members = (given == label).nonzero()[:, 0]
         keep = min(min_examples_per_class, len(members))
