@@ -6,7 +6,8 @@ project's map; ``clean_label`` kept so detection can be scored) and a clean ``te
 all through the ``ln-fit`` command line a user types (``zoo/configs/own/images.yaml``, LeNet-5 on
 28x28, Adam 1e-3, batch 256, the same epochs for every run, no augmentation):
 
-1. **LN, one run**: ``label_issues.csv`` of the run (in-sample scores, ``1 - p(given)``);
+1. **LN, one run**: ``label_issues.csv`` of the run (in-sample scores, ``1 - p(given)``), with
+   the config's own loss (what a user gets);
 2. **CE, one run**: the same with cross-entropy;
 3. **cleanlab, 5-fold CE**: ``ln-fit-sweep folds --num-folds 5`` with CE (out-of-sample
    probabilities), then cleanlab's ``find_label_issues`` on them (its default, confident
@@ -21,6 +22,7 @@ test accuracy of the first and the retrained models.
 
     python benchmarks/label_issues.py --out runs/label_issues --jobs 2            # ~1 h, resumes
     python benchmarks/label_issues.py --out /tmp/li --epochs 1 --limit 600        # a smoke test
+    python benchmarks/label_issues.py --methods LN CE --no-retrain --seed 1       # one run each
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt
          "Ankle boot")  # fmt: skip
 SOURCES = ("/usr/share/datasets/fashion-mnist", "data", "data/FashionMNIST/raw")
 #: ``ln-fit-sweep folds`` prints ``done     <fold dir> (<seconds> s)`` per fold.
+CLEANLAB = "cleanlab 5-fold CE"
+METHODS = ("LN", "CE", CLEANLAB)
 FOLD_TIME = re.compile(r"^done\s+.+ \((\d+(?:\.\d+)?) s\)$", re.MULTILINE)
 
 
@@ -111,9 +115,10 @@ def write_folder(out: Path, source: list[str], limit: int | None, seed: int) -> 
     return written
 
 
-def fit_args(labels: Path, test: Path, epochs: int, loss: str) -> list[str]:
+def fit_args(labels: Path, test: Path, epochs: int, loss: str, seed: int = 0) -> list[str]:
+    """The user's command: LN is the config's own loss, CE replaces it."""
     args = [
-        "--config", str(ROOT / "zoo/configs/own/images.yaml"),
+        "--config", str(ROOT / "zoo/configs/own/images.yaml"), f"--seed_everything={seed}",
         f"--data.labels_file={labels}", f"--data.test_labels_file={test}",
         "--data.image_size=28", "--data.augment=false", "--data.crop_pct=1.0",
         "--data.batch_size=256", "--model.backbone=lenet5", f"--trainer.max_epochs={epochs}",
@@ -121,8 +126,6 @@ def fit_args(labels: Path, test: Path, epochs: int, loss: str) -> list[str]:
     ]  # fmt: skip
     if loss == "CE":
         args.append("--model.loss=ln_lightning.CrossEntropy")
-    else:  # the zoo's Fashion-MNIST [tau, lambda]
-        args += ["--model.loss.temperature=0.5", "--model.loss.min_scale=0.5"]
     return args
 
 
@@ -201,56 +204,70 @@ def cleanlab_issues(merged: Path, out: Path) -> Path:
     return write_label_issues(table, issues, names, out / "cleanlab_issues.csv")
 
 
-def benchmark(kind: str, labels: Path, test: Path, out: Path, epochs: int, jobs: int) -> dict:
+def benchmark(
+    kind: str,
+    labels: Path,
+    test: Path,
+    out: Path,
+    epochs: int,
+    jobs: int,
+    methods: list[str],
+    retrain: bool = True,
+    seed: int = 0,
+) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     result: dict = {"noise": kind}
-    folds = [
-        sys.executable, "-m", "ln_lightning.sweep", "folds", "--num-folds", "5",
-        "--jobs", str(jobs), "--out", str(out / "folds"), "--",
-        *fit_args(labels, test, epochs, "CE"),
-    ]  # fmt: skip
+    single = {"LN": "ln", "CE": "ce"}
     seconds = run_many(
         [
-            ln_fit(fit_args(labels, test, epochs, "LN"), out, "ln"),
-            ln_fit(fit_args(labels, test, epochs, "CE"), out, "ce"),
+            ln_fit(fit_args(labels, test, epochs, m, seed), out, single[m])
+            for m in single
+            if m in methods
         ],
         out,
         jobs,
     )
-    times = {"LN": seconds["ln"], "CE": seconds["ce"]}
-    fold_seconds = run(folds, out / "folds.log")
-    start = time.perf_counter()
-    cleanlab_file = cleanlab_issues(out / "folds" / "label_issues.csv", out)
-    cleanlab_seconds = time.perf_counter() - start
-    times["cleanlab 5-fold CE"] = fold_seconds + cleanlab_seconds
+    issues = {m: out / f"{single[m]}/version_0/label_issues.csv" for m in single if m in methods}
     # one thread per run: compute is the sum of the runs' times (the folds run side by side)
-    compute = {"LN": times["LN"], "CE": times["CE"]}
-    folds_log = (out / "folds.log").read_text()
-    compute["cleanlab 5-fold CE"] = sum(float(t) for t in FOLD_TIME.findall(folds_log))
-    compute["cleanlab 5-fold CE"] += cleanlab_seconds
-    for method, issues in (
-        ("LN", out / "ln/version_0/label_issues.csv"),
-        ("CE", out / "ce/version_0/label_issues.csv"),
-        ("cleanlab 5-fold CE", cleanlab_file),
-    ):
+    times = {m: seconds[single[m]] for m in issues}
+    compute = dict(times)
+    if CLEANLAB in methods:
+        folds = [
+            sys.executable, "-m", "ln_lightning.sweep", "folds", "--num-folds", "5",
+            "--jobs", str(jobs), "--out", str(out / "folds"), "--",
+            *fit_args(labels, test, epochs, "CE", seed),
+        ]  # fmt: skip
+        fold_seconds = run(folds, out / "folds.log")
+        start = time.perf_counter()
+        issues[CLEANLAB] = cleanlab_issues(out / "folds" / "label_issues.csv", out)
+        cleanlab_seconds = time.perf_counter() - start
+        times[CLEANLAB] = fold_seconds + cleanlab_seconds
+        folds_log = (out / "folds.log").read_text()
+        compute[CLEANLAB] = sum(float(t) for t in FOLD_TIME.findall(folds_log))
+        compute[CLEANLAB] += cleanlab_seconds
+    for method, path in issues.items():
         result[method] = {
-            **scored(issues),
+            **scored(path),
             "seconds": round(times[method], 1),
             "core_seconds": round(compute[method], 1),
         }
-    result["LN"]["test_acc"] = last_value(out / "ln/version_0/metrics.csv", "test/acc")
-    result["CE"]["test_acc"] = last_value(out / "ce/version_0/metrics.csv", "test/acc")
-    ln_cleaned = out / "ln/version_0/cleaned_labels.csv"
-    cleanlab_cleaned = out / "cleanlab_cleaned_labels.csv"
+        if method in single:
+            metrics = out / single[method] / "version_0/metrics.csv"
+            result[method]["test_acc"] = last_value(metrics, "test/acc")
+    if not retrain:
+        return result
+    retrains = {  # LN on LN's cleaned labels, CE on cleanlab's
+        "LN": ("ln_retrained", out / "ln/version_0/cleaned_labels.csv", "LN"),
+        CLEANLAB: ("ce_retrained", out / "cleanlab_cleaned_labels.csv", "CE"),
+    }
+    chosen = {m: retrains[m] for m in retrains if m in methods}
     run_many(
-        [
-            ln_fit(fit_args(ln_cleaned, test, epochs, "LN"), out, "ln_retrained"),
-            ln_fit(fit_args(cleanlab_cleaned, test, epochs, "CE"), out, "ce_retrained"),
-        ],
+        [ln_fit(fit_args(cleaned, test, epochs, loss, seed), out, name)
+         for name, cleaned, loss in chosen.values()],
         out,
         jobs,
-    )
-    for method, name in (("LN", "ln_retrained"), ("cleanlab 5-fold CE", "ce_retrained")):
+    )  # fmt: skip
+    for method, (name, _, _) in chosen.items():
         metrics = out / name / "version_0" / "metrics.csv"
         result[method]["retrained_test_acc"] = last_value(metrics, "test/acc")
     return result
@@ -263,7 +280,7 @@ def table(results: list[dict]) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for result in results:
-        for method in ("LN", "CE", "cleanlab 5-fold CE"):
+        for method in [m for m in METHODS if m in result]:
             r = result[method]
             acc = f"{100 * r['test_acc']:.2f}" if r.get("test_acc") is not None else "-"
             again = r.get("retrained_test_acc")
@@ -285,17 +302,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
     parser.add_argument("--noise", nargs="+", default=["symmetric", "asymmetric"])
     parser.add_argument("--limit", type=int, help="only the first N training images (smoke tests)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="of the noise and of the runs")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--no-retrain", action="store_true", help="skip the retrained models")
     args = parser.parse_args(argv)
-    try:
-        import cleanlab  # noqa: F401
-    except ImportError:
-        parser.error('the cleanlab comparison needs cleanlab: pip install -e ".[cleanlab]"')
+    if CLEANLAB in args.methods:
+        try:
+            import cleanlab  # noqa: F401
+        except ImportError:
+            parser.error('the cleanlab comparison needs cleanlab: pip install -e ".[cleanlab]"')
     files = write_folder(args.out, args.source, args.limit, args.seed)
     results = [
-        benchmark(kind, files[kind], files["test"], args.out / kind, args.epochs, args.jobs)
+        benchmark(kind, files[kind], files["test"], args.out / kind, args.epochs, args.jobs,
+                  args.methods, retrain=not args.no_retrain, seed=args.seed)
         for kind in args.noise
-    ]
+    ]  # fmt: skip
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     print(table(results))
 

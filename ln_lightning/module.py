@@ -210,13 +210,16 @@ class NoisyLabelClassifier(pl.LightningModule):
         self.heads.keep_only(self.loss.prediction_heads)
 
     # ---------------------------------------------------------------- steps
-    def _loss_context(self) -> TrainingContext:
+    def _loss_context(self, batch_idx: int = 0) -> TrainingContext:
         datamodule = self.trainer.datamodule
         known = getattr(datamodule, "true_transition_matrix", None)
+        batches = self.trainer.num_training_batches
+        fraction = batch_idx / batches if 0 < batches < float("inf") else 0.0
         return TrainingContext(
             epoch=self.current_epoch,
             training_probabilities=lambda: self.training_predictions().probs,
             true_transition_matrix=known if callable(known) else lambda: None,
+            elapsed_epochs=self.current_epoch + fraction,
         )
 
     def _report(self, report: LossReport | None) -> None:
@@ -235,6 +238,9 @@ class NoisyLabelClassifier(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._report(self.loss.on_train_epoch_start(self._loss_context()))
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self.loss.on_train_batch_start(self._loss_context(batch_idx))
 
     def training_predictions(
         self, datamodule: Any = None, split: str = "train"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 from pathlib import Path
 
@@ -105,3 +106,34 @@ def test_loss_step_time_with_and_without_the_label_check(script, capsys):
     script("loss_step_time").main(args)
     out = capsys.readouterr().out
     assert table_rows(out, "ln (no label check)") and table_rows(out, "ce (no label check)")
+
+
+def test_learning_speed(script, capsys, tmp_path):
+    write_mnist(tmp_path / "fashion", n_train=400, n_test=50)
+    methods = ["CE=ce", 'LN annealed={"cell": true, "anneal_epochs": 2}']
+    args = ["--out", str(tmp_path / "out"), "--data-dir", str(tmp_path / "fashion"),
+            "--settings", "asym40", "--epochs", "3", "--jobs", "2",
+            "--methods", *methods]  # fmt: skip
+    script("learning_speed").main(args)
+    out = capsys.readouterr().out
+    header = table_rows(out, "setting")[0]
+    assert header[2:] == ["ep 1", "final", "selected", "selected epoch"]
+    rows = table_rows(out, "asym40")
+    assert [row[1] for row in rows] == ["CE", "LN annealed"]
+    assert all(0 <= float(cell) <= 100 for row in rows for cell in row[2:5])
+    assert all(1 <= int(row[5]) <= 3 for row in rows)
+    assert (tmp_path / "out" / "learning_speed.png").stat().st_size > 0
+    runs = sorted((tmp_path / "out" / "runs").glob("*.json"))
+    assert len(runs) == 2 and all(len(json.loads(p.read_text())["rows"]) == 3 for p in runs)
+    # Run again: the finished runs are read back, not trained again.
+    stamps = [p.stat().st_mtime_ns for p in runs]
+    script("learning_speed").main(args)
+    assert table_rows(capsys.readouterr().out, "asym40") == rows
+    assert [p.stat().st_mtime_ns for p in runs] == stamps
+
+
+def test_learning_speed_refuses_a_bad_method(script):
+    with pytest.raises(SystemExit):
+        script("learning_speed").main(["--methods", "LN"])  # no =SPEC
+    with pytest.raises(ValueError, match="JSON object of LN arguments"):
+        script("learning_speed").main(["--methods", "LN=[1]", "--epochs", "1"])

@@ -2,7 +2,8 @@
 
 The resumed run must repeat exactly what an uninterrupted run does from the checkpoint on: the
 same noisy labels, the same batches in the same order, the same weights and the same metrics
-(training aggregates of the interrupted epoch included).
+(training aggregates of the interrupted epoch included, and LN's annealed min_scale, which
+changes every step).
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ def ln_fit(
     command = [sys.executable, "-m", "ln_lightning.cli", "fit", "--config", "cli.yaml",
                f"--trainer.max_epochs={EPOCHS}", "--trainer.accelerator=cpu",
                "--trainer.enable_progress_bar=false", "--test_after_fit=true",
+               # LN's min_scale follows the training time step by step: resumed exactly too
+               "--model.loss.anneal_epochs=2",
                f"--trainer.logger.init_args.save_dir={out / 'logs'}",
                f"--trainer.logger.init_args.name={name}", *recorder, *extra]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}

@@ -35,6 +35,25 @@ def test_lenet5_is_in_timm_registry():
         timm.create_model("lenet5", pretrained=True)
 
 
+def test_lenet5_ref_is_the_reference_codes_variant():
+    """SAME padding, a third 5x5 convolution of 120 channels, dense 5880 -> 84."""
+    model = timm.create_model("lenet5_ref", num_classes=0)
+    convolutions = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.out_channels, c.kernel_size, c.padding) for c in convolutions] == [
+        (6, (5, 5), (2, 2)), (16, (5, 5), (2, 2)), (120, (5, 5), (2, 2))
+    ]  # fmt: skip
+    dense = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(d.in_features, d.out_features) for d in dense] == [(5880, 84)]
+    assert model(torch.randn(3, 1, 28, 28)).shape == (3, 84)
+    assert timm.create_model("lenet5_ref", num_classes=10)(torch.randn(2, 1, 28, 28)).shape == (
+        2, 10
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="multiple of 4"):
+        timm.create_model("lenet5_ref", img_size=30)
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        timm.create_model("lenet5_ref", pretrained=True)
+
+
 def test_mlp_2x2000_is_in_timm_registry():
     model = timm.create_model("mlp_2x2000", num_classes=0, in_chans=2)
     assert model.num_features == 2000

@@ -4,10 +4,10 @@
 works. The ``ln-fit`` CLI imports it for you.
 """
 
-from zoo.lenet import LeNet5
+from zoo.lenet import LeNet5, LeNet5Reference
 from zoo.mlp import MLP
 from zoo.resnet_cifar import CifarResNet
 from zoo.small_cnn import SmallCNN
 from zoo.wide_resnet import WideResNet
 
-__all__ = ["MLP", "CifarResNet", "LeNet5", "SmallCNN", "WideResNet"]
+__all__ = ["MLP", "CifarResNet", "LeNet5", "LeNet5Reference", "SmallCNN", "WideResNet"]

@@ -20,20 +20,24 @@ class TrainingContext:
     """What a loss's training hooks may ask of the run, as plain values and callables.
 
     The model builds it (so losses never import Lightning) and passes it to
-    :meth:`NoisyLabelLoss.on_fit_start` and :meth:`NoisyLabelLoss.on_train_epoch_start`.
+    :meth:`NoisyLabelLoss.on_fit_start`, :meth:`NoisyLabelLoss.on_train_epoch_start` and
+    :meth:`NoisyLabelLoss.on_train_batch_start`.
 
     Attributes:
-        epoch: The epoch about to start (0-based).
+        epoch: The current epoch (0-based).
         training_probabilities: The model's class probabilities on the whole training split,
             ``(N, K)``, from one inference pass (evaluation transform, fixed order) that the
             analysis callbacks share.
         true_transition_matrix: The data's true ``K x K`` noise matrix
             ``T[i, j] = P(noisy j | true i)`` where the data module knows it, else ``None``.
+        elapsed_epochs: Training time in epochs, ``epoch + batch / batches per epoch`` (equal to
+            ``epoch`` at the start of an epoch), for schedules finer than an epoch.
     """
 
     epoch: int
     training_probabilities: Callable[[], Tensor]
     true_transition_matrix: Callable[[], Tensor | None]
+    elapsed_epochs: float = 0.0
 
 
 @dataclass
@@ -73,6 +77,8 @@ class NoisyLabelLoss(nn.Module, ABC):
       ``K``, or a change of phase during training (Forward correction's warm-up), with what the
       run offers in a :class:`TrainingContext`; they may return a :class:`LossReport` for the
       model to print, log and save (a loss does no I/O).
+    * :meth:`on_train_batch_start`: a schedule by training time, before every training step
+      (LN's annealed ``min_scale``).
     * :meth:`init_args` and :meth:`config`: the loss as data (checkpoints record it, so a
       checkpoint of another loss is refused with a clear message).
 
@@ -126,6 +132,10 @@ class NoisyLabelLoss(nn.Module, ABC):
     def on_train_epoch_start(self, context: TrainingContext) -> LossReport | None:
         """Called at the start of every training epoch (e.g. to end a warm-up phase)."""
         return None
+
+    def on_train_batch_start(self, context: TrainingContext) -> None:
+        """Called before every training step, with ``context.elapsed_epochs`` (e.g. to follow a
+        schedule). Keep it cheap: it runs once per step."""
 
     def init_args(self) -> dict[str, Any]:
         """The constructor arguments that rebuild this loss: ``type(loss)(**loss.init_args())``.

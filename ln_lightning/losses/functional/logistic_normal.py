@@ -3,7 +3,7 @@
 Equation numbers refer to Englesson, Mehrjou & Azizpour, "Logistic-Normal Likelihoods for
 Heteroscedastic Label Noise", TMLR 2023. Notation: ``K`` real classes, ``D`` the dimension of the
 logit space (``D = K`` with the dummy class, ``D = K - 1`` without), ``M = D + 1`` categories of
-the simplex the smoothed target lives in. The five hyper-parameters travel as one validated
+the simplex the smoothed target lives in. The hyper-parameters travel as one validated
 :class:`LogisticNormalParams`, checked once when it is made.
 """
 
@@ -33,6 +33,8 @@ class LogisticNormalParams:
         temperature: ``tau`` > 0 (Eq. 10-11).
         smoothing: Label smoothing ``t`` in (0, 1), so the target is inside the simplex.
         dummy_class: Append a dummy category so the logit space is R^K (Sec. 3.2).
+        anneal_epochs: Epochs over which ``lambda`` falls from ``tau C`` to ``min_scale`` at
+            the start of training (0: never, Eq. 5 exactly); see :meth:`min_scale_at`.
 
     Raises:
         ValueError: Naming the first invalid value.
@@ -43,6 +45,7 @@ class LogisticNormalParams:
     temperature: float = 1.0
     smoothing: float = 0.01
     dummy_class: bool = True
+    anneal_epochs: float = 0.0
 
     def __post_init__(self) -> None:
         temperature, min_scale = self.temperature, self.min_scale
@@ -59,13 +62,47 @@ class LogisticNormalParams:
             )
         if self.covariance not in COVARIANCES:
             raise ValueError(f"covariance must be one of {COVARIANCES}; got {self.covariance!r}.")
+        anneal = self.anneal_epochs
+        if isinstance(anneal, bool) or not anneal >= 0 or not math.isfinite(anneal):
+            raise ValueError(
+                "anneal_epochs must be a finite number of epochs >= 0 (0 switches the "
+                f"annealing of min_scale off); got {anneal!r}."
+            )
 
     def target_scale(self, dim: int) -> float:
         """``tau C``, the target logit of the labelled class in a ``D``-dimensional space."""
         return self.temperature * target_logit_scale(dim + 1, self.smoothing)
 
+    def min_scale_at(self, elapsed_epochs: float, dim: int) -> float:
+        """``lambda`` after ``elapsed_epochs`` of training (graduated non-convexity).
 
-#: The paper's defaults: full covariance, lambda = tau = 1, t = 0.01, with the dummy class.
+        Sec. 3 and Fig. 2: an example whose residual exceeds ``lambda`` is attenuated (its loss
+        saturates, its gradient falls as 1 / residual). At initialisation ``mu`` is about 0, so
+        every residual is about ``tau C`` (about 7 tau for K = 10), far above the paper's
+        ``lambda``: the whole training set starts attenuated and LN learns far more slowly
+        than cross-entropy. Graduated non-convexity (Blake & Zisserman, "Visual
+        Reconstruction", 1987; Black & Rangarajan, IJCV 1996) starts a robust loss at a scale
+        where it is nearly quadratic and tightens it: here ``lambda`` falls from ``tau C``
+        (no example attenuated) to ``min_scale`` along a half cosine over ``anneal_epochs``,
+        and stays there. The correct labels are fitted while the threshold is high; the
+        wrong ones, not yet memorised, exceed it when it reaches ``min_scale``.
+
+        Args:
+            elapsed_epochs: Training time in epochs (``epoch + batch / batches per epoch``).
+            dim: Dimension ``D`` of the logit space.
+
+        Returns:
+            ``min_scale`` when ``anneal_epochs`` is 0 or has passed, else the annealed value.
+        """
+        if not self.anneal_epochs or elapsed_epochs >= self.anneal_epochs:
+            return self.min_scale
+        start = max(self.target_scale(dim), self.min_scale)
+        progress = max(elapsed_epochs, 0.0) / self.anneal_epochs
+        return self.min_scale + (start - self.min_scale) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+#: The paper's defaults: full covariance, lambda = tau = 1, t = 0.01, with the dummy class, no
+#: annealing.
 DEFAULT_PARAMS = LogisticNormalParams()
 
 
