@@ -23,6 +23,8 @@ test accuracy of the first and the retrained models.
     python benchmarks/label_issues.py --out runs/label_issues --jobs 2            # ~1 h, resumes
     python benchmarks/label_issues.py --out /tmp/li --epochs 1 --limit 600        # a smoke test
     python benchmarks/label_issues.py --methods LN CE --no-retrain --seed 1       # one run each
+    python benchmarks/label_issues.py --out runs/li_full --methods LN --ln-args \
+        "--model.loss.covariance full"                                             # another LN
 """
 
 from __future__ import annotations
@@ -115,8 +117,10 @@ def write_folder(out: Path, source: list[str], limit: int | None, seed: int) -> 
     return written
 
 
-def fit_args(labels: Path, test: Path, epochs: int, loss: str, seed: int = 0) -> list[str]:
-    """The user's command: LN is the config's own loss, CE replaces it."""
+def fit_args(
+    labels: Path, test: Path, epochs: int, loss: str, seed: int = 0, ln_args: str = ""
+) -> list[str]:
+    """The user's command: LN is the config's own loss (plus ``ln_args``), CE replaces it."""
     args = [
         "--config", str(ROOT / "zoo/configs/own/images.yaml"), f"--seed_everything={seed}",
         f"--data.labels_file={labels}", f"--data.test_labels_file={test}",
@@ -126,6 +130,8 @@ def fit_args(labels: Path, test: Path, epochs: int, loss: str, seed: int = 0) ->
     ]  # fmt: skip
     if loss == "CE":
         args.append("--model.loss=ln_lightning.CrossEntropy")
+    else:
+        args += shlex.split(ln_args)
     return args
 
 
@@ -214,13 +220,14 @@ def benchmark(
     methods: list[str],
     retrain: bool = True,
     seed: int = 0,
+    ln_args: str = "",
 ) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     result: dict = {"noise": kind}
     single = {"LN": "ln", "CE": "ce"}
     seconds = run_many(
         [
-            ln_fit(fit_args(labels, test, epochs, m, seed), out, single[m])
+            ln_fit(fit_args(labels, test, epochs, m, seed, ln_args), out, single[m])
             for m in single
             if m in methods
         ],
@@ -262,7 +269,7 @@ def benchmark(
     }
     chosen = {m: retrains[m] for m in retrains if m in methods}
     run_many(
-        [ln_fit(fit_args(cleaned, test, epochs, loss, seed), out, name)
+        [ln_fit(fit_args(cleaned, test, epochs, loss, seed, ln_args), out, name)
          for name, cleaned, loss in chosen.values()],
         out,
         jobs,
@@ -305,6 +312,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="of the noise and of the runs")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--no-retrain", action="store_true", help="skip the retrained models")
+    parser.add_argument("--ln-args", default="", help="appended to the LN runs' ln-fit arguments")
     args = parser.parse_args(argv)
     if CLEANLAB in args.methods:
         try:
@@ -314,7 +322,8 @@ def main(argv: list[str] | None = None) -> None:
     files = write_folder(args.out, args.source, args.limit, args.seed)
     results = [
         benchmark(kind, files[kind], files["test"], args.out / kind, args.epochs, args.jobs,
-                  args.methods, retrain=not args.no_retrain, seed=args.seed)
+                  args.methods, retrain=not args.no_retrain, seed=args.seed,
+                  ln_args=args.ln_args)
         for kind in args.noise
     ]  # fmt: skip
     (args.out / "results.json").write_text(json.dumps(results, indent=2))

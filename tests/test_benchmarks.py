@@ -130,6 +130,13 @@ def test_learning_speed(script, capsys, tmp_path):
     script("learning_speed").main(args)
     assert table_rows(capsys.readouterr().out, "asym40") == rows
     assert [p.stat().st_mtime_ns for p in runs] == stamps
+    # A shorter table is read from the longer runs (their first epochs), nothing trained.
+    shorter = [a if a != "3" else "2" for a in args]
+    script("learning_speed").main(shorter)
+    two = table_rows(capsys.readouterr().out, "asym40")
+    assert sorted((tmp_path / "out" / "runs").glob("*.json")) == runs
+    first = json.loads(runs[0].read_text())["rows"]
+    assert float(two[0][3]) == pytest.approx(first[1][2], abs=0.005)  # final = epoch 2
 
 
 def test_learning_speed_refuses_a_bad_method(script):
