@@ -19,7 +19,20 @@ from zoo._base import ZooClassifier, build_without_weights
 __all__ = ["LeNet5", "LeNet5Reference"]
 
 
-class LeNet5(ZooClassifier):
+class _LeNet(ZooClassifier):
+    """What both variants share: ``features`` (convolutions) then ``hidden`` (dense layers)."""
+
+    features: nn.Sequential
+    hidden: nn.Sequential
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def _pre_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.hidden(x)
+
+
+class LeNet5(_LeNet):
     """LeNet-5 for 28x28 (or 32x32) grey-scale images, as in the textbook (no padding).
 
     conv 5x5 (6) - ReLU - max-pool - conv 5x5 (16) - ReLU - max-pool - fc 120 - ReLU - fc 84 -
@@ -44,12 +57,6 @@ class LeNet5(ZooClassifier):
         )  # fmt: skip
         self._init_classifier(84, num_classes)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def _pre_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.hidden(x)
-
 
 @register_model
 def lenet5(pretrained: bool = False, **kwargs: Any) -> LeNet5:
@@ -57,7 +64,7 @@ def lenet5(pretrained: bool = False, **kwargs: Any) -> LeNet5:
     return build_without_weights(LeNet5, "lenet5", pretrained, **kwargs)
 
 
-class LeNet5Reference(ZooClassifier):
+class LeNet5Reference(_LeNet):
     """The LeNet-5 of the LN paper's reference code (SAME padding, three convolutions).
 
     conv 5x5 (6) - ReLU - max-pool - conv 5x5 (16) - ReLU - max-pool - conv 5x5 (120) - ReLU -
@@ -87,12 +94,6 @@ class LeNet5Reference(ZooClassifier):
             nn.Flatten(), nn.Linear(120 * side * side, 84), nn.ReLU(inplace=True)
         )
         self._init_classifier(84, num_classes)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def _pre_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.hidden(x)
 
 
 @register_model
