@@ -23,6 +23,7 @@ _EXPORTS = {
     "LogisticNormalLoss": "ln_lightning.losses",
     "NoiseAgainstNoise": "ln_lightning.losses",
     "NoisyLabelLoss": "ln_lightning.losses",
+    "ShiftedGaussianNoise": "ln_lightning.losses",
     "DigitsDataModule": "ln_lightning.data",
     "NoisyLabelDataModule": "ln_lightning.data",
     "NoisySample": "ln_lightning.data",
@@ -46,6 +47,7 @@ __all__ = [
     "NoisyLabelDataModule",
     "NoisyLabelLoss",
     "NoisySample",
+    "ShiftedGaussianNoise",
     "__version__",
 ]
 
@@ -63,6 +65,7 @@ if TYPE_CHECKING:
         LogisticNormalLoss,
         NoiseAgainstNoise,
         NoisyLabelLoss,
+        ShiftedGaussianNoise,
     )
     from ln_lightning.module import NoisyLabelClassifier
 

@@ -13,6 +13,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
@@ -22,7 +23,7 @@ from ln_lightning.backbones import build_backbone, feature_dim
 from ln_lightning.data.dataset import NoisySample, unpack_batch
 from ln_lightning.heads import LinearHeads
 from ln_lightning.inference import TrainingPredictions, predict_training_set
-from ln_lightning.losses.base import LossReport, NoisyLabelLoss, TrainingContext
+from ln_lightning.losses.base import LossReport, NoisyLabelLoss, TrainingContext, teacher_key
 from ln_lightning.losses.logistic_normal import LogisticNormalLoss
 from ln_lightning.metrics import (
     TEST,
@@ -95,6 +96,34 @@ def _unpicklable_hparams(init_args: dict[str, Any]) -> list[str]:
     return [name for name, value in init_args.items() if not isinstance(value, plain)]
 
 
+class _Network(nn.Module):
+    """``backbone -> heads``, the part of the model a teacher averages (not registered on the
+    model: its two parts already are)."""
+
+    def __init__(self, backbone: nn.Module, heads: LinearHeads) -> None:
+        super().__init__()
+        self.backbone, self.heads = backbone, heads
+
+    def forward(self, inputs: Tensor) -> dict[str, Tensor]:
+        return self.heads(self.backbone(inputs))
+
+
+def ema_teacher(network: nn.Module, decay: float) -> AveragedModel:
+    """An exponential moving average of ``network``'s weights, starting at its current ones.
+
+    ``AveragedModel`` with ``get_ema_multi_avg_fn``: after each :meth:`update_parameters`
+    the copy's parameters are ``decay * copy + (1 - decay) * network``. It counts the current
+    weights as the first average (``n_averaged = 1``), so the first update already averages,
+    as TensorFlow's ``ExponentialMovingAverage`` in SGN's reference code does. The buffers
+    (batch-norm statistics) are the copy's own, updated when it runs in training mode. Its
+    parameters take no gradient.
+    """
+    teacher = AveragedModel(network, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
+    teacher.requires_grad_(False)
+    teacher.n_averaged.fill_(1)
+    return teacher
+
+
 class NoisyLabelClassifier(pl.LightningModule):
     """A classifier trained with any :class:`NoisyLabelLoss`; Logistic-Normal by default.
 
@@ -110,7 +139,11 @@ class NoisyLabelClassifier(pl.LightningModule):
     :class:`~ln_lightning.metrics.NoiseSplitAccuracy`), ``val/loss``, ``val/acc_noisy``
     (accuracy on the noisy validation split, the paper's model-selection metric),
     ``val/acc_clean``, and on the clean test set ``test/acc``, ``test/loss``, ``test/nll``,
-    ``test/ece`` (15 bins) and ``test/brier``.
+    ``test/ece`` (15 bins) and ``test/brier``. With a loss that asks for an EMA teacher
+    (``loss.teacher_decay``, SGN) the model keeps one (:func:`ema_teacher`, updated after every
+    optimizer step), feeds its outputs to the loss (:meth:`training_outputs`) and logs its
+    accuracies beside the network's: ``val/acc_noisy_teacher``, ``val/acc_clean_teacher``,
+    ``test/acc_teacher``. Predictions are always the network's.
 
     Args:
         backbone: A timm model name (created with ``num_classes=0``; ``import zoo`` adds the zoo's
@@ -169,6 +202,11 @@ class NoisyLabelClassifier(pl.LightningModule):
         self.heads = LinearHeads(
             feature_dim(self.backbone, self.input_shape), self.loss.head_shapes(num_classes)
         )
+        # The EMA teacher a loss may ask for (SGN); before compile, so the copy stays eager.
+        decay = self.loss.teacher_decay
+        self.teacher: AveragedModel | None = (
+            ema_teacher(_Network(self.backbone, self.heads), decay) if decay is not None else None
+        )
         if compile:  # after the dry run of feature_dim, which would compile for one shape
             self.backbone.compile()
         self.optimizer_factory = optimizer
@@ -180,6 +218,9 @@ class NoisyLabelClassifier(pl.LightningModule):
 
         self.train_acc_noisy, self.train_acc_clean = accuracy(), accuracy()
         self.val_acc_noisy, self.val_acc_clean = accuracy(), accuracy()
+        if self.teacher is not None:  # the teacher is evaluated beside the network
+            self.val_acc_noisy_teacher, self.val_acc_clean_teacher = accuracy(), accuracy()
+            self.test_acc_teacher = accuracy()
         self.train_noise_split = NoiseSplitAccuracy()
         self.train_loss_mean = MeanMetric()
         # Training aggregates are saved in checkpoints, so an epoch resumed from a mid-epoch
@@ -202,12 +243,30 @@ class NoisyLabelClassifier(pl.LightningModule):
         """Class probabilities of shape ``(B, K)``."""
         return self.loss.predict_proba(self(inputs))
 
+    def training_outputs(self, inputs: Tensor) -> dict[str, Tensor]:
+        """Head outputs for the training loss: the network's, plus the EMA teacher's as
+        ``teacher.<head>`` (no gradient) when the loss asks for a teacher."""
+        outputs = self(inputs)
+        if self.teacher is not None:
+            with torch.no_grad():
+                taught = self.teacher(inputs)
+            outputs.update({teacher_key(name): value for name, value in taught.items()})
+        return outputs
+
+    def update_teacher(self) -> None:
+        """Move the EMA teacher one step towards the current weights (after an optimizer step;
+        :meth:`optimizer_step` calls it). Nothing without a teacher."""
+        if self.teacher is not None:
+            self.teacher.update_parameters(_Network(self.backbone, self.heads))
+
     def drop_auxiliary_heads(self) -> None:
-        """Keep only the heads prediction needs (e.g. drop LN's covariance head for export).
+        """Keep only what prediction needs (e.g. drop LN's covariance head and SGN's EMA teacher
+        for export).
 
         Training is no longer possible afterwards; ``predict_proba`` and ``predict_step`` work.
         """
         self.heads.keep_only(self.loss.prediction_heads)
+        self.teacher = None
 
     # ---------------------------------------------------------------- steps
     def _loss_context(self, batch_idx: int = 0) -> TrainingContext:
@@ -279,21 +338,34 @@ class NoisyLabelClassifier(pl.LightningModule):
         return predictions
 
     def _log_accuracies(
-        self, stage: str, probs: Tensor, targets: Tensor, clean_targets: Tensor | None
+        self,
+        stage: str,
+        probs: Tensor,
+        targets: Tensor,
+        clean_targets: Tensor | None,
+        suffix: str = "",
     ) -> None:
-        """Accuracy against the observed labels and, when known, the clean ones."""
+        """Accuracy against the observed labels and, when known, the clean ones (``suffix``
+        ``_teacher``: the EMA teacher's)."""
         log = {"on_step": False, "on_epoch": True, "batch_size": len(targets)}
-        noisy_metric = getattr(self, f"{stage}_acc_noisy")
+        noisy_metric = getattr(self, f"{stage}_acc_noisy{suffix}")
         noisy_metric(probs, targets)
-        self.log(metric_name(stage, "acc_noisy"), noisy_metric, prog_bar=stage == VAL, **log)
+        prog_bar = stage == VAL and not suffix
+        self.log(metric_name(stage, f"acc_noisy{suffix}"), noisy_metric, prog_bar=prog_bar, **log)
         if clean_targets is not None:
-            clean_metric = getattr(self, f"{stage}_acc_clean")
+            clean_metric = getattr(self, f"{stage}_acc_clean{suffix}")
             clean_metric(probs, clean_targets)
-            self.log(metric_name(stage, "acc_clean"), clean_metric, **log)
+            self.log(metric_name(stage, f"acc_clean{suffix}"), clean_metric, **log)
+
+    def _teacher_probs(self, inputs: Tensor) -> Tensor | None:
+        """The EMA teacher's class probabilities (``None`` without a teacher)."""
+        if self.teacher is None:
+            return None
+        return self.loss.predict_proba(self.teacher(inputs))
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         inputs, targets, clean_targets = unpack_batch(batch)
-        outputs = self(inputs)
+        outputs = self.training_outputs(inputs)
         loss = self.loss(outputs, targets)
         finite = bool(torch.isfinite(loss))
         if self._trainer is not None and self.trainer.world_size > 1:  # every rank stops
@@ -332,6 +404,9 @@ class NoisyLabelClassifier(pl.LightningModule):
             VAL_LOSS, loss, on_step=False, on_epoch=True, batch_size=len(targets), sync_dist=True
         )
         self._log_accuracies("val", self.loss.predict_proba(outputs), targets, clean_targets)
+        teacher_probs = self._teacher_probs(inputs)
+        if teacher_probs is not None:
+            self._log_accuracies("val", teacher_probs, targets, clean_targets, "_teacher")
 
     @contextlib.contextmanager
     def test_metrics_prefix(self, prefix: str) -> Iterator[None]:
@@ -368,6 +443,13 @@ class NoisyLabelClassifier(pl.LightningModule):
             metric_name(prefix, "loss"), self.loss(outputs, labels), on_epoch=True,
             batch_size=len(labels), sync_dist=True,
         )  # fmt: skip
+        teacher_probs = self._teacher_probs(inputs)
+        if teacher_probs is not None:
+            self.test_acc_teacher(teacher_probs, labels)
+            self.log(
+                metric_name(prefix, "acc_teacher"), self.test_acc_teacher, on_epoch=True,
+                batch_size=len(labels),
+            )  # fmt: skip
 
     def predict_step(
         self, batch: Any, batch_idx: int, dataloader_idx: int = 0
@@ -427,8 +509,19 @@ class NoisyLabelClassifier(pl.LightningModule):
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     # ---------------------------------------------------------------- optimisation
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """Lightning's step, then the EMA teacher's update (before any callback sees the step,
+        so a checkpoint written at this step holds the updated teacher)."""
+        super().optimizer_step(*args, **kwargs)
+        self.update_teacher()
+
+    def trained_parameters(self) -> list[nn.Parameter]:
+        """The parameters the optimiser updates: all but the EMA teacher's."""
+        teacher = {id(p) for p in self.teacher.parameters()} if self.teacher is not None else set()
+        return [p for p in self.parameters() if id(p) not in teacher]
+
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.parameters())
+        optimizer = self.optimizer_factory(self.trained_parameters())
         if self.lr_scheduler_factory is None:
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)

@@ -315,7 +315,8 @@ def run_all(
 
     Args:
         runs: From :meth:`TableSpec.runs`; finished ones are skipped.
-        jobs: Processes at a time. Each gets ``cpu_count // jobs`` threads (``OMP_NUM_THREADS``).
+        jobs: Processes at a time. Each gets ``cpu_count // jobs`` threads (``OMP_NUM_THREADS``),
+            or the ``OMP_NUM_THREADS`` the sweep was started with (e.g. 1 beside other work).
         extra: Arguments appended to every ``ln-fit`` command (e.g. ``--trainer.max_epochs=5``).
         gpus: GPU ids handed out round-robin, one per process (``CUDA_VISIBLE_DEVICES``).
         log: Progress printer.
@@ -330,7 +331,7 @@ def run_all(
     slots: queue.Queue[int] = queue.Queue()
     for slot in range(jobs):
         slots.put(slot)
-    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // jobs))
 
     def work(run: Run) -> dict[str, Any]:
         slot = slots.get()

@@ -10,8 +10,17 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
 
+def _digest(tensors) -> str:
+    """A hash of the values of some tensors."""
+    sha = hashlib.sha256()
+    for tensor in tensors:
+        sha.update(tensor.detach().cpu().numpy().tobytes())
+    return sha.hexdigest()
+
+
 class RankProbe(Callback):
-    """Write ``rank<R>.json``: a hash of the noisy labels, the metrics, the batches seen."""
+    """Write ``rank<R>.json``: a hash of the noisy labels, the metrics, the batches seen and a
+    hash of the EMA teacher's weights (SGN)."""
 
     def __init__(self, out_dir: str) -> None:
         self.out_dir = Path(out_dir)
@@ -29,6 +38,7 @@ class RankProbe(Callback):
             "noisy_labels": hashlib.sha256(labels).hexdigest(),
             "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
             "seen": self.seen,
+            "teacher": _digest(pl_module.teacher.parameters()) if pl_module.teacher else None,
         }
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))

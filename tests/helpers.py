@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+from torch import Tensor
+
 from ln_lightning import losses as L
+from ln_lightning.losses import NoisyLabelLoss, TrainingContext, teacher_key
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "cli.yaml")
@@ -20,8 +24,8 @@ QUICK = [
     "--trainer.enable_progress_bar=false",
 ]
 
-#: Every loss of the library (LN in three variants), by a short name; factories, so each test
-#: gets a fresh module.
+#: Every loss of the library (LN in three variants, SGN late in training), by a short name;
+#: factories, so each test gets a fresh module.
 LOSSES = {
     "ce": lambda: L.CrossEntropy(),
     "ls": lambda: L.LabelSmoothing(),
@@ -34,7 +38,28 @@ LOSSES = {
     "ln": lambda: L.LogisticNormalLoss(min_scale=0.1),
     "ln_no_dummy": lambda: L.LogisticNormalLoss(min_scale=0.1, dummy_class=False),
     "ln_diagonal": lambda: L.LogisticNormalLoss(min_scale=0.1, covariance="diagonal"),
+    "sgn": lambda: sgn_late_in_training(),
 }
+
+
+def sgn_late_in_training() -> L.ShiftedGaussianNoise:
+    """SGN after 100 epochs, so its shift (0.39) takes part in what a test computes."""
+    loss = L.ShiftedGaussianNoise()
+    loss.on_train_batch_start(TrainingContext(100, lambda: None, lambda: None, 100.0))
+    return loss
+
+
+def with_teacher(loss: NoisyLabelLoss, outputs: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``outputs`` plus a teacher's (a perturbed detached copy) when the loss asks for one, as
+    ``NoisyLabelClassifier.training_outputs`` adds them."""
+    if loss.teacher_decay is None:
+        return outputs
+    generator = torch.Generator().manual_seed(0)
+    teacher = {
+        teacher_key(name): value.detach() + torch.randn(value.shape, generator=generator).to(value)
+        for name, value in outputs.items()
+    }
+    return {**outputs, **teacher}
 
 
 def ln_fit(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:

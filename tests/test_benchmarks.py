@@ -80,6 +80,12 @@ def test_label_issues(script, capsys, tmp_path):
     for a, b in zip(again, rows, strict=True):
         assert abs(float(a[7]) - float(b[7])) <= 1 and abs(float(a[8]) - float(b[8])) <= 1
     assert retrained.stat().st_mtime_ns == finished
+    # SGN on request: one more run, its row in the same table
+    script("label_issues").main(
+        [*args.split(), "--noise", "symmetric", "--methods", "SGN", "--no-retrain"]
+    )
+    (sgn,) = table_rows(capsys.readouterr().out, "symmetric 40% (N = 122)")
+    assert sgn[1] == "SGN" and 0.0 <= float(sgn[2]) <= 1.0
 
 
 def test_device_check_runs_the_cpu_parts_without_cuda(script, capsys, tmp_path):

@@ -16,9 +16,8 @@ from ln_lightning import NoisyLabelClassifier
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def ddp_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ddp")
+def run_ddp(out: Path, *extra: str) -> tuple[Path, list[dict], str]:
+    """``ln-fit`` on two CPU processes; each rank's probe record and the output."""
     command = [
         sys.executable, "-m", "ln_lightning.cli", "fit", "--config", "cli.yaml",
         "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu",
@@ -28,13 +27,28 @@ def ddp_run(tmp_path_factory):
         f"--trainer.callbacks.out_dir={out / 'probe'}",
         "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
         f"--trainer.callbacks.dirpath={out / 'steps'}",
-        "--trainer.callbacks.every_n_train_steps=3", "--trainer.callbacks.save_top_k=-1",
+        "--trainer.callbacks.every_n_train_steps=3", "--trainer.callbacks.save_top_k=-1", *extra,
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     ranks = [json.loads((out / "probe" / f"rank{r}.json").read_text()) for r in (0, 1)]
     return out, ranks, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory):
+    return run_ddp(tmp_path_factory.mktemp("ddp"))
+
+
+@pytest.mark.slow  # a second two-process run
+def test_the_ema_teacher_is_the_same_on_both_ranks(tmp_path):
+    out, (rank0, rank1), _ = run_ddp(tmp_path, "--config", "zoo/configs/losses/sgn.yaml")
+    assert rank0["teacher"] is not None and rank0["teacher"] == rank1["teacher"]
+    assert rank0["metrics"]["val/acc_noisy_teacher"] == rank1["metrics"]["val/acc_noisy_teacher"]
+    (checkpoint,) = out.glob("logs/digits/*/checkpoints/last.ckpt")
+    state = torch.load(checkpoint, weights_only=False)
+    assert state["state_dict"]["teacher.n_averaged"] == state["global_step"] + 1
 
 
 def test_both_ranks_train_on_the_same_noisy_labels_and_report_the_same_metrics(ddp_run):

@@ -2,8 +2,8 @@
 
 The resumed run must repeat exactly what an uninterrupted run does from the checkpoint on: the
 same noisy labels, the same batches in the same order, the same weights and the same metrics
-(training aggregates of the interrupted epoch included, and LN's annealed min_scale, which
-changes every step).
+(training aggregates of the interrupted epoch included, LN's annealed min_scale, which changes
+every step, and SGN's EMA teacher, updated after every step).
 """
 
 from __future__ import annotations
@@ -28,6 +28,13 @@ SCHEDULES = {
     "ctrl_c": (None, 15, "SIGINT", 15),  # LastCheckpoint saves at the signal's step
     "sigterm": (None, 15, "SIGTERM", 15),
 }
+# The loss of each run: LN's min_scale follows the training time step by step (annealed), and
+# SGN's EMA teacher (its weights and batch-norm statistics) and shift do too.
+LN_ANNEALED = ("--model.loss.anneal_epochs=2",)
+SGN = ("--config", "zoo/configs/losses/sgn.yaml", "--model.loss.alpha=0.5",
+       "--model.loss.ema_decay=0.9")  # fmt: skip
+#: fixture parameter -> (schedule, loss arguments)
+CASES = {**{name: (name, LN_ANNEALED) for name in SCHEDULES}, "sgn": ("killed_mid_epoch", SGN)}
 
 
 def ln_fit(
@@ -37,6 +44,7 @@ def ln_fit(
     every: int | None,
     kill_at: int | None = None,
     signal_name: str = "SIGKILL",
+    loss: tuple[str, ...] = LN_ANNEALED,
 ) -> subprocess.Popen:
     """``ln-fit fit --config cli.yaml`` with the shipped checkpoint callbacks (the monitored
     best checkpoint, and the ``last.ckpt`` that ``ln-fit`` keeps), plus a step recorder; with
@@ -56,8 +64,7 @@ def ln_fit(
     command = [sys.executable, "-m", "ln_lightning.cli", "fit", "--config", "cli.yaml",
                f"--trainer.max_epochs={EPOCHS}", "--trainer.accelerator=cpu",
                "--trainer.enable_progress_bar=false", "--test_after_fit=true",
-               # LN's min_scale follows the training time step by step: resumed exactly too
-               "--model.loss.anneal_epochs=2",
+               *loss,
                f"--trainer.logger.init_args.save_dir={out / 'logs'}",
                f"--trainer.logger.init_args.name={name}", *recorder, *extra]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
@@ -91,19 +98,23 @@ def metrics(out: Path, name: str) -> dict[tuple[int, str], float]:
     return values
 
 
-# One schedule in the default run (the hardest: a mid-epoch SIGKILL); all four with -m slow.
+# One schedule in the default run (the hardest: a mid-epoch SIGKILL); all four, and SGN, with
+# -m slow.
 @pytest.fixture(
     scope="module",
     params=[
         pytest.param(name, marks=() if name == "killed_mid_epoch" else pytest.mark.slow)
-        for name in SCHEDULES
+        for name in CASES
     ],
 )
 def runs(request, tmp_path_factory):
-    every, kill_at, signal_name, _ = SCHEDULES[request.param]
+    schedule, loss = CASES[request.param]
+    every, kill_at, signal_name, _ = SCHEDULES[schedule]
     out = tmp_path_factory.mktemp(request.param)
-    whole = ln_fit(out, "whole", every=every)
-    killed = ln_fit(out, "resumed", every=every, kill_at=kill_at, signal_name=signal_name)
+    whole = ln_fit(out, "whole", every=every, loss=loss)
+    killed = ln_fit(
+        out, "resumed", every=every, kill_at=kill_at, signal_name=signal_name, loss=loss
+    )
     (code, log), (killed_code, killed_log) = finish(whole), finish(killed)
     assert code == 0, log[-3000:]
     if signal_name == "SIGKILL":
@@ -114,11 +125,13 @@ def runs(request, tmp_path_factory):
     killed_steps = steps(out / "steps_resumed.jsonl")
     last = torch.load(last_checkpoint(out, "resumed"), weights_only=False)
     (out / "checkpoint_step").write_text(str(last["global_step"]))
-    code, resumed_log = finish(ln_fit(out, "resumed", "--ckpt_path", "last", every=every))
+    code, resumed_log = finish(
+        ln_fit(out, "resumed", "--ckpt_path", "last", every=every, loss=loss)
+    )
     assert code == 0, resumed_log[-3000:]
     resumed_steps = steps(out / "steps_resumed.jsonl")[len(killed_steps) :]
     whole_steps = steps(out / "steps_whole.jsonl")
-    return request.param, out, whole_steps, killed_steps, resumed_steps, resumed_log
+    return schedule, out, whole_steps, killed_steps, resumed_steps, resumed_log
 
 
 def test_the_killed_run_stopped_mid_epoch_after_its_last_checkpoint(runs):
@@ -147,6 +160,8 @@ def test_resumed_run_ends_with_the_same_weights_and_metrics(runs):
     assert whole["global_step"] == resumed["global_step"] > SCHEDULES[schedule][1]
     for key, value in whole["state_dict"].items():
         torch.testing.assert_close(resumed["state_dict"][key], value, rtol=0, atol=1e-6, msg=key)
+    if out.name.startswith("sgn"):  # the teacher is in the weights compared, one update a step
+        assert whole["state_dict"]["teacher.n_averaged"] == whole["global_step"] + 1
     expected, got = metrics(out, "whole"), metrics(out, "resumed")
     resumed_epoch = SCHEDULES[schedule][1] // BATCHES
     for (step, key), value in expected.items():

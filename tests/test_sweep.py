@@ -194,13 +194,16 @@ def test_parallel_runs_get_their_own_gpu_and_threads(tmp_path, monkeypatch):
     seen = []
 
     def fake_run(run, extra, env, log):
-        seen.append((run.seed, env["CUDA_VISIBLE_DEVICES"], env["OMP_NUM_THREADS"], tuple(extra)))
+        seen.append(
+            (run.seed, env.get("CUDA_VISIBLE_DEVICES"), env["OMP_NUM_THREADS"], tuple(extra))
+        )
         run.run_dir.mkdir(parents=True)
         run.metrics_csv.write_text(f"epoch,test/acc,val/acc_noisy\n0,0.{run.seed + 1},0.5\n")
         return 1.0
 
     monkeypatch.setattr(sweep, "_run_once", fake_run)
     monkeypatch.setattr(sweep.os, "cpu_count", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     spec = load_spec(
         write_spec(tmp_path / "s.yaml", {"methods": {"CE": ""}, "settings": {"a": "--x"}})
     )
@@ -212,6 +215,11 @@ def test_parallel_runs_get_their_own_gpu_and_threads(tmp_path, monkeypatch):
     assert all(extra == ("--e",) for *_, extra in seen)
     with pytest.raises(ValueError, match="jobs must be >= 1"):
         sweep.run_all(runs, jobs=0)
+    # a thread count the user set (e.g. to leave a core to other work) is kept
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    seen.clear()
+    sweep.run_all(spec.runs(tmp_path / "again", seeds=[0, 1]), jobs=2)
+    assert {threads for _, _, threads, _ in seen} == {"1"}
 
 
 def test_search_over_two_keys_draws_the_sensitivity_heat_map(tmp_path, monkeypatch, capsys):

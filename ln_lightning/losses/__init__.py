@@ -1,7 +1,7 @@
 """Losses for learning with noisy labels: pure functions in ``functional`` and module wrappers."""
 
 from ln_lightning.losses import functional
-from ln_lightning.losses.base import LossReport, NoisyLabelLoss, TrainingContext
+from ln_lightning.losses.base import LossReport, NoisyLabelLoss, TrainingContext, teacher_key
 from ln_lightning.losses.forward import ForwardCorrection
 from ln_lightning.losses.heteroscedastic import (
     Heteroscedastic,
@@ -9,6 +9,7 @@ from ln_lightning.losses.heteroscedastic import (
     HeteroscedasticTemperature,
 )
 from ln_lightning.losses.logistic_normal import LogisticNormalLoss
+from ln_lightning.losses.shifted_gaussian import ShiftedGaussianNoise
 from ln_lightning.losses.softmax import (
     CrossEntropy,
     GeneralizedCrossEntropy,
@@ -29,7 +30,9 @@ __all__ = [
     "LossReport",
     "NoiseAgainstNoise",
     "NoisyLabelLoss",
+    "ShiftedGaussianNoise",
     "SoftmaxLoss",
     "TrainingContext",
     "functional",
+    "teacher_key",
 ]

@@ -12,7 +12,23 @@ from torch import Tensor, nn
 
 REDUCTIONS = ("mean", "sum", "none")
 
-__all__ = ["REDUCTIONS", "LossReport", "NoisyLabelLoss", "TrainingContext"]
+__all__ = [
+    "REDUCTIONS",
+    "TEACHER_PREFIX",
+    "LossReport",
+    "NoisyLabelLoss",
+    "TrainingContext",
+    "teacher_key",
+]
+
+#: Prefix of the teacher's head outputs in the mapping a loss receives during training.
+TEACHER_PREFIX = "teacher."
+
+
+def teacher_key(head: str) -> str:
+    """The key of the EMA teacher's output of ``head`` in a training step's outputs
+    (``teacher.mean``); see :attr:`NoisyLabelLoss.teacher_decay`."""
+    return TEACHER_PREFIX + head
 
 
 @dataclass(frozen=True)
@@ -79,6 +95,12 @@ class NoisyLabelLoss(nn.Module, ABC):
       model to print, log and save (a loss does no I/O).
     * :meth:`on_train_batch_start`: a schedule by training time, before every training step
       (LN's annealed ``min_scale``).
+    * :attr:`teacher_decay`: a loss that learns from an exponential moving average (EMA) of the
+      network's weights (SGN's label correction) sets the decay; the model then keeps the
+      averaged copy (``torch.optim.swa_utils.AveragedModel``, updated after every optimizer
+      step, saved in checkpoints, left out of exports), and in training steps adds the copy's
+      head outputs to ``outputs`` as ``teacher.<head>`` (:func:`teacher_key`; in training
+      mode, no gradient). ``None`` (default): no teacher.
     * :meth:`init_args` and :meth:`config`: the loss as data (checkpoints record it, so a
       checkpoint of another loss is refused with a clear message).
 
@@ -87,6 +109,7 @@ class NoisyLabelLoss(nn.Module, ABC):
     """
 
     prediction_heads: tuple[str, ...] = ()
+    teacher_decay: float | None = None
 
     def __init__(self, reduction: str = "mean") -> None:
         super().__init__()

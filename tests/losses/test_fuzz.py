@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import LOSSES
+from tests.helpers import LOSSES, with_teacher
 
 
 @pytest.mark.parametrize("name", LOSSES)
@@ -33,14 +33,14 @@ def test_losses_are_finite_for_extreme_outputs(name, dtype, num_classes, batch, 
         for head, width in loss.head_shapes(num_classes).items()
     }
     labels = torch.randint(0, num_classes, (batch,), generator=generator)
-    per_example = loss.per_example(outputs, labels)
+    per_example = loss.per_example(with_teacher(loss, outputs), labels)
     assert per_example.shape == (batch,) and per_example.dtype in (torch.float32, torch.float64)
     assert torch.isfinite(per_example).all(), (name, per_example)
     per_example.sum().backward()
     # The loss works in float32: its gradient is finite wherever the input dtype can hold it
     # (a float16 gradient beyond 65504 overflows in any float16 network; AMP skips that step).
     reference = {k: v.detach().float().requires_grad_() for k, v in outputs.items()}
-    loss.per_example(reference, labels).sum().backward()
+    loss.per_example(with_teacher(loss, reference), labels).sum().backward()
     for head, tensor in outputs.items():
         exact = reference[head].grad
         assert torch.isfinite(exact).all(), (name, head)

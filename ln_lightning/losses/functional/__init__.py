@@ -1,10 +1,10 @@
 """Pure, per-example loss functions (tensors in, one loss per example out), one file per family.
 
 Each file mirrors the loss module of the same name in :mod:`ln_lightning.losses`:
-``logistic_normal`` (the paper's method), ``softmax`` (CE, LS, GCE, NAN), ``forward`` (Forward
-correction and its estimate of ``T``) and ``heteroscedastic`` (Het, Het-tau,
-Het-tau-Sigma_full). Everything is importable from here, e.g. ``from
-ln_lightning.losses.functional import logistic_normal_loss``.
+``logistic_normal`` (the paper's method), ``shifted_gaussian`` (SGN, its successor),
+``softmax`` (CE, LS, GCE, NAN), ``forward`` (Forward correction and its estimate of ``T``) and
+``heteroscedastic`` (Het, Het-tau, Het-tau-Sigma_full). Everything is importable from here,
+e.g. ``from ln_lightning.losses.functional import logistic_normal_loss``.
 
 Every function computes in float32 whatever the input dtype (float64 inputs stay float64;
 autocast is switched off inside), never materialises a ``K x K`` matrix and costs O(K) per
@@ -41,6 +41,17 @@ from ln_lightning.losses.functional.logistic_normal import (
     target_logit_scale,
     target_logits,
 )
+from ln_lightning.losses.functional.shifted_gaussian import (
+    DEFAULT_SGN_PARAMS,
+    ShiftedGaussianParams,
+    helmert_coordinates,
+    helmert_lift,
+    ilr_probabilities,
+    isometric_log_ratio,
+    sgn_target,
+    shifted_gaussian_noise_loss,
+    shifted_gaussian_residuals,
+)
 from ln_lightning.losses.functional.softmax import (
     cross_entropy,
     generalized_cross_entropy,
@@ -51,8 +62,10 @@ from ln_lightning.losses.functional.softmax import (
 __all__ = [
     "COVARIANCES",
     "DEFAULT_PARAMS",
+    "DEFAULT_SGN_PARAMS",
     "Covariance",
     "LogisticNormalParams",
+    "ShiftedGaussianParams",
     "check_het_hparams",
     "check_labels",
     "cross_entropy",
@@ -60,9 +73,13 @@ __all__ = [
     "forward_corrected_cross_entropy",
     "gaussian_terms",
     "generalized_cross_entropy",
+    "helmert_coordinates",
+    "helmert_lift",
     "heteroscedastic_loss",
     "heteroscedastic_probabilities",
+    "ilr_probabilities",
     "inverse_softmax_centered",
+    "isometric_log_ratio",
     "label_smoothing_cross_entropy",
     "largest_standard_deviation",
     "logistic_normal_loss",
@@ -73,6 +90,9 @@ __all__ = [
     "noisy_target_cross_entropy",
     "num_classes_from_logit_dim",
     "scale_dim",
+    "sgn_target",
+    "shifted_gaussian_noise_loss",
+    "shifted_gaussian_residuals",
     "smoothed_target",
     "softmax_centered",
     "target_logit_scale",
