@@ -28,8 +28,12 @@ from ln_lightning.labels import UNKNOWN
 
 __all__ = [
     "CLEANING",
+    "MIN_TRUSTED_PER_CLASS",
     "IssueTable",
     "LabelIssues",
+    "caution_rows",
+    "caution_text",
+    "cautions",
     "find_label_issues",
     "read_label_issues",
     "summary",
@@ -93,7 +97,11 @@ def find_label_issues(probs: Tensor, given: Tensor, min_examples_per_class: int 
 
 @dataclass
 class IssueTable:
-    """What ``label_issues.csv`` holds, as tensors (one row per example)."""
+    """What ``label_issues.csv`` holds, as tensors (one row per example).
+
+    ``caution``: why the row's flag cannot be trusted (empty where no reason is known), see
+    :func:`cautions`.
+    """
 
     index: Tensor
     split: list[str]
@@ -102,6 +110,78 @@ class IssueTable:
     probs: Tensor
     score: Tensor
     paths: list[str] | None = None
+    caution: list[str] | None = None
+
+
+#: A class with fewer labelled examples than this has a threshold too noisy to trust.
+MIN_TRUSTED_PER_CLASS = 10
+
+
+def cautions(
+    given: Tensor, class_names: Sequence[str], val_accuracy: Sequence[float] = ()
+) -> tuple[list[str], dict[int, str]]:
+    """Why the flags of a run cannot be trusted yet, for every row and for some classes' rows.
+
+    Confident learning trusts the model's probabilities; a weak model flags labels at random
+    (a 4-class model at 33% noisy-validation accuracy flagged 276 of 600 labels, 120 wrong).
+    Named here:
+
+    * the model is near chance on the noisy validation split: its last accuracy is below
+      ``chance + (1 - chance) / 4``, where chance is the larger of ``1 / K`` and the share of
+      the most common given label;
+    * it was still improving: the last epoch's noisy validation accuracy beat every earlier
+      epoch's by more than a point (train longer);
+    * a class has fewer than :data:`MIN_TRUSTED_PER_CLASS` labelled examples (its threshold
+      is the mean of a handful of probabilities).
+
+    Args:
+        given: ``(N,)`` the labels the scored examples were given.
+        class_names: The K class names.
+        val_accuracy: Noisy validation accuracy after each epoch, in order (may be empty).
+
+    Returns:
+        ``(overall, by_class)``: sentences that concern every row, and class index -> sentence.
+    """
+    num_classes = len(class_names)
+    counts = torch.bincount(given.long(), minlength=num_classes)
+    overall = []
+    if len(val_accuracy):
+        last = float(val_accuracy[-1])
+        chance = max(1.0 / num_classes, float(counts.max()) / max(1, int(counts.sum())))
+        if last < chance + (1.0 - chance) / 4:
+            overall.append(
+                f"the model is near chance on the noisy validation split (accuracy {last:.2f}, "
+                f"chance {chance:.2f})"
+            )
+        if len(val_accuracy) >= 2 and last > max(map(float, val_accuracy[:-1])) + 0.01:
+            overall.append(
+                "it was still improving at the last epoch (noisy validation accuracy "
+                f"{max(map(float, val_accuracy[:-1])):.2f} -> {last:.2f}): train longer"
+            )
+    by_class = {
+        k: f"only {int(n)} labelled example{'s' if n != 1 else ''} of {class_names[k]!r}"
+        for k, n in enumerate(counts.tolist())
+        if 0 < n < MIN_TRUSTED_PER_CLASS
+    }
+    return overall, by_class
+
+
+def caution_rows(given: Tensor, overall: Sequence[str], by_class: dict[int, str]) -> list[str]:
+    """The ``caution`` column: the overall sentences and the row's class's, ``; ``-joined."""
+    return [
+        "; ".join([*overall, *([by_class[g]] if g in by_class else [])]) for g in given.tolist()
+    ]
+
+
+def caution_text(rows: Sequence[str] | None) -> str:
+    """``". Do not trust these flags yet: ..."`` from a ``caution`` column (every distinct
+    sentence once), or ``""``."""
+    sentences = dict.fromkeys(
+        part for row in rows or () for part in row.split("; ") if part
+    )  # ordered, unique
+    if not sentences:
+        return ""
+    return ". Do not trust these flags yet: " + "; ".join(sentences)
 
 
 def _name(names: Sequence[str], label: int) -> str:
@@ -116,7 +196,8 @@ def write_label_issues(
     Columns: ``rank``, ``index`` (position in the training pool), ``path`` (for files),
     ``split`` (``train`` / ``val``), ``given_label``, ``suggested_label``, ``score``,
     ``is_issue`` (the confident-learning verdict), ``clean_label`` and ``is_noisy`` (where the
-    truth is known), and ``p_<class>`` for every class.
+    truth is known), ``caution`` (why the row's flag cannot be trusted yet, empty when no reason
+    is known; :func:`cautions`), and ``p_<class>`` for every class.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -125,6 +206,7 @@ def write_label_issues(
     header += ["split", "given_label", "suggested_label", "score", "is_issue"]
     if known.any():
         header += ["clean_label", "is_noisy"]
+    header += ["caution"]
     header += [f"p_{name}" for name in class_names]
     order = table.score.argsort(descending=True, stable=True).tolist()
     with path.open("w", newline="") as handle:
@@ -145,6 +227,7 @@ def write_label_issues(
                 clean = int(table.clean[i])
                 noisy = "" if clean == UNKNOWN else int(clean != int(table.given[i]))
                 row += [_name(class_names, clean), noisy]
+            row.append(table.caution[i] if table.caution is not None else "")
             row += [f"{p:.6g}" for p in table.probs[i].tolist()]
             writer.writerow(row)
     return path
@@ -175,6 +258,7 @@ def read_label_issues(path: str | Path) -> tuple[IssueTable, list[str]]:
             probs=torch.tensor([[float(r[f"p_{n}"]) for n in names] for r in rows]),
             score=torch.tensor([float(r["score"]) for r in rows]),
             paths=[r["path"] for r in rows] if "path" in rows[0] else None,
+            caution=[r.get("caution") or "" for r in rows],
         ),
         names,
     )

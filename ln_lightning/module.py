@@ -233,6 +233,7 @@ class NoisyLabelClassifier(pl.LightningModule):
         self.test_brier = BrierScore()
         self._test_prefix = TEST
         self._training_predictions_cache: tuple[Any, TrainingPredictions] | None = None
+        self._truth_known: dict[tuple[int, str], bool] = {}  # (data module, split) -> any known
 
     # ---------------------------------------------------------------- model
     def forward(self, inputs: Tensor) -> dict[str, Tensor]:
@@ -348,6 +349,8 @@ class NoisyLabelClassifier(pl.LightningModule):
         """Accuracy against the observed labels and, when known, the clean ones (``suffix``
         ``_teacher``: the EMA teacher's)."""
         log = {"on_step": False, "on_epoch": True, "batch_size": len(targets)}
+        if clean_targets is not None and not self._knows_clean_labels(stage):
+            clean_targets = None  # no truth at all: no clean metric (it would read 0.0)
         noisy_metric = getattr(self, f"{stage}_acc_noisy{suffix}")
         noisy_metric(probs, targets)
         prog_bar = stage == VAL and not suffix
@@ -356,6 +359,18 @@ class NoisyLabelClassifier(pl.LightningModule):
             clean_metric = getattr(self, f"{stage}_acc_clean{suffix}")
             clean_metric(probs, clean_targets)
             self.log(metric_name(stage, f"acc_clean{suffix}"), clean_metric, **log)
+
+    def _knows_clean_labels(self, split: str) -> bool:
+        """Whether the data module knows any true label of ``split`` (asked once per data
+        module; ``True`` without one, e.g. plain loaders)."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        ask = getattr(datamodule, "knows_clean_labels", None)
+        if not callable(ask):
+            return True
+        key = (id(datamodule), split)
+        if key not in self._truth_known:
+            self._truth_known[key] = ask(split)
+        return self._truth_known[key]
 
     def _teacher_probs(self, inputs: Tensor) -> Tensor | None:
         """The EMA teacher's class probabilities (``None`` without a teacher)."""

@@ -14,7 +14,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from torch import Tensor
 
-__all__ = ["log_figure", "log_metrics", "run_dir", "write_table"]
+__all__ = ["log_figure", "log_metrics", "remove_empty_run_dir", "run_dir", "write_table"]
 
 
 def run_dir(trainer: pl.Trainer) -> Path:
@@ -30,6 +30,18 @@ def run_dir(trainer: pl.Trainer) -> Path:
         return Path(logger.log_dir)
     save_dir = logger.save_dir or trainer.default_root_dir
     return Path(save_dir) / str(logger.name) / str(logger.version)
+
+
+def remove_empty_run_dir(trainer: pl.Trainer) -> bool:
+    """Remove the run's folder if a failed run left it without a single file (and the
+    logger's folders of it); ``True`` if removed. A folder with any file stays."""
+    folder = run_dir(trainer)
+    if not folder.is_dir() or any(p.is_file() for p in folder.rglob("*")):
+        return False
+    for sub in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        sub.rmdir()
+    folder.rmdir()
+    return True
 
 
 def log_figure(trainer: pl.Trainer, name: str, figure: Any) -> Path:

@@ -642,6 +642,20 @@ def merge_fold_issues(paths: Sequence[Path], out: Path, cleaning: str = "remove"
         score=torch.cat([t.score for t in parts]),
         paths=None if any(t.paths is None for t in parts) else [p for t in parts for p in t.paths],
     )
+    # Each fold's cautions about its model stay with its rows; too few examples per class is
+    # judged again on the merged table, whose thresholds cover every fold.
+    rows: list[str] = []
+    for part in parts:
+        _, fold_classes = label_issues.cautions(part.given, names)
+        fold_rows = part.caution or [""] * len(part.index)
+        for given, row in zip(part.given.tolist(), fold_rows, strict=True):
+            kept = [s for s in row.split("; ") if s and s != fold_classes.get(given)]
+            rows.append("; ".join(kept))
+    _, merged_classes = label_issues.cautions(table.given, names)
+    table.caution = [
+        "; ".join(filter(None, [row, merged_classes.get(given, "")]))
+        for row, given in zip(rows, table.given.tolist(), strict=True)
+    ]
     if len(set(table.index.tolist())) != len(table.index):
         raise ValueError("the folds hold some examples twice: were they run with the same seed?")
     issues = label_issues.find_label_issues(table.probs, table.given)
@@ -651,6 +665,7 @@ def merge_fold_issues(paths: Sequence[Path], out: Path, cleaning: str = "remove"
     )
     text = (
         f"{label_issues.summary(issues, names, table.given)}, out of sample over {len(paths)} folds"
+        + label_issues.caution_text(table.caution)
     )
     corrupted, known = corrupted_mask(table.given, table.clean), table.clean != UNKNOWN
     if 0 < int(corrupted.sum()) < int(known.sum()):

@@ -143,7 +143,7 @@ def test_label_issues_are_confident_learning_and_written_most_suspicious_first(t
     assert rows[0] == {
         "rank": "1", "index": "11", "path": "/d/1.png", "split": "train", "given_label": "dog",
         "suggested_label": "cat", "score": "0.8", "is_issue": "1", "clean_label": "cat",
-        "is_noisy": "1", "p_cat": "0.8", "p_dog": "0.2",
+        "is_noisy": "1", "caution": "", "p_cat": "0.8", "p_dog": "0.2",
     }  # fmt: skip
     assert rows[1]["clean_label"] == "" and rows[1]["is_noisy"] == ""  # unknown truth
     back, names = read_label_issues(path)
@@ -163,6 +163,53 @@ def test_label_issues_are_confident_learning_and_written_most_suspicious_first(t
         "10,0,0",
         "11,0,0",
     ]
+
+
+def test_cautions_say_when_the_flags_cannot_be_trusted(tmp_path):
+    from ln_lightning.label_issues import (
+        IssueTable,
+        caution_rows,
+        caution_text,
+        cautions,
+        find_label_issues,
+        read_label_issues,
+        write_label_issues,
+    )
+
+    names = ["cat", "dog", "owl", "bee"]
+    given = torch.tensor([0] * 150 + [1] * 150 + [2] * 150 + [3] * 150)
+    # A trained model, stable at the end, with enough examples of every class: nothing to say.
+    assert cautions(given, names, [0.5, 0.7, 0.71, 0.705]) == ([], {})
+    assert cautions(given, names) == ([], {})  # no validation history: no claim about it
+    # Near chance (0.25 for 4 balanced classes; the bar is 0.25 + 0.75 / 4 = 0.44), improving.
+    overall, by_class = cautions(given, names, [0.27, 0.30, 0.33])
+    assert overall == [
+        "the model is near chance on the noisy validation split (accuracy 0.33, chance 0.25)",
+        "it was still improving at the last epoch (noisy validation accuracy 0.30 -> 0.33): "
+        "train longer",
+    ]
+    assert by_class == {}
+    # Chance is the majority share when one class dominates: 0.8 is near it at 85% of one class.
+    skewed = torch.tensor([0] * 85 + [1] * 15)
+    assert "chance 0.85" in cautions(skewed, names[:2], [0.8])[0][0]
+    # A class with a handful of examples: its own rows say so.
+    few = torch.tensor([0] * 40 + [1] * 40 + [2] * 3)
+    overall, by_class = cautions(few, names[:3], [0.9])
+    assert overall == [] and by_class == {2: "only 3 labelled examples of 'owl'"}
+    rows = caution_rows(few, overall, by_class)
+    assert rows[0] == "" and rows[-1] == "only 3 labelled examples of 'owl'"
+    assert caution_text(rows) == ". Do not trust these flags yet: only 3 labelled examples of 'owl'"
+    assert caution_text(["", ""]) == ""
+    # The column goes to label_issues.csv and comes back.
+    probs = torch.softmax(torch.randn(len(few), 3, generator=torch.Generator().manual_seed(0)), 1)
+    table = IssueTable(
+        index=torch.arange(len(few)), split=["train"] * len(few), given=few,
+        clean=torch.full((len(few),), -1), probs=probs, score=1 - probs.max(1).values,
+        caution=rows,
+    )  # fmt: skip
+    path = write_label_issues(table, find_label_issues(probs, few), names[:3], tmp_path / "i.csv")
+    back, _ = read_label_issues(path)
+    assert sorted(back.caution) == sorted(rows)
 
 
 def test_annotator_nll_averages_annotators_then_examples():

@@ -105,6 +105,21 @@ def test_mislabel_report_finds_the_wrong_labels(tmp_path):
     assert again.datamodule.noise.realised_rate < cli.datamodule.noise.realised_rate
 
 
+def test_a_weak_model_says_its_flags_cannot_be_trusted(tmp_path, lightning_log):
+    """Two one-batch epochs at a tiny learning rate: near chance, the flags are noise."""
+    cli = fit(
+        tmp_path, "--trainer.max_epochs=2", "--trainer.limit_train_batches=1",
+        "--model.optimizer.lr=1e-6",
+    )  # fmt: skip
+    report = next(c for c in cli.trainer.callbacks if type(c).__name__ == "MislabelReport")
+    assert len(report.val_accuracy) == 2 and max(report.val_accuracy) < 0.3  # 10 classes
+    line = next(m for m in lightning_log if "labels look wrong" in m)
+    assert "Do not trust these flags yet: the model is near chance" in line
+    with (Path(cli.trainer.log_dir) / "label_issues.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert all(r["caution"].startswith("the model is near chance") for r in rows)
+
+
 def test_decision_boundary_on_two_moons(tmp_path):
     cli = run_cli(
         ["fit", "--config", str(ROOT / "zoo/configs/two_moons/base.yaml"),

@@ -143,3 +143,19 @@ def test_compile_from_the_command_line(tmp_path):
     )  # fmt: skip
     assert cli.model.backbone._compiled_call_impl is not None  # nn.Module.compile() in place
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+
+
+def test_the_librarys_own_warnings_read_as_one_line_without_the_source_file():
+    import warnings
+
+    import ln_lightning
+    from ln_lightning.cli import quiet_libraries
+
+    ours = str(Path(ln_lightning.__file__).parent / "data" / "image_folder.py")
+    before = warnings.formatwarning
+    with quiet_libraries():
+        mine = warnings.formatwarning("the class 'Bag' differs", UserWarning, ours, 203)
+        theirs = warnings.formatwarning("deprecated", UserWarning, "/lib/torch/x.py", 7)
+    assert mine == "ln-fit: warning: the class 'Bag' differs\n"
+    assert theirs.startswith("/lib/torch/x.py:7: UserWarning: deprecated")
+    assert warnings.formatwarning is before  # only while ln-fit runs

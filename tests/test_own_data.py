@@ -92,6 +92,10 @@ def test_the_documented_own_data_commands(tree, monkeypatch, capsys, lightning_l
     assert {r["suggested_label"] for r in issues} <= set(IMAGE_CLASSES)  # names, not indices
     test_acc = re.search(r"test/acc\s*│\s*([\d.]+)", output)
     assert test_acc and float(test_acc.group(1)) > 0.5  # chance: 0.33
+    # No truth for these labels: no clean-label metric (it used to be logged as 0.0).
+    logged = read(run_dir / "metrics.csv")[0].keys()
+    assert {"train/acc_noisy", "val/acc_noisy"} <= logged
+    assert not {"train/acc_clean", "val/acc_clean"} & logged
 
     # 2. Retrain on the cleaned labels: the flagged images are gone.
     cleaned = read(run_dir / "cleaned_labels.csv")
@@ -167,6 +171,10 @@ def test_injected_noise_on_top_of_the_given_labels(tmp_path):
         ("missing image", r"1 image\(s\) listed in .* do not exist, e\.g\. .*ghost\.png"),
         ("duplicate path", r"lists 1 image\(s\) more than once"),
         ("empty folder", r"the class folder .*owl holds no images"),
+        (
+            "missing test folder",
+            r"nowhere \(--data\.test_root\) does not exist\. Give --data\.test_root",
+        ),
     ],
 )
 def test_bad_input_is_named_in_one_line(tmp_path, monkeypatch, capsys, problem, message):
@@ -190,6 +198,8 @@ def test_bad_input_is_named_in_one_line(tmp_path, monkeypatch, capsys, problem, 
     elif problem == "empty folder":
         (tmp_path / "images" / "owl").mkdir()
         args = [f"--data.root={tmp_path / 'images'}"]
+    elif problem == "missing test folder":
+        args += [f"--data.test_root={tmp_path / 'nowhere'}"]
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", [
         "ln-fit", "fit", "--config", "zoo/configs/own/images.yaml", *args, *SMALL,
@@ -199,6 +209,7 @@ def test_bad_input_is_named_in_one_line(tmp_path, monkeypatch, capsys, problem, 
     text = str(exit_info.value.code)
     assert text.startswith("ln-fit: error: ") and re.search(message, text), text
     assert not list(tmp_path.rglob("*.ckpt"))  # nothing trained, nothing lost
+    assert not list(tmp_path.rglob("version_*"))  # and no empty run folder left behind
 
 
 def test_skip_unreadable_leaves_the_file_out_and_names_it(tmp_path):

@@ -249,3 +249,40 @@ def test_search_over_two_keys_draws_the_sensitivity_heat_map(tmp_path, monkeypat
     best = yaml.safe_load((search / "best.yaml").read_text())
     assert best == {"m": {"temperature": 1.0, "min_scale": 1.0}}
     assert "temperature=1.0,min_scale=1.0 **selected**" in capsys.readouterr().out
+
+
+def test_merged_folds_keep_each_folds_cautions_and_judge_class_sizes_again(tmp_path):
+    import csv
+
+    import torch
+
+    from ln_lightning.label_issues import (
+        IssueTable,
+        caution_rows,
+        cautions,
+        find_label_issues,
+        write_label_issues,
+    )
+    from ln_lightning.sweep import merge_fold_issues
+
+    names = ["cat", "dog", "owl"]
+    paths = []
+    for fold, history in enumerate(([0.30, 0.35], [0.90, 0.90])):  # fold 0 near chance
+        given = torch.tensor([0] * 20 + [1] * 20 + [2] * 6)  # 6 owls per fold, 12 in all
+        probs = torch.softmax(torch.randn(46, 3, generator=torch.Generator().manual_seed(fold)), 1)
+        table = IssueTable(
+            index=torch.arange(46) + 46 * fold, split=["val"] * 46, given=given,
+            clean=torch.full((46,), -1), probs=probs, score=1 - probs.max(1).values,
+            caution=caution_rows(given, *cautions(given, names, history)),
+        )  # fmt: skip
+        assert "only 6 labelled examples of 'owl'" in table.caution[-1]
+        issues = find_label_issues(probs, given)
+        paths.append(write_label_issues(table, issues, names, tmp_path / f"f{fold}.csv"))
+    text = merge_fold_issues(paths, tmp_path / "merged")
+    assert "Do not trust these flags yet: the model is near chance" in text
+    assert "only 6" not in text  # 12 owls over both folds: judged on the merged table
+    with (tmp_path / "merged" / "label_issues.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    near = [r for r in rows if r["caution"].startswith("the model is near chance")]
+    assert len(near) == 46 and {int(r["index"]) for r in near} == set(range(46))
+    assert all(r["caution"] == "" for r in rows if int(r["index"]) >= 46)

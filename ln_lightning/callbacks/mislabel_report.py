@@ -13,6 +13,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from ln_lightning import analysis, label_issues
 from ln_lightning.callbacks._common import require_datamodule
 from ln_lightning.labels import UNKNOWN, corrupted_mask
+from ln_lightning.metrics import VAL, metric_name
 from ln_lightning.outputs import log_metrics, run_dir
 
 __all__ = ["MislabelReport"]
@@ -27,20 +28,24 @@ class MislabelReport(Callback):
 
     * ``label_issues.csv``: one row per example, most suspicious first: ``rank``, ``index``,
       ``path`` (for files), ``split``, ``given_label``, ``suggested_label``, ``score``,
-      ``is_issue``, ``clean_label`` and ``is_noisy`` (where the truth is known) and the class
-      probabilities (:func:`ln_lightning.label_issues.write_label_issues`);
+      ``is_issue``, ``clean_label`` and ``is_noisy`` (where the truth is known), ``caution``
+      and the class probabilities (:func:`ln_lightning.label_issues.write_label_issues`);
     * ``cleaned_labels.csv``: the labels with the flagged ones removed (or relabelled), in the
       format a new run reads (``--data.labels_file`` for files, ``--data.noisy_labels_file``
       otherwise), for retraining or for a person to review;
 
-    and prints ``N of M labels look wrong`` with the thresholds used. Which labels are flagged
-    is decided by confident learning on the predicted probabilities (per-class thresholds, no
-    tuning; :mod:`ln_lightning.label_issues`); ``score`` only orders them. Where clean labels
-    are known (synthetic noise, CIFAR-N, a ``clean_label`` column) it logs how well the score
-    ranks the corrupted labels (``mislabel/auroc``, ``mislabel/average_precision``,
-    ``mislabel/precision_at_n``) and how right the flags are (``mislabel/flag_precision``,
-    ``mislabel/flag_recall``). With a ``WandbLogger`` the ``top_k`` most suspicious examples
-    are logged as a table with their images. ``ln-fit`` adds this callback to every run.
+    and prints ``N of M labels look wrong`` with the thresholds used, followed by ``Do not trust
+    these flags yet: ...`` when the model is near chance on the noisy validation split, was
+    still improving at the last epoch, or a class has too few examples
+    (:func:`ln_lightning.label_issues.cautions`; also the ``caution`` column). Which labels are
+    flagged is decided by confident learning on the predicted probabilities (per-class
+    thresholds, no tuning; :mod:`ln_lightning.label_issues`); ``score`` only orders them.
+    Where clean labels are known (synthetic noise, CIFAR-N, a ``clean_label`` column) it logs
+    how well the score ranks the corrupted labels (``mislabel/auroc``,
+    ``mislabel/average_precision``, ``mislabel/precision_at_n``) and how right the flags are
+    (``mislabel/flag_precision``, ``mislabel/flag_recall``). With a ``WandbLogger`` the
+    ``top_k`` most suspicious examples are logged as a table with their images. ``ln-fit``
+    adds this callback to every run.
 
     A network that has memorised the noise is confident about the wrong labels too, so a score
     taken only at the end of training finds fewer of them (CE on digits: AUROC 0.64-0.70 at the
@@ -78,6 +83,18 @@ class MislabelReport(Callback):
         self.metrics: dict[str, float] = {}
         self.issues: label_issues.LabelIssues | None = None
         self._history: list[torch.Tensor] = []
+        self.val_accuracy: list[float] = []  # val/acc_noisy after each validation, for cautions
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"val_accuracy": list(self.val_accuracy)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.val_accuracy = list(state_dict.get("val_accuracy", []))
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        value = trainer.callback_metrics.get(metric_name(VAL, "acc_noisy"))
+        if value is not None and not trainer.sanity_checking:
+            self.val_accuracy.append(float(value))
 
     @staticmethod
     def _splits(datamodule: Any) -> tuple[str, ...]:
@@ -109,10 +126,16 @@ class MislabelReport(Callback):
             scores = torch.stack([*self._history, scores]).mean(0)
         table = self._table(datamodule, parts, scores)
         names = list(datamodule.class_names or [str(k) for k in range(table.probs.shape[1])])
+        overall, by_class = label_issues.cautions(table.given, names, self.val_accuracy)
+        table.caution = label_issues.caution_rows(table.given, overall, by_class)
         self.issues = label_issues.find_label_issues(table.probs, table.given)
         folder = run_dir(trainer)
         path = label_issues.write_label_issues(table, self.issues, names, folder / self.file_name)
-        message = f"{label_issues.summary(self.issues, names, table.given)}. Ranked: {path}"
+        message = (
+            label_issues.summary(self.issues, names, table.given)
+            + label_issues.caution_text(table.caution)
+            + f". Ranked: {path}"
+        )
         if not getattr(datamodule, "num_folds", 0):  # a fold alone does not cover the pool
             cleaned = label_issues.write_cleaned_labels(
                 table, self.issues, names, folder / "cleaned_labels.csv", self.cleaning

@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 import lightning.pytorch as pl
 import torch
 import yaml
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import (
     LightningArgumentParser,
     LightningCLI,
@@ -37,6 +38,7 @@ from ln_lightning.cli.errors import explain, optimizer_error, parse_error_messag
 from ln_lightning.data.base import NoisyLabelDataModule
 from ln_lightning.metrics import SELECTED_TEST
 from ln_lightning.module import NoisyLabelClassifier
+from ln_lightning.outputs import remove_empty_run_dir
 from ln_lightning.resume import (
     LastCheckpoint,
     find_last_checkpoint,
@@ -94,6 +96,17 @@ class LoggerSaveConfigCallback(SaveConfigCallback):
         config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
         for logger in trainer.loggers:
             logger.log_hyperparams(config)
+
+
+class EmptyRunCleanup(Callback):
+    """Remove the run folder of a run that fails before writing anything to it (a data error
+    found during set-up), so failed attempts do not leave empty ``version_N`` folders."""
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        if trainer.is_global_zero:
+            remove_empty_run_dir(trainer)
 
 
 class LNLightningCLI(LightningCLI):
@@ -192,6 +205,7 @@ class LNLightningCLI(LightningCLI):
         trainer = super().instantiate_trainer(**kwargs)
         if not any(isinstance(c, MislabelReport) for c in trainer.callbacks):
             trainer.callbacks.insert(0, MislabelReport())
+        trainer.callbacks.insert(0, EmptyRunCleanup())  # checkpoint callbacks stay last
         if trainer.checkpoint_callbacks and last_checkpoint_callback(trainer) is None:
             trainer.callbacks.append(LastCheckpoint())  # checkpoint callbacks stay last
         return trainer
@@ -256,7 +270,8 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> LNLightningCLI:
 def quiet_libraries() -> Iterator[None]:
     """Hide what the libraries print on every run that is not the user's business.
 
-    Lightning's advertisements ("Tip: ... try installing litlogger / litmodels"), a
+    Lightning's advertisements ("Tip: ... try installing litlogger / litmodels"), the source
+    file and line in front of this library's own warnings (they are for the user), a
     deprecation warning that Lightning 2.6's own pytree helper triggers in torch 2.14 and
     ModelCheckpoint's note on a moved checkpoint directory (see below). Only
     while ``ln-fit`` runs: importing the library changes no filter.
@@ -265,7 +280,17 @@ def quiet_libraries() -> Iterator[None]:
     def not_a_tip(record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith("💡 Tip:")
 
+    library_format = warnings.formatwarning
+
+    def user_facing(message: Any, category: type, filename: str, lineno: int, line: Any = None):
+        # The library's own warnings speak to the user ("your labels look like ..."): one line,
+        # without the source file and line number Python puts in front.
+        if f"{os.sep}ln_lightning{os.sep}" in str(filename):
+            return f"ln-fit: warning: {message}\n"
+        return library_format(message, category, filename, lineno, line)
+
     loggers = [logging.getLogger(name) for name in RANK_ZERO_LOGGERS]
+    warnings.formatwarning = user_facing
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
         # ModelCheckpoint's "The dirpath has changed ... won't be reloaded" on a checkpoint from
@@ -279,6 +304,7 @@ def quiet_libraries() -> Iterator[None]:
         finally:
             for logger in loggers:
                 logger.removeFilter(not_a_tip)
+            warnings.formatwarning = library_format
 
 
 #: Where Lightning 2.6 logs its rank-zero messages.

@@ -442,6 +442,15 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         """Whether ``split`` comes with labels (all but the unlabelled ``"predict"`` inputs)."""
         return split != "predict"
 
+    def knows_clean_labels(self, split: str) -> bool:
+        """Whether any example of ``split`` has a known true label. Your own images without a
+        ``clean_label`` column have none: no clean-label metric is logged for them (it would
+        read 0.0)."""
+        if not self.has_labels(split):
+            return False
+        dataset = self.split(split)
+        return bool((dataset.clean_labels[dataset.indices] != UNKNOWN).any())
+
     # ------------------------------------------------------------ resuming
     def state_dict(self) -> dict[str, Any]:
         """Saved in every checkpoint: how far into its epoch training was

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from ln_lightning.data.images import (
     SKIP_HINT,
     ImageFiles,
     LabelledImages,
+    doubtful_classes,
     read_labels_file,
     scan_image_folder,
     unreadable_images,
@@ -130,7 +133,7 @@ class ImageFolderDataModule(NoisyLabelDataModule):
             self.test_images = (
                 read_labels_file(test_labels_file)
                 if test_labels_file
-                else scan_image_folder(test_root)
+                else scan_image_folder(test_root, option="--data.test_root")
             )
         self.class_names = self._classes(classes)
         self.num_classes = len(self.class_names)
@@ -169,6 +172,15 @@ class ImageFolderDataModule(NoisyLabelDataModule):
             raise ValueError(
                 f"{where}: the class(es) {empty[:5]} have no training images; drop them from "
                 "--data.classes or add images."
+            )
+        doubts = doubtful_classes(Counter(given)) if classes is None else {}
+        if doubts:
+            meant = json.dumps([name for name in names if name not in doubts])
+            rank_zero_warn(
+                f"{where}: {'; '.join(doubts.values())}. A typo in a label makes a class of its "
+                "own, which the model then learns and suggests. Fix the labels, or list the "
+                f"classes, e.g. --data.classes '{meant}' (a label outside the list is then "
+                "refused, named)."
             )
         for what, labels in (("clean_label", truth), ("test", self._test_labels())):
             strangers = sorted(set(labels) - set(names))

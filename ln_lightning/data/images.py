@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
@@ -21,6 +22,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "ImageFiles",
     "LabelledImages",
+    "doubtful_classes",
     "read_labels_file",
     "scan_image_folder",
     "unreadable_images",
@@ -77,8 +79,13 @@ class LabelledImages:
     clean_labels: list[str | None] | None = None
 
 
-def scan_image_folder(root: str | Path) -> LabelledImages:
+def scan_image_folder(root: str | Path, option: str = "--data.root") -> LabelledImages:
     """``root/<class>/<image>`` (torchvision's ``ImageFolder`` layout), classes sorted by name.
+
+    Args:
+        root: The folder.
+        option: The command-line option that gave it, named in the errors (``--data.root``,
+            ``--data.test_root``).
 
     Raises:
         FileNotFoundError: If ``root`` is not a folder.
@@ -87,8 +94,9 @@ def scan_image_folder(root: str | Path) -> LabelledImages:
     root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(
-            f"the image folder {root} does not exist. Give --data.root a folder with one "
-            "sub-folder of images per class, or --data.labels_file a CSV of path,label rows."
+            f"the image folder {root} ({option}) does not exist. Give {option} a folder with "
+            "one sub-folder of images per class, or "
+            f"{option.replace('root', 'labels_file')} a CSV of path,label rows."
         )
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
@@ -128,7 +136,7 @@ def read_labels_file(path: str | Path) -> LabelledImages:
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"the labels file {path} does not exist.")
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8-sig")  # Excel writes a byte-order mark
     rows = list(csv.DictReader(text.splitlines(), dialect=_dialect(path, text[:1000])))
     columns = set(rows[0]) if rows else set(text.splitlines()[0:1])
     missing = {"path", "label"} - columns
@@ -175,3 +183,68 @@ def unreadable_images(paths: Sequence[Path]) -> list[tuple[Path, str]]:
         except (OSError, UnidentifiedImageError, ValueError) as error:
             bad.append((Path(path), str(error) or type(error).__name__))
     return bad
+
+
+def _within_edits(first: str, second: str, limit: int) -> bool:
+    """Whether ``first`` becomes ``second`` in at most ``limit`` insertions, deletions or
+    substitutions (Levenshtein distance, one row at a time)."""
+    if abs(len(first) - len(second)) > limit:
+        return False
+    previous = list(range(len(second) + 1))
+    for i, a in enumerate(first, 1):
+        current = [i]
+        for j, b in enumerate(second, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a != b)))
+        if min(current) > limit:
+            return False
+        previous = current
+    return previous[-1] <= limit
+
+
+def doubtful_classes(counts: Mapping[str, int]) -> dict[str, str]:
+    """Classes that look like label typos, each with a sentence saying why (empty when none
+    does).
+
+    A label written two ways (``Bag`` and ``bag``, ``sneakr`` and ``sneaker``) becomes two
+    classes, and the model then learns, and suggests, a class nobody meant. Named here:
+
+    * two names equal but for case;
+    * a name within one edit (two for names longer than 6 characters) of another class at
+      least 10 times its size;
+    * a tiny class: at most 2 images, or under 5% of the median class size.
+
+    Args:
+        counts: Images per class name.
+    """
+    sizes = sorted(counts.values())
+    typical = median(sizes) if sizes else 0
+    doubts: dict[str, str] = {}
+    for name, count in sorted(counts.items(), key=lambda item: item[1]):
+        twin = next(
+            (
+                other
+                for other in sorted(counts, key=counts.get, reverse=True)
+                if other != name
+                and (
+                    other.casefold() == name.casefold()
+                    or (
+                        counts[other] >= 10 * count
+                        and min(len(name), len(other)) >= 4
+                        and _within_edits(
+                            name.casefold(), other.casefold(), 2 if len(name) > 6 else 1
+                        )
+                    )
+                )
+            ),
+            None,
+        )
+        plural = "image" if count == 1 else "images"
+        if twin is not None and twin not in doubts:
+            how = "only in case" if twin.casefold() == name.casefold() else "by a letter or two"
+            doubts[name] = (
+                f"the class {name!r} ({count} {plural}) differs from {twin!r} "
+                f"({counts[twin]}) {how}"
+            )
+        elif count <= 2 or count < 0.05 * typical:
+            doubts[name] = f"the class {name!r} has only {count} {plural}"
+    return doubts
