@@ -185,6 +185,21 @@ def wandb_records(run: Path) -> list[dict]:
     return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
 
 
+def test_the_loggers_save_dir_exists_before_wandb_starts(tmp_path, monkeypatch):
+    """W&B finds the git repository from its save_dir; a missing one printed "git root runs does
+    not exist" and lost the commit."""
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    save_dir = tmp_path / "new" / "runs"
+    run_cli(
+        ["--config", str(ROOT / "cli.yaml"), *QUICK[:3],
+         "--trainer.logger=lightning.pytorch.loggers.WandbLogger",
+         f"--trainer.logger.save_dir={save_dir}", "--trainer.logger.offline=true"],
+        run=False,
+    )  # fmt: skip
+    assert save_dir.is_dir()
+
+
 def test_wandb_offline_run_records_config_metrics_noise_and_figures(tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -225,3 +240,5 @@ def test_wandb_offline_run_records_config_metrics_noise_and_figures(tmp_path, mo
     # The run's own files sit beside its checkpoints, not in the shared save_dir.
     folder = tmp_path / "ln-tests" / run.name.rsplit("-", 1)[-1]
     assert (folder / "label_issues.csv").is_file() and (folder / "checkpoints").is_dir()
+    # config.yaml too: in the shared save_dir every W&B run would overwrite the last one's.
+    assert (folder / "config.yaml").is_file() and not (tmp_path / "config.yaml").exists()

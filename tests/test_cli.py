@@ -159,3 +159,15 @@ def test_the_librarys_own_warnings_read_as_one_line_without_the_source_file():
     assert mine == "ln-fit: warning: the class 'Bag' differs\n"
     assert theirs.startswith("/lib/torch/x.py:7: UserWarning: deprecated")
     assert warnings.formatwarning is before  # only while ln-fit runs
+
+
+def test_the_progress_bar_shows_on_a_terminal_only(monkeypatch):
+    """Redirected to a file, a progress bar leaves fragments of itself in the log."""
+    from ln_lightning.cli import run_cli
+
+    args = ["--config", CONFIG, "--trainer.accelerator=cpu"]
+    assert run_cli(args, run=False).trainer.progress_bar_callback is None  # pytest captures
+    forced = run_cli([*args, "--trainer.enable_progress_bar=true"], run=False)
+    assert forced.trainer.progress_bar_callback is not None
+    monkeypatch.setattr("ln_lightning.cli._on_terminal", lambda: True)
+    assert run_cli(args, run=False).trainer.progress_bar_callback is not None

@@ -38,7 +38,7 @@ from ln_lightning.cli.errors import explain, optimizer_error, parse_error_messag
 from ln_lightning.data.base import NoisyLabelDataModule
 from ln_lightning.metrics import SELECTED_TEST
 from ln_lightning.module import NoisyLabelClassifier
-from ln_lightning.outputs import remove_empty_run_dir
+from ln_lightning.outputs import remove_empty_run_dir, run_dir
 from ln_lightning.resume import (
     LastCheckpoint,
     find_last_checkpoint,
@@ -96,6 +96,23 @@ class LoggerSaveConfigCallback(SaveConfigCallback):
         config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
         for logger in trainer.loggers:
             logger.log_hyperparams(config)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Send the config to the loggers, then write ``config.yaml`` into the run's own folder
+        (:func:`~ln_lightning.outputs.run_dir`): Lightning's ``trainer.log_dir`` is the shared
+        ``save_dir`` under a ``WandbLogger``, where every run would overwrite one file."""
+        if self.already_saved:
+            return
+        if trainer.is_global_zero:
+            self.save_config(trainer, pl_module, stage)  # starts the W&B run: its id names the
+            if self.save_to_log_dir:  # folder
+                folder = run_dir(trainer)
+                folder.mkdir(parents=True, exist_ok=True)
+                self.parser.save(
+                    self.config, str(folder / self.config_filename), skip_none=False,
+                    overwrite=self.overwrite, multifile=self.multifile,
+                )  # fmt: skip
+            self.already_saved = True
 
 
 class EmptyRunCleanup(Callback):
@@ -206,6 +223,10 @@ class LNLightningCLI(LightningCLI):
         if not any(isinstance(c, MislabelReport) for c in trainer.callbacks):
             trainer.callbacks.insert(0, MislabelReport())
         trainer.callbacks.insert(0, EmptyRunCleanup())  # checkpoint callbacks stay last
+        for logger in trainer.loggers:  # W&B looks for the git repository from its save_dir: a
+            save_dir = getattr(logger, "save_dir", None)  # missing one warns and loses git info
+            if isinstance(save_dir, str) and "://" not in save_dir:
+                Path(save_dir).mkdir(parents=True, exist_ok=True)
         if trainer.checkpoint_callbacks and last_checkpoint_callback(trainer) is None:
             trainer.callbacks.append(LastCheckpoint())  # checkpoint callbacks stay last
         return trainer
@@ -240,6 +261,12 @@ class LNLightningCLI(LightningCLI):
                 )
 
 
+def _on_terminal() -> bool:
+    """Whether both output streams are terminals (``--trainer.enable_progress_bar true`` shows
+    the bar anyway)."""
+    return all(stream is not None and stream.isatty() for stream in (sys.stdout, sys.stderr))
+
+
 def run_cli(args: list[str] | None = None, run: bool = True) -> LNLightningCLI:
     """Build (and by default run) the CLI; ``args`` as on the command line, ``sys.argv`` if None.
 
@@ -258,7 +285,8 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> LNLightningCLI:
         auto_configure_optimizers=False,
         save_config_callback=LoggerSaveConfigCallback,
         save_config_kwargs={"overwrite": True},
-        trainer_defaults={"callbacks": [PredictionWriter()]},
+        # A progress bar only on a terminal: redirected to a file it leaves fragments of itself.
+        trainer_defaults={"callbacks": [PredictionWriter()], "enable_progress_bar": _on_terminal()},
         parser_class=LNArgumentParser,
         parser_kwargs={"description": "ln-fit: train classifiers on noisy labels (LN likelihood)."},
         args=args,
