@@ -1,8 +1,10 @@
-"""One inference pass over the training split, shared by whoever needs the model's view of it.
+"""Inference passes: over the training split, and over new image files.
 
 Forward correction's estimate of ``T`` (through the model's loss hooks) and every analysis
-callback read the same pass (:meth:`NoisyLabelClassifier.training_predictions` caches it per
-training step), taken in evaluation mode with the evaluation transform, in a fixed order.
+callback read the same pass over the training split
+(:meth:`NoisyLabelClassifier.training_predictions` caches it per training step), taken in
+evaluation mode with the evaluation transform, in a fixed order. :func:`predict_images` labels
+image files or PIL images with the transform the model was trained with.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from ln_lightning.labels import UNKNOWN, corrupted_mask
 if TYPE_CHECKING:
     from ln_lightning.module import NoisyLabelClassifier
 
-__all__ = ["TrainingPredictions", "predict_training_set"]
+__all__ = ["ImagePredictions", "TrainingPredictions", "predict_images", "predict_training_set"]
 
 
 @dataclass
@@ -112,3 +114,71 @@ def predict_training_set(
         whitened_residual=_cat(parts["w"]),
         uncertainty=_cat(parts["u"]),
     )
+
+
+@dataclass
+class ImagePredictions:
+    """What :func:`predict_images` returns, one row per image.
+
+    Attributes:
+        classes: The class names, in the order of the probability columns.
+        probs: Class probabilities, ``(N, K)``.
+        predicted: The most probable class name of each image.
+        confidence: Its probability, ``(N,)``.
+    """
+
+    classes: list[str]
+    probs: Tensor
+    predicted: list[str]
+    confidence: Tensor
+
+
+def predict_images(
+    model: NoisyLabelClassifier,
+    images: Iterable[Any],
+    settings: dict[str, Any],
+    batch_size: int = 64,
+) -> ImagePredictions:
+    """Class names and probabilities of images, with the evaluation transform of training.
+
+    Args:
+        model: A trained classifier (set to evaluation mode here).
+        images: File paths or PIL images.
+        settings: The data module's :meth:`inference_settings` (``classes``, ``image_size``,
+            ``grayscale``, ``crop_pct``), as the checkpoint recorded them.
+        batch_size: Images per forward pass.
+    """
+    from PIL import Image
+
+    from ln_lightning.data.image_folder import image_eval_transform
+
+    if "image_size" not in settings or not settings.get("classes"):
+        raise ValueError(
+            "predict_images needs a model trained on images (ImageFolderDataModule): its "
+            f"checkpoint records the classes and the transform; this one records {settings}."
+        )
+    size, grey = int(settings["image_size"]), bool(settings.get("grayscale"))
+    shape = (1 if grey else 3, size, size)
+    transform = image_eval_transform(model.backbone, shape, settings.get("crop_pct"))
+
+    def load(item: Any) -> Tensor:
+        if isinstance(item, Image.Image):
+            picture = item
+        else:
+            with Image.open(item) as opened:
+                picture = opened.copy()
+        return transform(picture.convert("L" if grey else "RGB"))
+
+    items = list(images)
+    was_training = model.training
+    model.eval()
+    chunks = []
+    with torch.no_grad():
+        for start in range(0, len(items), batch_size):
+            batch = torch.stack([load(item) for item in items[start : start + batch_size]])
+            chunks.append(model.predict_proba(batch.to(model.device)).float().cpu())
+    model.train(was_training)
+    classes = [str(c) for c in settings["classes"]]
+    probs = torch.cat(chunks) if chunks else torch.zeros(0, len(classes))
+    confidence, index = probs.max(1) if len(probs) else (torch.zeros(0), torch.zeros(0, dtype=int))
+    return ImagePredictions(classes, probs, [classes[i] for i in index.tolist()], confidence)

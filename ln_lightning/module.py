@@ -22,7 +22,12 @@ from ln_lightning import outputs, resume
 from ln_lightning.backbones import build_backbone, feature_dim
 from ln_lightning.data.dataset import NoisySample, unpack_batch
 from ln_lightning.heads import LinearHeads
-from ln_lightning.inference import TrainingPredictions, predict_training_set
+from ln_lightning.inference import (
+    ImagePredictions,
+    TrainingPredictions,
+    predict_images,
+    predict_training_set,
+)
 from ln_lightning.losses.base import LossReport, NoisyLabelLoss, TrainingContext, teacher_key
 from ln_lightning.losses.logistic_normal import LogisticNormalLoss
 from ln_lightning.metrics import (
@@ -234,6 +239,9 @@ class NoisyLabelClassifier(pl.LightningModule):
         self._test_prefix = TEST
         self._training_predictions_cache: tuple[Any, TrainingPredictions] | None = None
         self._truth_known: dict[tuple[int, str], bool] = {}  # (data module, split) -> any known
+        # The data module's inference settings (classes, transform), from the checkpoint or the
+        # run; what predict_images needs.
+        self.data_settings: dict[str, Any] | None = None
 
     # ---------------------------------------------------------------- model
     def forward(self, inputs: Tensor) -> dict[str, Tensor]:
@@ -259,6 +267,28 @@ class NoisyLabelClassifier(pl.LightningModule):
         :meth:`optimizer_step` calls it). Nothing without a teacher."""
         if self.teacher is not None:
             self.teacher.update_parameters(_Network(self.backbone, self.heads))
+
+    def predict_images(self, images: Sequence[Any], batch_size: int = 64) -> ImagePredictions:
+        """Label image files (or PIL images) with the classes and the evaluation transform of
+        training, e.g. ``NoisyLabelClassifier.load_from_checkpoint(path).predict_images(
+        ["a.png", "b.jpg"])``. Returns class names, probabilities, predicted names and their
+        confidence (:class:`~ln_lightning.inference.ImagePredictions`).
+
+        The settings come from the checkpoint (every ``ln-fit`` checkpoint of an
+        ``ImageFolderDataModule`` run records them) or, right after ``fit``, from its data
+        module. ``predict_proba`` on raw pixels skips the transform and gets it wrong.
+        """
+        settings = self.data_settings
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        if settings is None and callable(getattr(datamodule, "inference_settings", None)):
+            settings = datamodule.inference_settings()
+        if settings is None:
+            raise ValueError(
+                "predict_images needs the classes and transform of training: load the model with "
+                "NoisyLabelClassifier.load_from_checkpoint(<an ln-fit checkpoint>), or call it "
+                "after trainer.fit on an ImageFolderDataModule."
+            )
+        return predict_images(self, images, settings, batch_size)
 
     def drop_auxiliary_heads(self) -> None:
         """Keep only what prediction needs (e.g. drop LN's covariance head and SGN's EMA teacher
@@ -499,6 +529,8 @@ class NoisyLabelClassifier(pl.LightningModule):
         checkpoint[resume.RECORD_KEY] = resume.run_record(self, datamodule)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        record = checkpoint.get(resume.RECORD_KEY) or {}
+        self.data_settings = (record.get("data") or {}).get("init_args") or None
         source = getattr(self._trainer, "ckpt_path", None) if self._trainer is not None else None
         resume.check_loaded_record(checkpoint, self, str(source) if source else "the checkpoint")
         check_checkpoint_heads(checkpoint["state_dict"], self)

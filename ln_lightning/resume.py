@@ -436,6 +436,12 @@ def run_record(model: Any, datamodule: Any = None) -> dict[str, Any]:
         "num_classes": int(model.num_classes),
         "input_shape": list(model.input_shape) if model.input_shape is not None else None,
         "datamodule": class_path(datamodule) if datamodule is not None else None,
+        # What rebuilds the evaluation transform and the classes for prediction.
+        "data": (
+            {"class_path": class_path(datamodule), "init_args": datamodule.inference_settings()}
+            if callable(getattr(datamodule, "inference_settings", None))
+            else None
+        ),
     }
 
 

@@ -282,3 +282,41 @@ def test_a_broken_image_in_the_middle_of_a_run_is_named(tmp_path):
         data.train_set[0]
     Image.new("L", (4, 4)).save(victim)  # repaired, it reads again
     assert data.train_set[0].input.shape == (1, 224, 224)
+
+
+def test_predict_takes_the_data_settings_from_the_checkpoint(tmp_path, monkeypatch, capsys):
+    """``ln-fit predict --ckpt_path ... --data.predict_root new`` alone: no config, no image
+    size, no training images (moved away), the classes and transform of training; and the same
+    probabilities from Python with ``predict_images``."""
+    write_image_files(tmp_path / "photos", 8)
+    write_image_files(tmp_path / "new" / "batch", 2, seed=2)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [
+        "ln-fit", "fit", "--config", "zoo/configs/own/images.yaml", "--data.root=photos",
+        *SMALL, "--trainer.max_epochs=2",
+    ])  # fmt: skip
+    ln_fit_main()
+    (tmp_path / "photos").rename(tmp_path / "elsewhere")
+    checkpoint = tmp_path / "runs/own_images/version_0/checkpoints/last.ckpt"
+    monkeypatch.setattr(sys, "argv", [
+        "ln-fit", "predict", "--ckpt_path", str(checkpoint), "--data.predict_root", "new",
+    ])  # fmt: skip
+    ln_fit_main()
+    rows = read(tmp_path / "runs/own_images/version_0/predict/last/predictions_predict.csv")
+    new = sorted(str(p.resolve()) for p in (tmp_path / "new").rglob("*.png"))
+    assert sorted(r["path"] for r in rows) == new and len(rows) == 6
+    assert {r["predicted"] for r in rows} <= set(IMAGE_CLASSES)
+
+    model = NoisyLabelClassifier.load_from_checkpoint(checkpoint)
+    found = model.predict_images([r["path"] for r in rows])
+    assert found.classes == list(IMAGE_CLASSES) and found.predicted == [
+        r["predicted"] for r in rows
+    ]
+    written = torch.tensor([[float(r[f"p_{c}"]) for c in IMAGE_CLASSES] for r in rows])
+    torch.testing.assert_close(found.probs, written, atol=1e-5, rtol=0)
+    with Image.open(rows[0]["path"]) as image:  # PIL images work the same
+        torch.testing.assert_close(model.predict_images([image]).probs, found.probs[:1])
+    # Without the recorded settings it says what it needs instead of guessing.
+    model.data_settings = None
+    with pytest.raises(ValueError, match="predict_images needs the classes and transform"):
+        model.predict_images([rows[0]["path"]])

@@ -12,6 +12,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import contextlib
 import inspect
+import json
 import logging
 import signal
 import sys
@@ -43,6 +44,7 @@ from ln_lightning.resume import (
     LastCheckpoint,
     find_last_checkpoint,
     last_checkpoint_callback,
+    read_record,
     run_record,
     selected_checkpoint,
 )
@@ -267,6 +269,43 @@ def _on_terminal() -> bool:
     return all(stream is not None and stream.isatty() for stream in (sys.stdout, sys.stderr))
 
 
+def _option(args: list[str], name: str) -> str | None:
+    """The value of ``--name X`` or ``--name=X`` in ``args`` (the last one given)."""
+    value = None
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith(name + "="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def settings_from_checkpoint(args: list[str]) -> list[str]:
+    """``ln-fit predict --ckpt_path FILE`` without a config or a ``--data`` class: the data
+    module of the checkpoint's run, with the settings it recorded (classes, image size,
+    channels, crop; :meth:`~ln_lightning.data.NoisyLabelDataModule.inference_settings`), and a
+    CSV logger beside the run. Flags given still apply on top, so ``ln-fit predict --ckpt_path
+    RUN/checkpoints/last.ckpt --data.predict_root new_photos`` alone labels new images without
+    the training images. (Lightning takes the model's hyper-parameters from the checkpoint.)
+    """
+    if not args or args[0] != "predict":
+        return args
+    checkpoint = _option(args, "--ckpt_path")
+    given = ("--config", "-c", "--data", "--data.class_path")
+    if checkpoint is None or not Path(checkpoint).is_file():
+        return args
+    if any(a in given or a.startswith(tuple(f"{g}=" for g in given)) for a in args):
+        return args
+    data = read_record(checkpoint).get("data")
+    if not data:
+        return args
+    logger = {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "."}}
+    injected = ["--data", json.dumps(data)]
+    if not any(a.startswith("--trainer.logger") for a in args):
+        injected += ["--trainer.logger", json.dumps(logger)]
+    return [args[0], *injected, *args[1:]]
+
+
 def run_cli(args: list[str] | None = None, run: bool = True) -> LNLightningCLI:
     """Build (and by default run) the CLI; ``args`` as on the command line, ``sys.argv`` if None.
 
@@ -274,9 +313,9 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> LNLightningCLI:
     folder has no ``zoo/`` (:func:`zoo.paths.resolve_config_args`).
     """
     if args is None:
-        sys.argv[1:] = resolve_config_args(sys.argv[1:])
+        sys.argv[1:] = settings_from_checkpoint(resolve_config_args(sys.argv[1:]))
     else:
-        args = resolve_config_args(list(args))
+        args = settings_from_checkpoint(resolve_config_args(list(args)))
     return LNLightningCLI(
         NoisyLabelClassifier,
         NoisyLabelDataModule,

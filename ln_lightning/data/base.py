@@ -282,6 +282,8 @@ class NoisyLabelDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
+        if stage == "predict" and self.prediction_only():
+            return  # new unlabelled inputs need no training pool
         name = type(self).__name__
         splits = self.load_splits()
         check_split_labels(splits, self.num_classes, name)
@@ -437,6 +439,18 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         """A name (file path) for each example of ``split``, indexed by ``NoisySample.index``;
         ``None`` when the examples have none (then their index is their name)."""
         return self._example_ids.get(split)
+
+    def prediction_only(self) -> bool:
+        """Whether this data module holds nothing but unlabelled inputs to predict (built from a
+        checkpoint's settings, without the training data); ``False`` by default."""
+        return False
+
+    def inference_settings(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this data module's evaluation transform and
+        classes without its training data, as plain data. Every checkpoint records them, so
+        ``ln-fit predict --ckpt_path ...`` and ``NoisyLabelClassifier.predict_images`` need no
+        data flags. Empty by default (a data set that builds itself)."""
+        return {}
 
     def has_labels(self, split: str) -> bool:
         """Whether ``split`` comes with labels (all but the unlabelled ``"predict"`` inputs)."""

@@ -29,7 +29,7 @@ from ln_lightning.data.images import (
 from ln_lightning.data.splits import DataSplits
 from ln_lightning.labels import UNKNOWN
 
-__all__ = ["ImageFolderDataModule"]
+__all__ = ["ImageFolderDataModule", "image_data_config", "image_eval_transform"]
 
 #: PIL modes read as one channel.
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
@@ -45,6 +45,37 @@ def first_image_mode(paths: Sequence[Path]) -> str:
         except (OSError, ValueError):
             continue
     return "RGB"
+
+
+def image_data_config(
+    backbone: nn.Module | None, input_shape: Sequence[int], crop_pct: float | None = None
+) -> dict[str, Any]:
+    """timm's data config of ``backbone`` (mean, standard deviation, interpolation, crop
+    fraction; ``timm.data.resolve_model_data_config``) for images of ``input_shape`` ``(C, H,
+    W)``, with ``crop_pct`` when given; one channel keeps the mean of the three means and
+    standard deviations. timm's defaults (ImageNet statistics) without a backbone."""
+    if isinstance(backbone, nn.Module):
+        config = timm.data.resolve_model_data_config(backbone)
+    else:
+        config = timm.data.resolve_data_config({"input_size": tuple(input_shape)})
+    config = dict(config, input_size=tuple(input_shape))
+    if crop_pct is not None:
+        config["crop_pct"] = crop_pct
+    if input_shape[0] == 1 and len(config["mean"]) == 3:
+        config["mean"] = (sum(config["mean"]) / 3,)
+        config["std"] = (sum(config["std"]) / 3,)
+    return config
+
+
+def image_eval_transform(
+    backbone: nn.Module | None, input_shape: Sequence[int], crop_pct: float | None = None
+) -> Transform:
+    """timm's evaluation transform (resize, centre crop, normalise) of
+    :func:`image_data_config`: what ``ImageFolderDataModule`` applies to validation, test and
+    new images."""
+    return timm.data.create_transform(
+        **image_data_config(backbone, input_shape, crop_pct), is_training=False
+    )
 
 
 class ImageFolderDataModule(NoisyLabelDataModule):
@@ -107,10 +138,15 @@ class ImageFolderDataModule(NoisyLabelDataModule):
         noise_rate: float = 0.0,
         **kwargs: Any,
     ) -> None:
-        if (root is None) == (labels_file is None):
+        self._prediction_only = (
+            root is None and labels_file is None and predict_root is not None and bool(classes)
+        )
+        if (root is None) == (labels_file is None) and not self._prediction_only:
             raise ValueError(
                 "give the training images as --data.root (a folder with one sub-folder per "
-                "class) or as --data.labels_file (a CSV with path,label columns), one of them."
+                "class) or as --data.labels_file (a CSV with path,label columns), one of them "
+                "(to predict new images with a trained model, --data.predict_root and "
+                "--ckpt_path are enough: the checkpoint holds the classes and the transform)."
             )
         if test_root is not None and test_labels_file is not None:
             raise ValueError("give the test set as test_root or as test_labels_file, not both.")
@@ -125,9 +161,11 @@ class ImageFolderDataModule(NoisyLabelDataModule):
         self.predict_root = predict_root
         self.image_size, self.augment, self.crop_pct = image_size, augment, crop_pct
         self.skip_unreadable = skip_unreadable
-        self.train_images = (
-            read_labels_file(labels_file) if labels_file else scan_image_folder(root)
-        )
+        self.train_images: LabelledImages | None = None
+        if not self._prediction_only:
+            self.train_images = (
+                read_labels_file(labels_file) if labels_file else scan_image_folder(root)
+            )
         self.test_images = None
         if test_root is not None or test_labels_file is not None:
             self.test_images = (
@@ -143,12 +181,15 @@ class ImageFolderDataModule(NoisyLabelDataModule):
                 "classifier needs at least two."
             )
         if grayscale is None:
-            grayscale = first_image_mode(self.train_images.paths) in GREY_MODES
+            sample = self.train_images.paths if self.train_images else self._predict_paths()
+            grayscale = first_image_mode(sample) in GREY_MODES
         self.grayscale = grayscale
         self.input_shape = (1 if grayscale else 3, image_size, image_size)
 
     # ------------------------------------------------------------ classes and labels
     def _classes(self, classes: Sequence[str] | None) -> list[str]:
+        if self.train_images is None:  # prediction only: the classes the model was trained on
+            return [str(c) for c in classes or ()]
         given = self.train_images.labels
         truth = [c for c in (self.train_images.clean_labels or []) if c is not None]
         seen = set(given) | set(truth)  # a class may be given to no image and still be true
@@ -228,7 +269,25 @@ class ImageFolderDataModule(NoisyLabelDataModule):
     def _files(self, paths: Sequence[Path]) -> ImageFiles:
         return ImageFiles(Path("/"), [str(p) for p in paths], "L" if self.grayscale else "RGB")
 
+    def prediction_only(self) -> bool:
+        return self._prediction_only
+
+    def inference_settings(self) -> dict[str, Any]:
+        """Classes, image size, channels and crop: what prediction needs from training."""
+        return {
+            "classes": list(self.class_names),
+            "image_size": self.image_size,
+            "grayscale": self.grayscale,
+            "crop_pct": self.crop_pct,
+            "batch_size": self.batch_size,
+        }
+
     def load_splits(self) -> DataSplits:
+        if self.train_images is None:
+            raise ValueError(
+                f"{type(self).__name__} was built to predict only (no --data.root or "
+                "--data.labels_file): give the training images to fit or test."
+            )
         train = self._readable(self.train_images, "training")
         given = self._indices(train.labels)
         clean = (
@@ -254,15 +313,19 @@ class ImageFolderDataModule(NoisyLabelDataModule):
             test_ids=test_ids,
         )
 
-    def unlabelled_predict_set(self) -> NoisyLabelDataset | None:
-        if self.predict_root is None:
-            return None
+    def _predict_paths(self) -> list[Path]:
         folder = Path(self.predict_root).expanduser()
         if not folder.is_dir():
             raise FileNotFoundError(f"the folder of images to predict, {folder}, does not exist.")
         paths = sorted(p.resolve() for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not paths:
             raise ValueError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
+        return paths
+
+    def unlabelled_predict_set(self) -> NoisyLabelDataset | None:
+        if self.predict_root is None:
+            return None
+        paths = self._predict_paths()
         paths = self._readable(LabelledImages(paths, ["?"] * len(paths)), "prediction").paths
         self._example_ids["predict"] = [str(p) for p in paths]
         unknown = torch.full((len(paths),), UNKNOWN)
@@ -271,24 +334,16 @@ class ImageFolderDataModule(NoisyLabelDataModule):
         )
 
     # ------------------------------------------------------------ transforms (timm's)
-    def data_config(self) -> dict[str, Any]:
-        """timm's data config for the model's backbone at ``image_size`` (defaults without one)."""
-        trainer = getattr(self, "trainer", None)
-        backbone = getattr(getattr(trainer, "lightning_module", None), "backbone", None)
-        if isinstance(backbone, nn.Module):
-            config = timm.data.resolve_model_data_config(backbone)
-        else:  # timm's defaults (ImageNet statistics) until a model is attached
-            config = timm.data.resolve_data_config({"input_size": self.input_shape})
-        config = dict(config, input_size=self.input_shape)
-        if self.crop_pct is not None:
-            config["crop_pct"] = self.crop_pct
-        if self.grayscale and len(config["mean"]) == 3:
-            config["mean"] = (sum(config["mean"]) / 3,)
-            config["std"] = (sum(config["std"]) / 3,)
-        return config
+    def data_config(self, backbone: nn.Module | None = None) -> dict[str, Any]:
+        """timm's data config for the backbone (the trainer's model's by default) at
+        ``image_size`` (timm's defaults without one); see :func:`image_data_config`."""
+        if backbone is None:
+            trainer = getattr(self, "trainer", None)
+            backbone = getattr(getattr(trainer, "lightning_module", None), "backbone", None)
+        return image_data_config(backbone, self.input_shape, self.crop_pct)
 
     def train_transform(self) -> Transform | None:
         return timm.data.create_transform(**self.data_config(), is_training=self.augment)
 
-    def eval_transform(self) -> Transform | None:
-        return timm.data.create_transform(**self.data_config(), is_training=False)
+    def eval_transform(self, backbone: nn.Module | None = None) -> Transform | None:
+        return timm.data.create_transform(**self.data_config(backbone), is_training=False)
