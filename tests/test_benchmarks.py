@@ -150,3 +150,12 @@ def test_learning_speed_refuses_a_bad_method(script):
         script("learning_speed").main(["--methods", "LN"])  # no =SPEC
     with pytest.raises(ValueError, match="JSON object of LN arguments"):
         script("learning_speed").main(["--methods", "LN=[1]", "--epochs", "1"])
+
+
+def test_own_images_speed(script, capsys):
+    rows = script("own_images_speed").main(
+        ["--images", "40", "--classes", "2", "--epochs", "1", "--recipes", "small"]
+    )
+    assert [r["recipe"] for r in rows] == ["small"] and rows[0]["seconds_per_epoch"] > 0
+    (row,) = table_rows(capsys.readouterr().out, "small")
+    assert float(row[1]) > 0 and float(row[2]) > 0 and row[3].endswith("min")
