@@ -88,6 +88,7 @@ def test_label_issues(script, capsys, tmp_path):
     assert sgn[1] == "SGN" and 0.0 <= float(sgn[2]) <= 1.0
 
 
+@pytest.mark.slow  # keeps the default run under 5 minutes
 def test_device_check_runs_the_cpu_parts_without_cuda(script, capsys, tmp_path):
     import json
 
@@ -114,6 +115,7 @@ def test_loss_step_time_with_and_without_the_label_check(script, capsys):
     assert table_rows(out, "ln (no label check)") and table_rows(out, "ce (no label check)")
 
 
+@pytest.mark.slow  # two short training runs
 def test_learning_speed(script, capsys, tmp_path):
     write_mnist(tmp_path / "fashion", n_train=400, n_test=50)
     methods = ["CE=ce", 'LN annealed={"cell": true, "anneal_epochs": 2}']

@@ -1,4 +1,8 @@
-"""DDP with two CPU processes (gloo) through ``ln-fit``: same noise, synced metrics, shards."""
+"""DDP with two CPU processes (gloo) through ``ln-fit``: same noise, synced metrics, shards.
+
+Every test here is ``slow`` (two-process runs; ``pytest -m slow``), to keep the default run
+under 5 minutes.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import torch
 from ln_lightning import NoisyLabelClassifier
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
 
 
 def run_ddp(out: Path, *extra: str) -> tuple[Path, list[dict], str]:
@@ -41,7 +46,6 @@ def ddp_run(tmp_path_factory):
     return run_ddp(tmp_path_factory.mktemp("ddp"))
 
 
-@pytest.mark.slow  # a second two-process run
 def test_the_ema_teacher_is_the_same_on_both_ranks(tmp_path):
     out, (rank0, rank1), _ = run_ddp(tmp_path, "--config", "zoo/configs/losses/sgn.yaml")
     assert rank0["teacher"] is not None and rank0["teacher"] == rank1["teacher"]

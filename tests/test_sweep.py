@@ -122,6 +122,7 @@ def test_table_layout_and_selection_helpers(tmp_path):
     assert nested({"a.t": 0.5, "a.l": 1.0, "b": 2}) == {"a": {"t": 0.5, "l": 1.0}, "b": 2}
 
 
+@pytest.mark.slow  # a dozen ln-fit runs; the default run has ln-fit-sweep folds (test_own_data)
 def test_sweep_runs_resumes_and_searches(tmp_path, monkeypatch, capsys):
     """End to end on digits: two 1-epoch runs, a resumed no-op, and a two-point search."""
     monkeypatch.chdir(ROOT)

@@ -102,6 +102,10 @@ class ImageFolderDataModule(NoisyLabelDataModule):
     Injected noise (``noise_type``, ``noise_rate``) works on top of the given labels, for
     experiments: the given labels are then taken as the truth.
 
+    With neither ``root`` nor ``labels_file`` but ``predict_root`` and ``classes`` it only
+    predicts (what ``ln-fit predict --ckpt_path ...`` builds from a checkpoint's
+    :meth:`inference_settings`): no training images are needed.
+
     Args:
         root: Folder with one sub-folder of images per class.
         labels_file: CSV/TSV of ``path,label[,clean_label]`` rows (instead of ``root``).
