@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
@@ -68,3 +69,13 @@ def ln_fit(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedPro
     return subprocess.run(
         [*executable.split(), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
     )
+
+
+def quick_trainer(tmp_path: Path, **kwargs) -> pl.Trainer:
+    """A CPU ``Trainer`` for one short epoch without logger, checkpoints or progress bar."""
+    defaults = dict(
+        max_epochs=1, limit_train_batches=3, limit_val_batches=1, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=tmp_path, accelerator="cpu",
+    )  # fmt: skip
+    return pl.Trainer(**{**defaults, **kwargs})

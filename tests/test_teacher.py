@@ -15,15 +15,11 @@ from ln_lightning import (
     ShiftedGaussianNoise,
 )
 from ln_lightning.losses import teacher_key
+from tests.helpers import quick_trainer
 
 
 def trainer(tmp_path, **kwargs) -> pl.Trainer:
-    defaults = dict(
-        max_epochs=1, limit_train_batches=4, limit_val_batches=1, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        default_root_dir=tmp_path, accelerator="cpu",
-    )  # fmt: skip
-    return pl.Trainer(**{**defaults, **kwargs})
+    return quick_trainer(tmp_path, **{"limit_train_batches": 4, **kwargs})
 
 
 @pytest.fixture(scope="module")
