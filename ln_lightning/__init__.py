@@ -27,6 +27,7 @@ _EXPORTS = {
     "DigitsDataModule": "ln_lightning.data",
     "NoisyLabelDataModule": "ln_lightning.data",
     "NoisySample": "ln_lightning.data",
+    "NoiseSpec": "ln_lightning.noise",
     "LinearHeads": "ln_lightning.heads",
     "NoisyLabelClassifier": "ln_lightning.module",
 }
@@ -43,6 +44,7 @@ __all__ = [
     "LinearHeads",
     "LogisticNormalLoss",
     "NoiseAgainstNoise",
+    "NoiseSpec",
     "NoisyLabelClassifier",
     "NoisyLabelDataModule",
     "NoisyLabelLoss",
@@ -68,6 +70,7 @@ if TYPE_CHECKING:
         ShiftedGaussianNoise,
     )
     from ln_lightning.module import NoisyLabelClassifier
+    from ln_lightning.noise import NoiseSpec
 
 
 def __getattr__(name: str) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["UNKNOWN", "check_labels", "corrupted_mask"]
+__all__ = ["UNKNOWN", "check_labels", "check_transition_matrix", "corrupted_mask"]
 
 #: The clean label of an example whose true class is not known.
 UNKNOWN = -1
@@ -63,3 +63,19 @@ def check_labels(
 def corrupted_mask(given: Tensor, clean: Tensor) -> Tensor:
     """True where the given label is known to be wrong (the clean label is known and differs)."""
     return (clean != UNKNOWN) & (given != clean)
+
+
+def check_transition_matrix(matrix: Tensor, num_classes: int) -> None:
+    """Raise ``ValueError`` unless ``matrix`` is a row-stochastic ``K x K`` matrix
+    (``T[i, j] = P(noisy label j | true class i)``), as the noise models and Forward use it."""
+    if tuple(matrix.shape) != (num_classes, num_classes):
+        raise ValueError(
+            f"transition_matrix must be {num_classes} x {num_classes} for {num_classes} classes; "
+            f"got shape {tuple(matrix.shape)}."
+        )
+    rows = matrix.sum(-1)
+    if (matrix < 0).any() or not torch.allclose(rows, torch.ones_like(rows), atol=1e-4):
+        raise ValueError(
+            "transition_matrix must be row-stochastic: entries >= 0 and each row summing to 1 "
+            "(row i is P(noisy label | true class i))."
+        )

@@ -1,19 +1,21 @@
 """Synthetic label noise: deterministic from a seed, vectorised, usable without Lightning.
 
-Every generator returns a :class:`NoiseResult` with the noisy labels, the is-corrupted mask, the
-realised noise rate and the transition matrix of the noise that was actually realised.
+A noise model is one value, :class:`NoiseSpec` (type, rate, class map, matrix, seed), checked
+once when made; the generators below are shorthands for it. Every generator returns a
+:class:`NoiseResult` with the noisy labels, the is-corrupted mask, the realised noise rate and
+the transition matrix of the noise that was actually realised.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from ln_lightning.labels import UNKNOWN, check_labels, corrupted_mask
+from ln_lightning.labels import UNKNOWN, check_labels, check_transition_matrix, corrupted_mask
 
 #: MNIST asymmetric map of the paper (App. C): 7->1, 2->7, 5<->6, 3->8.
 MNIST_ASYMMETRIC_MAP: dict[int, int] = {7: 1, 2: 7, 5: 6, 6: 5, 3: 8}
@@ -78,11 +80,6 @@ class NoiseResult:
         )
 
 
-def _check_noise_rate(noise_rate: float) -> None:
-    if not 0.0 <= noise_rate < 1.0:
-        raise ValueError(f"noise_rate must lie in [0, 1); got {noise_rate!r}.")
-
-
 def realised_transition_matrix(clean: Tensor, noisy: Tensor, num_classes: int) -> Tensor:
     """Empirical ``P(noisy = j | clean = i)`` as a ``(K, K)`` float tensor."""
     counts = torch.zeros(num_classes * num_classes, dtype=torch.float64)
@@ -109,6 +106,176 @@ def noise_from_labels(clean: Tensor, noisy: Tensor, num_classes: int) -> NoiseRe
     return NoiseResult(noisy, corrupted, rate, matrix, int(known.sum()))
 
 
+def _check_class_map(class_map: Mapping[int, int], num_classes: int) -> None:
+    for source, target in class_map.items():
+        if not (0 <= source < num_classes and 0 <= target < num_classes):
+            raise ValueError(
+                f"class_map entry {source}->{target} is outside [0, {num_classes}) classes."
+            )
+
+
+@dataclass(frozen=True)
+class NoiseSpec:
+    """Synthetic label noise as one value, validated once when made.
+
+    What a data module (``--data.noise_type``, ``--data.noise_rate``, ``--data.class_map``,
+    ``--data.transition_matrix``, ``--data.seed``) and every generator of this module use. The
+    checks that need the number of classes (a class map's range, a matrix's size) run when it
+    is given, in :meth:`draw` and :meth:`expected_matrix`.
+
+    Attributes:
+        noise_type: One of :data:`NOISE_TYPES`.
+        noise_rate: Corruption probability in [0, 1) (``transition`` reads its matrix instead).
+        class_map: Source class -> target class, for ``asymmetric`` (``pairflip`` makes its own,
+            ``i -> i + 1 mod K``).
+        transition_matrix: ``K x K`` row-stochastic rows, for ``transition`` (kept as tuples so
+            the value compares and prints as plain data).
+        seed: Seed of the generator: the same seed gives the same labels in every process.
+
+    Raises:
+        ValueError: Naming the first invalid value.
+
+    Example:
+        >>> import torch
+        >>> spec = NoiseSpec("asymmetric", 0.4, class_map={7: 1, 2: 7}, seed=3)
+        >>> spec.describe()
+        'asymmetric noise at rate 0.4'
+        >>> [round(p, 2) for p in spec.expected_matrix(num_classes=10)[7, [7, 1]].tolist()]
+        [0.6, 0.4]
+        >>> labels = torch.arange(10).repeat(500)
+        >>> result = spec.draw(labels, num_classes=10)
+        >>> bool(torch.equal(result.noisy_labels, spec.draw(labels, num_classes=10).noisy_labels))
+        True
+        >>> round(result.transition_matrix[7, 1].item(), 1)
+        0.4
+    """
+
+    noise_type: str = "none"
+    noise_rate: float = 0.0
+    class_map: Mapping[int, int] | None = None
+    transition_matrix: tuple[tuple[float, ...], ...] | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.noise_type not in NOISE_TYPES:
+            raise ValueError(f"noise_type must be one of {NOISE_TYPES}; got {self.noise_type!r}.")
+        if not 0.0 <= self.noise_rate < 1.0:
+            raise ValueError(f"noise_rate must lie in [0, 1); got {self.noise_rate!r}.")
+        if self.noise_type == "asymmetric" and self.class_map is None:
+            raise ValueError(
+                "noise_type='asymmetric' needs a class_map, source class -> target class: a "
+                "data set without a built-in map needs one given (--data.class_map "
+                "'{0: 1, 1: 0}'), or another noise_type."
+            )
+        if self.class_map is not None:
+            object.__setattr__(
+                self, "class_map", {int(s): int(t) for s, t in dict(self.class_map).items()}
+            )
+        if self.noise_type == "transition":
+            if self.transition_matrix is None:
+                raise ValueError("noise_type='transition' needs a transition_matrix (K x K).")
+            matrix = torch.as_tensor(self.transition_matrix, dtype=torch.float64)
+            if matrix.ndim != 2:
+                raise ValueError(
+                    f"transition_matrix must be K x K; got shape {tuple(matrix.shape)}."
+                )
+            check_transition_matrix(matrix, matrix.shape[0])
+            object.__setattr__(
+                self, "transition_matrix", tuple(tuple(row) for row in matrix.tolist())
+            )
+
+    @property
+    def injects(self) -> bool:
+        """Whether any label can change (``none`` and a zero rate leave them all)."""
+        return self.noise_type == "transition" or (
+            self.noise_type != "none" and self.noise_rate > 0
+        )
+
+    def describe(self) -> str:
+        """What the noise is, for the user: ``"symmetric noise at rate 0.4"``."""
+        if not self.injects:
+            return "no injected noise"
+        if self.noise_type == "transition":
+            return "noise drawn from the given transition matrix"
+        return f"{self.noise_type} noise at rate {self.noise_rate}"
+
+    def _matrix(self, num_classes: int) -> Tensor:
+        matrix = torch.tensor(self.transition_matrix, dtype=torch.float64)
+        check_transition_matrix(matrix, num_classes)
+        return matrix
+
+    def _lookup(self, num_classes: int) -> Tensor:
+        """Class -> class it flips to, for ``asymmetric`` and ``pairflip``."""
+        if self.noise_type == "pairflip":
+            return (torch.arange(num_classes) + 1) % num_classes
+        assert self.class_map is not None  # checked when made
+        _check_class_map(self.class_map, num_classes)
+        lookup = torch.arange(num_classes)
+        for source, target in self.class_map.items():
+            lookup[source] = target
+        return lookup
+
+    def expected_matrix(self, num_classes: int) -> Tensor:
+        """The design ``T[i, j] = P(noisy j | true i)`` of this noise (not the realised one).
+
+        Symmetric: ``(1 - r) I + r / K``; symmetric_other: ``(1 - r) I + r / (K - 1)`` off the
+        diagonal; asymmetric and pairflip: row ``i`` of a mapped class has ``1 - r`` on the
+        diagonal and ``r`` at its target, unmapped rows are identity; transition: the matrix.
+        """
+        rate, eye = self.noise_rate, torch.eye(num_classes)
+        if self.noise_type == "transition":
+            return self._matrix(num_classes).float()
+        if not self.injects:
+            return eye
+        if self.noise_type == "symmetric":
+            return (1.0 - rate) * eye + rate / num_classes
+        if self.noise_type == "symmetric_other":
+            return (1.0 - rate) * eye + rate / (num_classes - 1) * (1 - eye)
+        lookup = self._lookup(num_classes)
+        flips = lookup != torch.arange(num_classes)
+        matrix = eye.clone()
+        matrix[flips] = (1.0 - rate) * eye[flips] + rate * eye[lookup[flips]]
+        return matrix
+
+    def draw(self, labels: Tensor, num_classes: int) -> NoiseResult:
+        """The noisy labels of ``labels`` (clean, shape ``(N,)``), vectorised and seeded."""
+        labels = check_labels(labels, num_classes).cpu()
+        if not self.injects:
+            return noise_from_labels(labels, labels.clone(), num_classes)
+        generator = torch.Generator().manual_seed(self.seed)
+        if self.noise_type == "transition":
+            noisy = _sample_rows(labels, self._matrix(num_classes), generator)
+        elif self.noise_type in ("symmetric", "symmetric_other"):
+            resample = torch.rand(labels.shape, generator=generator) < self.noise_rate
+            if self.noise_type == "symmetric":  # may re-draw the true class
+                new = torch.randint(0, num_classes, labels.shape, generator=generator)
+            else:
+                shift = torch.randint(1, num_classes, labels.shape, generator=generator)
+                new = (labels + shift) % num_classes
+            noisy = torch.where(resample, new, labels)
+        else:
+            lookup = self._lookup(num_classes)
+            flip = torch.rand(labels.shape, generator=generator) < self.noise_rate
+            noisy = torch.where(flip, lookup[labels], labels)
+        return noise_from_labels(labels, noisy, num_classes)
+
+
+def _sample_rows(labels: Tensor, matrix: Tensor, generator: torch.Generator) -> Tensor:
+    """Each label drawn from row ``y`` of ``matrix`` by inverse-CDF sampling per class,
+    O(N log N) with no ``N x K`` tensor."""
+    num_classes = matrix.shape[0]
+    uniform = torch.rand(labels.shape, generator=generator, dtype=torch.float64)
+    cumulative = matrix.cumsum(1)
+    cumulative[:, -1] = 1.0  # guard the last bin against rounding
+    noisy = torch.empty_like(labels)
+    order = torch.argsort(labels, stable=True)
+    counts = torch.bincount(labels, minlength=num_classes).tolist()
+    for source, members in zip(range(num_classes), torch.split(order, counts), strict=True):
+        if len(members):
+            noisy[members] = torch.searchsorted(cumulative[source], uniform[members], right=True)
+    return noisy.clamp_max(num_classes - 1)
+
+
 def asymmetric_noise(
     labels: Tensor,
     num_classes: int,
@@ -125,19 +292,7 @@ def asymmetric_noise(
         class_map: Source class -> target class, e.g. :data:`MNIST_ASYMMETRIC_MAP`.
         seed: Seed of the generator; the same seed gives the same labels everywhere.
     """
-    _check_noise_rate(noise_rate)
-    labels = check_labels(labels, num_classes).cpu()
-    lookup = torch.arange(num_classes)
-    for source, target in class_map.items():
-        if not (0 <= int(source) < num_classes and 0 <= int(target) < num_classes):
-            raise ValueError(
-                f"class_map entry {source}->{target} is outside [0, {num_classes}) classes."
-            )
-        lookup[int(source)] = int(target)
-    generator = torch.Generator().manual_seed(seed)
-    flip = torch.rand(labels.shape, generator=generator) < noise_rate
-    noisy = torch.where(flip, lookup[labels], labels)
-    return noise_from_labels(labels, noisy, num_classes)
+    return NoiseSpec("asymmetric", noise_rate, class_map, seed=seed).draw(labels, num_classes)
 
 
 def symmetric_noise(
@@ -153,62 +308,22 @@ def symmetric_noise(
     so it may be the true one and the realised flip rate is about ``noise_rate * (K - 1) / K``;
     otherwise it is uniform over the K - 1 other classes and every re-sampled label changes.
     """
-    _check_noise_rate(noise_rate)
-    labels = check_labels(labels, num_classes).cpu()
-    generator = torch.Generator().manual_seed(seed)
-    resample = torch.rand(labels.shape, generator=generator) < noise_rate
-    if include_true_class:
-        new = torch.randint(0, num_classes, labels.shape, generator=generator)
-    else:
-        new = (
-            labels + torch.randint(1, num_classes, labels.shape, generator=generator)
-        ) % num_classes
-    return noise_from_labels(labels, torch.where(resample, new, labels), num_classes)
+    kind = "symmetric" if include_true_class else "symmetric_other"
+    return NoiseSpec(kind, noise_rate, seed=seed).draw(labels, num_classes)
 
 
 def pairflip_noise(
     labels: Tensor, num_classes: int, noise_rate: float, seed: int = 0
 ) -> NoiseResult:
     """Flip each label to the next class, i -> (i + 1) mod K, with probability ``noise_rate``."""
-    pairs = {i: (i + 1) % num_classes for i in range(num_classes)}
-    return asymmetric_noise(labels, num_classes, noise_rate, pairs, seed)
+    return NoiseSpec("pairflip", noise_rate, seed=seed).draw(labels, num_classes)
 
 
 def transition_noise(labels: Tensor, transition_matrix: Tensor, seed: int = 0) -> NoiseResult:
-    """Draw each noisy label from row ``y`` of ``transition_matrix`` (``T[i, j] = P(j | i)``).
-
-    Vectorised by inverse-CDF sampling per class, O(N log N) with no ``N x K`` tensor.
-    """
+    """Draw each noisy label from row ``y`` of ``transition_matrix`` (``T[i, j] = P(j | i)``)."""
     matrix = torch.as_tensor(transition_matrix, dtype=torch.float64)
-    num_classes = matrix.shape[0]
-    check_transition_matrix(matrix, num_classes)
-    labels = check_labels(labels, num_classes).cpu()
-    generator = torch.Generator().manual_seed(seed)
-    uniform = torch.rand(labels.shape, generator=generator, dtype=torch.float64)
-    cumulative = matrix.cumsum(1)
-    cumulative[:, -1] = 1.0  # guard the last bin against rounding
-    noisy = torch.empty_like(labels)
-    order = torch.argsort(labels, stable=True)
-    counts = torch.bincount(labels, minlength=num_classes).tolist()
-    for source, members in zip(range(num_classes), torch.split(order, counts), strict=True):
-        if len(members):
-            noisy[members] = torch.searchsorted(cumulative[source], uniform[members], right=True)
-    return noise_from_labels(labels, noisy.clamp_max(num_classes - 1), num_classes)
-
-
-def check_transition_matrix(matrix: Tensor, num_classes: int) -> None:
-    """Raise ``ValueError`` unless ``matrix`` is a row-stochastic ``K x K`` matrix."""
-    if tuple(matrix.shape) != (num_classes, num_classes):
-        raise ValueError(
-            f"transition_matrix must be {num_classes} x {num_classes} for {num_classes} classes; "
-            f"got shape {tuple(matrix.shape)}."
-        )
-    rows = matrix.sum(-1)
-    if (matrix < 0).any() or not torch.allclose(rows, torch.ones_like(rows), atol=1e-4):
-        raise ValueError(
-            "transition_matrix must be row-stochastic: entries >= 0 and each row summing to 1 "
-            "(row i is P(noisy label | true class i))."
-        )
+    spec = NoiseSpec("transition", transition_matrix=matrix.tolist(), seed=seed)
+    return spec.draw(labels, len(matrix))
 
 
 def expected_transition_matrix(
@@ -218,42 +333,9 @@ def expected_transition_matrix(
     class_map: Mapping[int, int] | None = None,
     transition_matrix: Tensor | None = None,
 ) -> Tensor:
-    """The design ``T[i, j] = P(noisy j | true i)`` of a noise model (not the realised one).
-
-    Symmetric: ``(1 - r) I + r / K``; symmetric_other: ``(1 - r) I + r / (K - 1)`` off the
-    diagonal; asymmetric and pairflip: row ``i`` of a mapped class has ``1 - r`` on the diagonal
-    and ``r`` at its target, unmapped rows are identity; transition: the matrix itself.
-    """
-    _check_noise_type(noise_type)
-    if noise_type == "transition":
-        if transition_matrix is None:
-            raise ValueError("noise_type='transition' needs a transition_matrix (K x K).")
-        matrix = torch.as_tensor(transition_matrix, dtype=torch.float32)
-        check_transition_matrix(matrix, num_classes)
-        return matrix
-    _check_noise_rate(noise_rate)
-    eye = torch.eye(num_classes)
-    if noise_type == "none" or noise_rate == 0.0:
-        return eye
-    if noise_type == "symmetric":
-        return (1.0 - noise_rate) * eye + noise_rate / num_classes
-    if noise_type == "symmetric_other":
-        return (1.0 - noise_rate) * eye + noise_rate / (num_classes - 1) * (1 - eye)
-    if noise_type == "pairflip":
-        class_map = {i: (i + 1) % num_classes for i in range(num_classes)}
-    if class_map is None:
-        raise ValueError("asymmetric noise needs a class_map (source class -> target class).")
-    matrix = eye.clone()
-    for source, target in class_map.items():
-        matrix[int(source)] = 0.0
-        matrix[int(source), int(source)] += 1.0 - noise_rate
-        matrix[int(source), int(target)] += noise_rate
-    return matrix
-
-
-def _check_noise_type(noise_type: str) -> None:
-    if noise_type not in NOISE_TYPES:
-        raise ValueError(f"noise_type must be one of {NOISE_TYPES}; got {noise_type!r}.")
+    """The design matrix of a noise model: :meth:`NoiseSpec.expected_matrix`."""
+    spec = NoiseSpec(noise_type, noise_rate, class_map, _rows(transition_matrix))
+    return spec.expected_matrix(num_classes)
 
 
 def inject_noise(
@@ -265,7 +347,9 @@ def inject_noise(
     seed: int = 0,
     transition_matrix: Tensor | None = None,
 ) -> NoiseResult:
-    """Inject the noise named by ``noise_type`` (one of :data:`NOISE_TYPES`).
+    """Inject the noise named by ``noise_type`` (one of :data:`NOISE_TYPES`):
+    ``NoiseSpec(noise_type, noise_rate, class_map, transition_matrix, seed).draw(labels,
+    num_classes)``.
 
     Args:
         labels: Clean labels, shape ``(N,)``.
@@ -277,22 +361,12 @@ def inject_noise(
         seed: Seed of the generator: the same seed gives the same labels in every process.
         transition_matrix: ``K x K`` row-stochastic matrix, for ``transition``.
     """
-    _check_noise_type(noise_type)
-    if noise_type == "transition":
-        if transition_matrix is None:
-            raise ValueError("noise_type='transition' needs a transition_matrix (K x K).")
-        return transition_noise(labels, torch.as_tensor(transition_matrix), seed)
-    _check_noise_rate(noise_rate)
-    if noise_type == "none" or noise_rate == 0.0:
-        labels = check_labels(labels, num_classes).cpu()
-        return noise_from_labels(labels, labels.clone(), num_classes)
-    if noise_type in ("symmetric", "symmetric_other"):
-        return symmetric_noise(labels, num_classes, noise_rate, seed, noise_type == "symmetric")
-    if noise_type == "pairflip":
-        return pairflip_noise(labels, num_classes, noise_rate, seed)
-    if class_map is None:
-        raise ValueError("asymmetric noise needs a class_map (source class -> target class).")
-    return asymmetric_noise(labels, num_classes, noise_rate, class_map, seed)
+    spec = NoiseSpec(noise_type, noise_rate, class_map, _rows(transition_matrix), seed)
+    return spec.draw(labels, num_classes)
+
+
+def _rows(matrix: Tensor | Sequence[Sequence[float]] | None) -> list | None:
+    return None if matrix is None else torch.as_tensor(matrix, dtype=torch.float64).tolist()
 
 
 def save_noisy_labels(path: str | Path, clean_labels: Tensor, noisy_labels: Tensor) -> None:

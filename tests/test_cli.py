@@ -91,7 +91,7 @@ def test_defaults_without_a_config(tmp_path):
     )  # fmt: skip
     assert type(cli.datamodule).__name__ == "DigitsDataModule"
     assert isinstance(cli.model.loss, LogisticNormalLoss)
-    assert cli.datamodule.noise_type == "symmetric"
+    assert cli.datamodule.noise_spec.noise_type == "symmetric"
     assert 0.45 < cli.datamodule.noise.realised_rate < 0.62
 
 
@@ -110,7 +110,7 @@ def test_other_data_modules_by_class_path(tmp_path):
     with (Path(cli.trainer.log_dir) / "metrics.csv").open() as handle:
         logged = {key for row in csv.DictReader(handle) for key, value in row.items() if value}
     assert {"test/acc", "test_selected/acc"} <= logged  # final weights and selected checkpoint
-    with pytest.raises(ValueError, match="has no built-in map"):
+    with pytest.raises(ValueError, match="without a built-in map needs one given"):
         TwoMoonsDataModule(noise_type="asymmetric")
 
 

@@ -180,3 +180,79 @@ def test_noisy_labels_file_roundtrip(tmp_path):
         load_noisy_labels(tmp_path / "bad.csv")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_noisy_labels(tmp_path / "missing.csv")
+
+
+# ------------------------------------------------------------------ NoiseSpec, the one value
+from ln_lightning.noise import NoiseSpec  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"noise_type": "pairflip-typo"}, "noise_type must be one of"),
+        ({"noise_type": "symmetric", "noise_rate": 1.0}, r"noise_rate must lie in \[0, 1\)"),
+        ({"noise_type": "asymmetric", "noise_rate": 0.2}, "needs a class_map"),
+        ({"noise_type": "transition"}, "needs a transition_matrix"),
+        ({"noise_type": "transition", "transition_matrix": [[0.5, 0.6], [0, 1]]}, "stochastic"),
+        ({"noise_type": "transition", "transition_matrix": [0.5, 0.5]}, "K x K"),
+    ],
+)
+def test_noise_spec_refuses_bad_values_when_made(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        NoiseSpec(**kwargs)
+
+
+def test_noise_spec_is_plain_comparable_data():
+    matrix = torch.tensor([[0.8, 0.2], [0.1, 0.9]])
+    spec = NoiseSpec("transition", transition_matrix=matrix, seed=4)
+    assert isinstance(spec.transition_matrix, tuple)
+    assert spec.transition_matrix[1] == pytest.approx((0.1, 0.9))
+    assert spec == NoiseSpec("transition", transition_matrix=matrix.tolist(), seed=4)
+    assert NoiseSpec("asymmetric", 0.3, {"1": "0"}).class_map == {1: 0}  # YAML keys as strings
+    with pytest.raises(AttributeError):
+        spec.seed = 5  # frozen
+
+
+def test_noise_spec_checks_what_needs_the_number_of_classes_when_given():
+    spec = NoiseSpec("asymmetric", 0.3, {7: 1})
+    with pytest.raises(ValueError, match=r"class_map entry 7->1 is outside \[0, 5\)"):
+        spec.draw(torch.arange(5), num_classes=5)
+    square = NoiseSpec("transition", transition_matrix=torch.eye(3))
+    with pytest.raises(ValueError, match="must be 4 x 4 for 4 classes"):
+        square.expected_matrix(4)
+
+
+@pytest.mark.parametrize(
+    ("spec", "text"),
+    [
+        (NoiseSpec(), "no injected noise"),
+        (NoiseSpec("symmetric", 0.0), "no injected noise"),
+        (NoiseSpec("pairflip", 0.2), "pairflip noise at rate 0.2"),
+        (NoiseSpec("transition", transition_matrix=torch.eye(2)), "from the given transition"),
+    ],
+)
+def test_noise_spec_describes_itself(spec, text):
+    assert text in spec.describe()
+    assert spec.injects == (text != "no injected noise")
+
+
+def test_the_generators_are_the_spec():
+    labels = balanced_labels(3000)
+    spec = NoiseSpec("asymmetric", 0.4, MNIST_ASYMMETRIC_MAP, seed=5)
+    by_spec = spec.draw(labels, 10)
+    by_name = inject_noise(labels, 10, "asymmetric", 0.4, MNIST_ASYMMETRIC_MAP, seed=5)
+    assert torch.equal(by_spec.noisy_labels, by_name.noisy_labels)
+    design = expected_transition_matrix(10, "asymmetric", 0.4, MNIST_ASYMMETRIC_MAP)
+    torch.testing.assert_close(spec.expected_matrix(10), design)
+
+
+def test_the_data_module_holds_one_spec():
+    from ln_lightning.data import DigitsDataModule
+
+    dm = DigitsDataModule(noise_type="symmetric", noise_rate=0.3, seed=2)
+    assert dm.noise_spec == NoiseSpec("symmetric", 0.3, seed=2)
+    asym = DigitsDataModule(noise_type="asymmetric", noise_rate=0.3)
+    assert asym.noise_spec.class_map == MNIST_ASYMMETRIC_MAP  # the data set's own map
+    dm.setup()
+    pool = dm.split("train").clean_labels  # the whole training pool's true labels
+    assert torch.equal(dm.noise.noisy_labels, dm.noise_spec.draw(pool, 10).noisy_labels)

@@ -36,10 +36,8 @@ from ln_lightning.data.splits import (
 )
 from ln_lightning.labels import UNKNOWN, check_labels
 from ln_lightning.noise import (
-    NOISE_TYPES,
     NoiseResult,
-    expected_transition_matrix,
-    inject_noise,
+    NoiseSpec,
     load_noisy_labels,
     noise_from_labels,
     save_noisy_labels,
@@ -73,6 +71,9 @@ class NoisyLabelDataModule(pl.LightningDataModule):
     every DDP rank and after a resume); the validation split (``val_fraction`` of the pool, from
     the same seed) is therefore noisy too, as in the paper; the test set stays clean. Batches are
     :class:`NoisySample` tuples ``(input, noisy label, clean label, index)``.
+
+    The five noise arguments become one :class:`~ln_lightning.noise.NoiseSpec`, checked once
+    (:attr:`noise_spec`; ``None`` for data sets with their own noisy labels).
 
     Args:
         noise_type: One of :data:`ln_lightning.noise.NOISE_TYPES`.
@@ -124,10 +125,6 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         fold: int = 0,
     ) -> None:
         super().__init__()
-        if noise_type not in NOISE_TYPES:
-            raise ValueError(f"noise_type must be one of {NOISE_TYPES}; got {noise_type!r}.")
-        if not 0.0 <= noise_rate < 1.0:
-            raise ValueError(f"noise_rate must lie in [0, 1); got {noise_rate!r}.")
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction must lie in (0, 1); got {val_fraction!r}.")
         if batch_size < 1:
@@ -143,19 +140,12 @@ class NoisyLabelDataModule(pl.LightningDataModule):
                 f"num_folds must be >= 2 and fold in [0, num_folds); got num_folds={num_folds}, "
                 f"fold={fold}."
             )
-        if not self.has_real_noise():  # real-noise data sets ignore the noise arguments
-            if noise_type == "asymmetric" and class_map is None and self.default_class_map is None:
-                raise ValueError(
-                    f"noise_type='asymmetric' needs a class_map: {type(self).__name__} has no "
-                    "built-in map. Pass class_map (e.g. --data.class_map '{0: 1, 1: 0}') or "
-                    "another noise_type."
-                )
-            if noise_type == "transition" and transition_matrix is None:
-                raise ValueError("noise_type='transition' needs transition_matrix (a K x K list).")
-        self.noise_type = noise_type
-        self.noise_rate = noise_rate
-        self.class_map = class_map
-        self.transition_matrix = transition_matrix
+        # Data sets with their own noisy labels ignore the noise arguments (has_real_noise).
+        self.noise_spec: NoiseSpec | None = None
+        if not self.has_real_noise():
+            if class_map is None and noise_type == "asymmetric":
+                class_map = self.default_class_map  # the data set's own map
+            self.noise_spec = NoiseSpec(noise_type, noise_rate, class_map, transition_matrix, seed)
         self.val_fraction = val_fraction
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -211,10 +201,6 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         return None
 
     # ------------------------------------------------------------ noise
-    def effective_class_map(self) -> Mapping[int, int] | None:
-        """The asymmetric map in use: ``class_map`` if given, else the data set's own."""
-        return self.class_map if self.class_map is not None else self.default_class_map
-
     def true_transition_matrix(self) -> Tensor:
         """The true ``K x K`` matrix ``T[i, j] = P(noisy j | true i)`` of the data's noise.
 
@@ -225,20 +211,14 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         Raises:
             RuntimeError: For real noise before ``setup`` (this method loads nothing).
         """
-        if self.noisy_labels_file is not None or self.has_real_noise():
+        if self.noisy_labels_file is not None or self.noise_spec is None:
             if self.noise is None:
                 raise RuntimeError(
                     f"{type(self).__name__}.true_transition_matrix(): the noisy labels come from "
                     "the data, so call setup() first."
                 )
             return self.noise.transition_matrix
-        return expected_transition_matrix(
-            self.num_classes,
-            self.noise_type,
-            self.noise_rate,
-            self.effective_class_map(),
-            self.transition_matrix,
-        )
+        return self.noise_spec.expected_matrix(self.num_classes)
 
     def _draw_noise(self, splits: DataSplits) -> tuple[NoiseResult, Tensor]:
         """The pool's noisy labels and its true labels (``-1`` where unknown)."""
@@ -255,28 +235,18 @@ class NoisyLabelDataModule(pl.LightningDataModule):
                     f"({len(clean)})."
                 )
             return noise_from_labels(file_clean, noisy, self.num_classes), file_clean
-        if splits.train_noisy_labels is not None:
-            noisy = splits.train_noisy_labels.long()
+        if splits.train_noisy_labels is not None or self.noise_spec is None:
+            given = splits.train_noisy_labels
+            noisy = given.long() if given is not None else clean
             return noise_from_labels(clean, noisy, self.num_classes), clean
-        noise = inject_noise(
-            clean,
-            self.num_classes,
-            self.noise_type,
-            self.noise_rate,
-            self.effective_class_map(),
-            self.seed,
-            self.transition_matrix,
-        )
-        return noise, clean
+        return self.noise_spec.draw(clean, self.num_classes), clean
 
     def _noise_source(self) -> str:
         if self.noisy_labels_file:
             return f"labels from {Path(self.noisy_labels_file).name}"
-        if self.has_real_noise():
+        if self.noise_spec is None:
             return "the data's own labels"
-        if self.noise_type == "none" or (self.noise_rate == 0 and self.noise_type != "transition"):
-            return "no injected noise"
-        return f"{self.noise_type} noise at rate {self.noise_rate}"
+        return self.noise_spec.describe()
 
     # ------------------------------------------------------------ Lightning hooks
     def setup(self, stage: str | None = None) -> None:

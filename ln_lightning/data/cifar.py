@@ -162,12 +162,12 @@ class CIFAR100DataModule(CIFAR10DataModule):
     std = (0.2673, 0.2564, 0.2762)
 
     def __init__(self, coarse: bool = False, **kwargs) -> None:
-        super().__init__(**kwargs)
         self.coarse = coarse
-        if coarse:
+        if coarse:  # before the base class reads the default map into its noise
             self.num_classes = 20
             self.label_key = "coarse_labels"
             self.default_class_map = {i: (i + 1) % 20 for i in range(20)}
+        super().__init__(**kwargs)
 
 
 class _CIFARNMixin:

@@ -7,10 +7,10 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
+from ln_lightning.labels import check_transition_matrix
 from ln_lightning.losses import functional as LF
 from ln_lightning.losses.base import LossReport, TrainingContext
 from ln_lightning.losses.softmax import SoftmaxLoss
-from ln_lightning.noise import check_transition_matrix
 
 
 class ForwardCorrection(SoftmaxLoss):
