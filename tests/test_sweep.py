@@ -190,7 +190,7 @@ def test_cli_errors_are_sentences(tmp_path, capsys):
 
 
 def test_parallel_runs_get_their_own_gpu_and_threads(tmp_path, monkeypatch):
-    import ln_lightning.sweep as sweep
+    from ln_lightning.sweep import runner as sweep
 
     seen = []
 
@@ -202,7 +202,7 @@ def test_parallel_runs_get_their_own_gpu_and_threads(tmp_path, monkeypatch):
         run.metrics_csv.write_text(f"epoch,test/acc,val/acc_noisy\n0,0.{run.seed + 1},0.5\n")
         return 1.0
 
-    monkeypatch.setattr(sweep, "_run_once", fake_run)
+    monkeypatch.setattr(sweep, "run_once", fake_run)
     monkeypatch.setattr(sweep.os, "cpu_count", lambda: 8)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     spec = load_spec(
@@ -225,7 +225,7 @@ def test_parallel_runs_get_their_own_gpu_and_threads(tmp_path, monkeypatch):
 
 def test_search_over_two_keys_draws_the_sensitivity_heat_map(tmp_path, monkeypatch, capsys):
     """Fig. 5: a two-key grid (tau x lambda) gives a heat map of noisy val and clean test."""
-    import ln_lightning.sweep as sweep
+    from ln_lightning.sweep import runner as sweep
 
     def fake_run_all(runs, *args, **kwargs):
         rows = []
