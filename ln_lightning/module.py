@@ -10,7 +10,6 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -40,6 +39,12 @@ from ln_lightning.metrics import (
     NoiseSplitAccuracy,
     metric_name,
 )
+from ln_lightning.resume.lightning import (
+    attached_trainer,
+    hyperparameters_from_cli,
+    load_checkpoint,
+    module_from_checkpoint,
+)
 
 
 def check_checkpoint_heads(state_dict: dict[str, Tensor], module: NoisyLabelClassifier) -> None:
@@ -49,10 +54,11 @@ def check_checkpoint_heads(state_dict: dict[str, Tensor], module: NoisyLabelClas
     built = set(module.heads.heads)
     if saved and not saved <= built:  # (a subset: auxiliary heads dropped for export)
         raise ValueError(
-            f"the checkpoint has the heads {sorted(saved)} but this model's loss "
-            f"{type(module.loss).__name__} builds {sorted(built)}: it was trained with another "
-            "loss. Use the loss it was trained with (the run's config.yaml, or "
-            "NoisyLabelClassifier.load_from_checkpoint, which rebuilds it)."
+            resume.wrong_loss_message(
+                "the checkpoint",
+                f"another loss (it has the heads {sorted(saved)})",
+                f"{type(module.loss).__name__}, which builds {sorted(built)}",
+            )
         )
 
 
@@ -60,7 +66,7 @@ def non_finite_loss_message(
     module: pl.LightningModule, loss: Tensor, batch: Any, batch_idx: int
 ) -> str:
     """Why training stops on a NaN/inf loss: where, on which examples, and what to try."""
-    trainer = module._trainer
+    trainer = attached_trainer(module)
     where = (
         f"epoch {trainer.current_epoch}, global step {trainer.global_step}, batch {batch_idx}"
         if trainer is not None
@@ -95,7 +101,7 @@ def _unpicklable_hparams(init_args: dict[str, Any]) -> list[str]:
     pickled into the checkpoint, which ``torch.load(weights_only=True)`` refuses; pass them again to
     ``load_from_checkpoint`` instead.
     """
-    if _given_hyperparameters.get() is not None:
+    if hyperparameters_from_cli():
         return []
     plain = (str, int, float, bool, type(None), tuple, list, dict)
     return [name for name, value in init_args.items() if not isinstance(value, plain)]
@@ -279,7 +285,7 @@ class NoisyLabelClassifier(pl.LightningModule):
         module. ``predict_proba`` on raw pixels skips the transform and gets it wrong.
         """
         settings = self.data_settings
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        datamodule = getattr(attached_trainer(self), "datamodule", None)
         if settings is None and callable(getattr(datamodule, "inference_settings", None)):
             settings = datamodule.inference_settings()
         if settings is None:
@@ -347,7 +353,7 @@ class NoisyLabelClassifier(pl.LightningModule):
                 loaders), the trainer's training loader is read as it is.
             split: ``train`` (default), ``val`` or ``test``.
         """
-        trainer = self._trainer
+        trainer = attached_trainer(self)
         datamodule = datamodule if datamodule is not None else getattr(trainer, "datamodule", None)
         key = (trainer.global_step if trainer is not None else None, id(datamodule), split)
         cached = self._training_predictions_cache
@@ -393,7 +399,7 @@ class NoisyLabelClassifier(pl.LightningModule):
     def _knows_clean_labels(self, split: str) -> bool:
         """Whether the data module knows any true label of ``split`` (asked once per data
         module; ``True`` without one, e.g. plain loaders)."""
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        datamodule = getattr(attached_trainer(self), "datamodule", None)
         ask = getattr(datamodule, "knows_clean_labels", None)
         if not callable(ask):
             return True
@@ -413,7 +419,7 @@ class NoisyLabelClassifier(pl.LightningModule):
         outputs = self.training_outputs(inputs)
         loss = self.loss(outputs, targets)
         finite = bool(torch.isfinite(loss))
-        if self._trainer is not None and self.trainer.world_size > 1:  # every rank stops
+        if attached_trainer(self) is not None and self.trainer.world_size > 1:  # every rank stops
             finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
         if not finite:
             raise FloatingPointError(non_finite_loss_message(self, loss, batch, batch_idx))
@@ -524,14 +530,15 @@ class NoisyLabelClassifier(pl.LightningModule):
         return {name: getattr(self, name) for name in names}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        resume.save_epoch_metrics(checkpoint, self._epoch_train_metrics(), self._trainer)
-        datamodule = self._trainer.datamodule if self._trainer is not None else None
+        trainer = attached_trainer(self)
+        resume.save_epoch_metrics(checkpoint, self._epoch_train_metrics(), trainer)
+        datamodule = trainer.datamodule if trainer is not None else None
         checkpoint[resume.RECORD_KEY] = resume.run_record(self, datamodule)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         record = checkpoint.get(resume.RECORD_KEY) or {}
         self.data_settings = (record.get("data") or {}).get("init_args") or None
-        source = getattr(self._trainer, "ckpt_path", None) if self._trainer is not None else None
+        source = getattr(attached_trainer(self), "ckpt_path", None)
         resume.check_loaded_record(checkpoint, self, str(source) if source else "the checkpoint")
         check_checkpoint_heads(checkpoint["state_dict"], self)
         resume.restore_epoch_metrics(
@@ -540,20 +547,30 @@ class NoisyLabelClassifier(pl.LightningModule):
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]
-        cls, checkpoint_path: str | Path, *args: Any, **kwargs: Any
+        cls,
+        checkpoint_path: str | Path,
+        map_location: Any = None,
+        hparams_file: str | Path | None = None,
+        strict: bool | None = None,
+        weights_only: bool | None = None,
+        **kwargs: Any,
     ) -> NoisyLabelClassifier:
         """Lightning's ``load_from_checkpoint``, rebuilding the loss from the checkpoint's record.
 
         A model built by ``ln-fit`` saves its whole config, loss included; one built in Python
         cannot pickle its loss into the hyper-parameters, so its loss is rebuilt from the run
-        record every checkpoint carries (class path and arguments). Pass ``loss=...`` to
-        override.
+        record every checkpoint carries (class path and arguments). The file is read once.
+        Pass ``loss=...`` to override.
         """
-        if "loss" not in kwargs:
-            loss = resume.loss_from_record(checkpoint_path)
-            if loss is not None:
-                kwargs["loss"] = loss
-        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+        if "loss" in kwargs or hparams_file is not None:
+            return super().load_from_checkpoint(
+                checkpoint_path, map_location, hparams_file, strict, weights_only, **kwargs
+            )
+        checkpoint = load_checkpoint(checkpoint_path, map_location, weights_only)
+        loss = resume.loss_from_checkpoint(checkpoint)
+        if loss is not None:
+            kwargs["loss"] = loss
+        return module_from_checkpoint(cls, checkpoint, strict, **kwargs)
 
     # ---------------------------------------------------------------- optimisation
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:

@@ -204,7 +204,7 @@ def test_a_checkpoint_without_the_record_is_still_checked_by_its_heads(tmp_path)
     del saved[RECORD_KEY]  # as written before checkpoints carried the run record
     torch.save(saved, checkpoint)
     ln = NoisyLabelClassifier(num_classes=10, input_shape=(1, 8, 8), loss=LogisticNormalLoss())
-    expected = r"heads \['logits'\] but .* LogisticNormalLoss builds \['mean', 'scale'\]"
+    expected = r"heads \['logits'\]\) but .* LogisticNormalLoss, which builds \['mean', 'scale'\]"
     with pytest.raises(ValueError, match=expected):
         _validate(tmp_path, ln, checkpoint)
 

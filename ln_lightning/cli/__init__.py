@@ -48,18 +48,10 @@ from ln_lightning.resume import (
     run_record,
     selected_checkpoint,
 )
+from ln_lightning.resume.lightning import LOCAL_LOGGERS, QUIET_WARNINGS, RANK_ZERO_LOGGERS
 from zoo.paths import resolve_config_args
 
 __all__ = ["LNArgumentParser", "LNLightningCLI", "LoggerSaveConfigCallback", "main", "run_cli"]
-
-#: Loggers that write into a local folder: for ``test``/``predict``/``validate`` on a checkpoint
-#: they write beside that checkpoint's run instead of starting a new version.
-LOCAL_LOGGERS = (
-    "lightning.pytorch.loggers.CSVLogger",
-    "lightning.pytorch.loggers.csv_logs.CSVLogger",
-    "lightning.pytorch.loggers.TensorBoardLogger",
-    "lightning.pytorch.loggers.tensorboard.TensorBoardLogger",
-)
 
 
 class LNArgumentParser(LightningArgumentParser):
@@ -178,6 +170,8 @@ class LNLightningCLI(LightningCLI):
         if not checkpoint or not Path(checkpoint).is_file():
             return
         logger = config.trainer.get("logger")
+        # Loggers that write into a local folder write beside the checkpoint's run instead of
+        # starting a new version.
         if getattr(logger, "class_path", None) not in LOCAL_LOGGERS:
             return
         checkpoint = Path(checkpoint)
@@ -340,8 +334,8 @@ def quiet_libraries() -> Iterator[None]:
     Lightning's advertisements ("Tip: ... try installing litlogger / litmodels"), the source
     file and line in front of this library's own warnings (they are for the user), a
     deprecation warning that Lightning 2.6's own pytree helper triggers in torch 2.14 and
-    ModelCheckpoint's note on a moved checkpoint directory (see below). Only
-    while ``ln-fit`` runs: importing the library changes no filter.
+    ModelCheckpoint's note on a moved checkpoint directory (``resume.lightning.QUIET_WARNINGS``).
+    Only while ``ln-fit`` runs: importing the library changes no filter.
     """
 
     def not_a_tip(record: logging.LogRecord) -> bool:
@@ -359,11 +353,8 @@ def quiet_libraries() -> Iterator[None]:
     loggers = [logging.getLogger(name) for name in RANK_ZERO_LOGGERS]
     warnings.formatwarning = user_facing
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-        # ModelCheckpoint's "The dirpath has changed ... won't be reloaded" on a checkpoint from
-        # another run directory: wrong for ln-fit, whose LastCheckpoint carries the best-k
-        # record over (resume.carry_best_checkpoints), and moot in test/predict.
-        warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
+        for message in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
         for logger in loggers:
             logger.addFilter(not_a_tip)
         try:
@@ -372,13 +363,6 @@ def quiet_libraries() -> Iterator[None]:
             for logger in loggers:
                 logger.removeFilter(not_a_tip)
             warnings.formatwarning = library_format
-
-
-#: Where Lightning 2.6 logs its rank-zero messages.
-RANK_ZERO_LOGGERS = (
-    "lightning.pytorch.utilities.rank_zero",
-    "lightning_fabric.utilities.rank_zero",
-)
 
 
 def main() -> None:

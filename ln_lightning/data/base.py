@@ -19,7 +19,6 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
@@ -42,6 +41,7 @@ from ln_lightning.noise import (
     noise_from_labels,
     save_noisy_labels,
 )
+from ln_lightning.resume.lightning import is_fitting
 
 __all__ = ["PREDICT_SPLITS", "NoisyLabelDataModule", "Transform"]
 
@@ -160,7 +160,7 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         self.val_set: NoisyLabelDataset | None = None
         self.test_set: NoisyLabelDataset | None = None
         self._example_ids: dict[str, Sequence[str] | None] = {}
-        self._resume_from: resume.TrainPosition | None = None
+        self._resume_from: resume.TrainingPosition | None = None
         self._resuming = contextlib.ExitStack()  # what resume_sampler sets up, until teardown
 
     # ------------------------------------------------------------ hooks of subclasses
@@ -302,7 +302,7 @@ class NoisyLabelDataModule(pl.LightningDataModule):
             f"{len(self.train_set)}, {val_kind} val {len(self.val_set)}, {test})."
         )
         trainer = getattr(self, "trainer", None)
-        if trainer is not None and trainer.state.fn == TrainerFn.FITTING:
+        if is_fitting(trainer):
             for logger in trainer.loggers:
                 logger.log_metrics({"noise/realised_rate": self.noise.realised_rate}, step=0)
 
@@ -443,7 +443,7 @@ class NoisyLabelDataModule(pl.LightningDataModule):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the training position; the next training loader continues from it."""
-        self._resume_from = resume.position_from_state(state_dict)
+        self._resume_from = resume.training_position_from_state(state_dict)
 
     def teardown(self, stage: str) -> None:
         self._resuming.close()

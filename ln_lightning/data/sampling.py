@@ -12,7 +12,7 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import DistributedSampler
 
-from ln_lightning.resume import TrainPosition
+from ln_lightning.resume import TrainingPosition
 
 
 def global_seed() -> int:
@@ -59,7 +59,7 @@ class ResumableSampler(DistributedSampler):
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         return torch.randperm(len(self.dataset), generator=generator)
 
-    def resume(self, position: TrainPosition, batch_size: int) -> None:
+    def resume(self, position: TrainingPosition, batch_size: int) -> None:
         """Continue from ``position``: set its epoch and skip the batches already trained on.
 
         Takes effect on the next iteration only. The epoch is set here because Lightning creates

@@ -157,4 +157,3 @@ def main(argv: list[str] | None = None) -> None:
         (table if args.command == "run" else search)(args, spec)
     except (ValueError, RuntimeError) as error:
         raise SystemExit(f"ln-fit-sweep: {error}") from None
-

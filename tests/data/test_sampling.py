@@ -9,7 +9,7 @@ from torch.utils.data import DistributedSampler
 from ln_lightning import DigitsDataModule
 from ln_lightning.data import ClassBalancedSampler
 from ln_lightning.data.sampling import ResumableSampler
-from ln_lightning.resume import TrainPosition
+from ln_lightning.resume import TrainingPosition
 
 DATA = list(range(23))
 
@@ -51,13 +51,13 @@ def test_resume_skips_the_trained_batches_of_that_epoch_once(sampler_type):
     epoch_five = list(reference)
 
     resumed = make()
-    resumed.resume(TrainPosition(epoch=4, batches=2), batch_size=5)
+    resumed.resume(TrainingPosition(epoch=4, batches=2), batch_size=5)
     assert resumed.epoch == 4  # set before Lightning's set_epoch: its first iterator comes first
     assert list(resumed) == epoch_four[10:]
     assert list(resumed) == epoch_four  # one-shot: a later pass over the epoch is whole
-    resumed.resume(TrainPosition(epoch=4, batches=4, epoch_done=True), batch_size=5)
+    resumed.resume(TrainingPosition(epoch=4, batches=4, epoch_done=True), batch_size=5)
     assert resumed.epoch == 5 and list(resumed) == epoch_five
-    resumed.resume(TrainPosition(epoch=4, batches=100), batch_size=5)
+    resumed.resume(TrainingPosition(epoch=4, batches=100), batch_size=5)
     assert list(resumed) == []
 
 

@@ -1,0 +1,146 @@
+"""The run record every checkpoint carries: what identifies a run (backbone, loss, classes,
+data), whether a checkpoint belongs to this run, and the loss it was trained with."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+
+__all__ = [
+    "RECORD_KEY",
+    "RUN_KEYS",
+    "check_loaded_record",
+    "class_path",
+    "loss_from_checkpoint",
+    "read_record",
+    "record_mismatch",
+    "run_record",
+    "wrong_loss_message",
+]
+
+
+#: Key of the run record in every checkpoint the model writes.
+RECORD_KEY = "ln_lightning"
+#: What must agree for ``--ckpt_path last`` to continue a checkpoint (the loss's arguments may
+#: change between runs; its class may not).
+RUN_KEYS = ("backbone", "loss", "num_classes", "datamodule")
+
+
+def class_path(obj: Any) -> str:
+    """``module.QualName`` of an object's class (or of a class)."""
+    cls = obj if isinstance(obj, type) else type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def run_record(model: Any, datamodule: Any = None) -> dict[str, Any]:
+    """What identifies a run, as plain data: backbone, loss (class and arguments), classes, data.
+
+    Args:
+        model: A :class:`~ln_lightning.module.NoisyLabelClassifier`.
+        datamodule: The data module it trains on, if any.
+    """
+    return {
+        "backbone": model.backbone_name,
+        "loss": model.loss.config(),
+        "num_classes": int(model.num_classes),
+        "input_shape": list(model.input_shape) if model.input_shape is not None else None,
+        "datamodule": class_path(datamodule) if datamodule is not None else None,
+        # What rebuilds the evaluation transform and the classes for prediction.
+        "data": (
+            {"class_path": class_path(datamodule), "init_args": datamodule.inference_settings()}
+            if callable(getattr(datamodule, "inference_settings", None))
+            else None
+        ),
+    }
+
+
+def _comparable(record: dict[str, Any], key: str) -> Any:
+    value = record.get(key)
+    return value.get("class_path") if key == "loss" and isinstance(value, dict) else value
+
+
+def record_mismatch(saved: dict[str, Any], expected: dict[str, Any]) -> str | None:
+    """The first of :data:`RUN_KEYS` on which two run records disagree, as ``key: a != b``.
+
+    Keys missing from either record (older checkpoints, a model fitted without a data module)
+    are not compared.
+    """
+    for key in RUN_KEYS:
+        a, b = _comparable(saved, key), _comparable(expected, key)
+        if a is not None and b is not None and a != b:
+            return f"{key} {a} (checkpoint) != {b} (this run)"
+    return None
+
+
+def read_record(path: str | Path) -> dict[str, Any]:
+    """The run record of a checkpoint file; for older checkpoints, what its hyper-parameters say.
+
+    Loads the file memory-mapped on the CPU, so reading a large checkpoint costs little.
+    """
+    checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    record = checkpoint.get(RECORD_KEY)
+    if record is not None:
+        return record
+    hparams = checkpoint.get("hyper_parameters") or {}
+    loss = hparams.get("loss")
+    return {
+        "backbone": hparams.get("backbone") if isinstance(hparams.get("backbone"), str) else None,
+        "loss": loss if isinstance(loss, dict) else None,
+        "num_classes": hparams.get("num_classes"),
+        "datamodule": None,
+    }
+
+
+def loss_from_checkpoint(checkpoint: dict[str, Any]) -> Any:
+    """The loss a checkpoint recorded, built again, or ``None`` when its hyper-parameters hold
+    the loss's config already (``ln-fit`` checkpoints; Lightning rebuilds it from those)."""
+    if (checkpoint.get("hyper_parameters") or {}).get("loss") is not None:
+        return None
+    record = checkpoint.get(RECORD_KEY)
+    if record is None:
+        return None
+    module, _, name = record["loss"]["class_path"].rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    return cls(**record["loss"]["init_args"])
+
+
+def wrong_loss_message(source: str, trained: str, current: str) -> str:
+    """Why a checkpoint does not fit a model: it was trained with another loss."""
+    return (
+        f"{source} was trained with {trained} but this model's loss is {current}. Use the loss "
+        "it was trained with: the run's config.yaml (ln-fit ... --config <run>/config.yaml), or "
+        "NoisyLabelClassifier.load_from_checkpoint(path), which rebuilds it."
+    )
+
+
+def check_loaded_record(
+    checkpoint: dict[str, Any], model: Any, source: str = "the checkpoint"
+) -> None:
+    """Refuse a checkpoint of another loss; warn when the loss's arguments differ.
+
+    Raises:
+        ValueError: When the checkpoint records a loss class other than ``model``'s.
+    """
+    record = checkpoint.get(RECORD_KEY)
+    if record is None:
+        return  # written before checkpoints carried the record: the heads are checked instead
+    saved, current = record["loss"], model.loss.config()
+    if saved["class_path"] != current["class_path"]:
+        raise ValueError(
+            wrong_loss_message(source, f"the loss {saved['class_path']}", current["class_path"])
+        )
+    changed = {
+        key: (value, current["init_args"].get(key))
+        for key, value in saved["init_args"].items()
+        if current["init_args"].get(key, value) != value
+    }
+    if changed:
+        listed = ", ".join(f"{k}={a!r} -> {b!r}" for k, (a, b) in changed.items())
+        rank_zero_warn(
+            f"{source} was trained with other loss arguments ({listed}); this model's apply "
+            "from now on (predicted probabilities included)."
+        )
