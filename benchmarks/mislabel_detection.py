@@ -48,7 +48,7 @@ class ScoreTracker(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.every == 0:
-            predictions = pl_module.training_predictions()
+            predictions = pl_module.split_predictions()
             self.history.append(mislabel_scores(predictions, "self_confidence"))
 
 
@@ -81,7 +81,7 @@ def rows_for(data: str, noise: str, epochs: int, seed: int) -> list[dict]:
     for loss_name in ("CE", "LN"):
         start = time.perf_counter()
         model, datamodule, tracker = train(data, noise, loss_name, epochs, seed)
-        predictions = model.training_predictions(datamodule)
+        predictions = model.split_predictions(datamodule=datamodule)
         final = mislabel_scores(predictions, "self_confidence")
         add(f"{loss_name} self-confidence, final model", final, predictions)
         add(

@@ -1,10 +1,10 @@
 """The paper's analyses and mislabelled-example detection, as plain functions.
 
 The callbacks in :mod:`ln_lightning.callbacks` call these at the end of training on the model's
-:meth:`~ln_lightning.module.NoisyLabelClassifier.training_predictions`; they work as well on any
+:meth:`~ln_lightning.module.NoisyLabelClassifier.split_predictions`; they work as well on any
 trained model:
 
->>> predictions = model.training_predictions(datamodule)            # doctest: +SKIP
+>>> predictions = model.split_predictions(datamodule=datamodule)            # doctest: +SKIP
 >>> scores = mislabel_scores(predictions)                           # doctest: +SKIP
 >>> detection_metrics(scores, predictions.corrupted)                # doctest: +SKIP
 """
@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torchmetrics.functional.classification import binary_auroc, binary_average_precision
 
-from ln_lightning.inference import TrainingPredictions
+from ln_lightning.inference import SplitPredictions
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -39,11 +39,11 @@ __all__ = [
 SCORES = ("auto", "self_confidence", "residual", "whitened_residual")
 
 
-def mislabel_scores(predictions: TrainingPredictions, score: str = "auto") -> Tensor:
+def mislabel_scores(predictions: SplitPredictions, score: str = "auto") -> Tensor:
     """How likely each given label is wrong (higher = more suspicious).
 
     Args:
-        predictions: From :func:`ln_lightning.inference.predict_training_set`.
+        predictions: From :func:`ln_lightning.inference.predict_split`.
         score: ``self_confidence``: ``1 - p(given label)`` (works for every loss; the usual
             baseline, as in cleanlab's self-confidence ranking); ``residual``: LN's squared
             residual ``r^T r`` of the label; ``whitened_residual``: ``r^T Sigma^{-1} r`` under the
@@ -129,7 +129,7 @@ def _pyplot() -> Any:
     return plt
 
 
-def plot_residual_histograms(predictions: TrainingPredictions, bins: int = 50) -> Figure:
+def plot_residual_histograms(predictions: SplitPredictions, bins: int = 50) -> Figure:
     """Fig. 6: squared residuals of clean vs corrupted labels, Sigma = I and Sigma_theta.
 
     Raises:

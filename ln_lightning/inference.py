@@ -2,32 +2,38 @@
 
 Forward correction's estimate of ``T`` (through the model's loss hooks) and every analysis
 callback read the same pass over the training split
-(:meth:`NoisyLabelClassifier.training_predictions` caches it per training step), taken in
+(:meth:`NoisyLabelClassifier.split_predictions` caches it per training step), taken in
 evaluation mode with the evaluation transform, in a fixed order. :func:`predict_images` labels
 image files or PIL images with the transform the model was trained with.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+import contextlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, fields
+from typing import Any, Protocol
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from ln_lightning.data.dataset import NoisySample, unpack_batch
+from ln_lightning.data.dataset import unpack_batch
 from ln_lightning.labels import UNKNOWN, corrupted_mask
+from ln_lightning.losses.base import NoisyLabelLoss
 
-if TYPE_CHECKING:
-    from ln_lightning.module import NoisyLabelClassifier
-
-__all__ = ["ImagePredictions", "TrainingPredictions", "predict_images", "predict_training_set"]
+__all__ = [
+    "ImagePredictions",
+    "Predictor",
+    "SplitPredictions",
+    "evaluating",
+    "predict_images",
+    "predict_split",
+]
 
 
 @dataclass
-class TrainingPredictions:
-    """The model's view of every training example (in the order of the pass).
+class SplitPredictions:
+    """The model's view of every example of a split (in the order of the pass).
 
     Attributes:
         indices: Pool index of each example (``NoisySample.index``; the position in the pass for
@@ -59,61 +65,70 @@ class TrainingPredictions:
         return self.clean != UNKNOWN
 
 
-def _cat(parts: list[Tensor]) -> Tensor | None:
-    return torch.cat(parts) if parts else None
+class Predictor(Protocol):
+    """What an inference pass needs of a model: its network's head outputs, the loss that reads
+    them (:class:`~ln_lightning.losses.base.NoisyLabelLoss`), the backbone (for the image
+    transform), its device and train/eval mode. :class:`~ln_lightning.NoisyLabelClassifier` is
+    one."""
+
+    loss: NoisyLabelLoss
+    backbone: nn.Module
+    training: bool
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def __call__(self, inputs: Tensor) -> dict[str, Tensor]: ...
+
+    def predict_proba(self, inputs: Tensor) -> Tensor: ...
+
+    def train(self, mode: bool = True) -> Any: ...
 
 
-@torch.no_grad()
-def predict_training_set(
-    model: NoisyLabelClassifier, batches: Iterable[Any]
-) -> TrainingPredictions:
+@contextlib.contextmanager
+def evaluating(model: Predictor) -> Iterator[None]:
+    """``model`` in evaluation mode without gradients meanwhile; its mode is restored after."""
+    was_training = model.training
+    model.train(False)
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def predict_split(model: Predictor, batches: Iterable[Any]) -> SplitPredictions:
     """Run ``model`` (in eval mode) over ``batches`` and collect what the analyses need.
 
     Args:
-        model: A trained :class:`~ln_lightning.module.NoisyLabelClassifier` (its loss says what
-            residuals and uncertainty there are).
-        batches: The training split, e.g. a ``DataLoader`` over
-            ``datamodule.split("train", eval_transform=True)``.
+        model: A trained classifier (its loss says what residuals and uncertainty there are).
+        batches: A split, e.g. a ``DataLoader`` over
+            ``datamodule.split("train", eval_transform=True)``; plain ``(inputs, labels)``
+            batches are indexed by their position in the pass.
     """
-    was_training = model.training
-    model.eval()
-    parts: dict[str, list[Tensor]] = {
-        key: [] for key in ("idx", "given", "clean", "probs", "r", "w", "u")
-    }
+    parts: dict[str, list[Tensor]] = {field.name: [] for field in fields(SplitPredictions)}
     seen = 0
-    try:
+    with evaluating(model):
         for batch in batches:
-            inputs, given, clean = unpack_batch(batch)
-            if isinstance(batch, NoisySample):
-                index = batch.index
-            else:
+            inputs, given, clean, index = unpack_batch(batch)
+            if index is None:
                 index = torch.arange(seen, seen + len(given))
+            if clean is None:
+                clean = torch.full_like(given, UNKNOWN)
             seen += len(given)
             outputs = model(inputs.to(model.device))
-            parts["idx"].append(index.cpu())
+            parts["indices"].append(index.cpu())
             parts["given"].append(given.cpu())
-            parts["clean"].append(
-                clean.cpu() if clean is not None else torch.full_like(given, UNKNOWN).cpu()
-            )
+            parts["clean"].append(clean.cpu())
             parts["probs"].append(model.loss.predict_proba(outputs).float().cpu())
             residuals = model.loss.residuals(outputs, given.to(model.device))
             if residuals is not None:
-                parts["r"].append(residuals[0].cpu())
-                parts["w"].append(residuals[1].cpu())
+                parts["residual"].append(residuals[0].cpu())
+                parts["whitened_residual"].append(residuals[1].cpu())
             uncertainty = model.loss.uncertainty(outputs)
             if uncertainty is not None:
-                parts["u"].append(uncertainty.float().cpu())
-    finally:
-        model.train(was_training)
-    return TrainingPredictions(
-        indices=torch.cat(parts["idx"]),
-        given=torch.cat(parts["given"]),
-        clean=torch.cat(parts["clean"]),
-        probs=torch.cat(parts["probs"]),
-        residual=_cat(parts["r"]),
-        whitened_residual=_cat(parts["w"]),
-        uncertainty=_cat(parts["u"]),
-    )
+                parts["uncertainty"].append(uncertainty.float().cpu())
+    return SplitPredictions(**{name: torch.cat(p) if p else None for name, p in parts.items()})
 
 
 @dataclass
@@ -134,7 +149,7 @@ class ImagePredictions:
 
 
 def predict_images(
-    model: NoisyLabelClassifier,
+    model: Predictor,
     images: Iterable[Any],
     settings: dict[str, Any],
     batch_size: int = 64,
@@ -170,14 +185,11 @@ def predict_images(
         return transform(picture.convert("L" if grey else "RGB"))
 
     items = list(images)
-    was_training = model.training
-    model.eval()
     chunks = []
-    with torch.no_grad():
+    with evaluating(model):
         for start in range(0, len(items), batch_size):
             batch = torch.stack([load(item) for item in items[start : start + batch_size]])
             chunks.append(model.predict_proba(batch.to(model.device)).float().cpu())
-    model.train(was_training)
     classes = [str(c) for c in settings["classes"]]
     probs = torch.cat(chunks) if chunks else torch.zeros(0, len(classes))
     confidence, index = probs.max(1) if len(probs) else (torch.zeros(0), torch.zeros(0, dtype=int))

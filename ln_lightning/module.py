@@ -19,13 +19,13 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibratio
 
 from ln_lightning import outputs, resume
 from ln_lightning.backbones import build_backbone, feature_dim
-from ln_lightning.data.dataset import NoisySample, unpack_batch
+from ln_lightning.data.dataset import unpack_batch
 from ln_lightning.heads import LinearHeads
 from ln_lightning.inference import (
     ImagePredictions,
-    TrainingPredictions,
+    SplitPredictions,
     predict_images,
-    predict_training_set,
+    predict_split,
 )
 from ln_lightning.losses.base import LossReport, NoisyLabelLoss, TrainingContext, teacher_key
 from ln_lightning.losses.logistic_normal import LogisticNormalLoss
@@ -72,8 +72,8 @@ def non_finite_loss_message(
         if trainer is not None
         else f"batch {batch_idx}"
     )
-    inputs = unpack_batch(batch)[0]
-    indices = batch.index.tolist() if isinstance(batch, NoisySample) else None
+    inputs, _, _, index = unpack_batch(batch)
+    indices = index.tolist() if index is not None else None
     bad_inputs = (
         int((~torch.isfinite(inputs)).flatten(1).any(1).sum()) if inputs.is_floating_point() else 0
     )
@@ -243,7 +243,7 @@ class NoisyLabelClassifier(pl.LightningModule):
         self.test_ece = MulticlassCalibrationError(num_classes, n_bins=15, ignore_index=-1)
         self.test_brier = BrierScore()
         self._test_prefix = TEST
-        self._training_predictions_cache: tuple[Any, TrainingPredictions] | None = None
+        self._split_predictions_cache: tuple[Any, SplitPredictions] | None = None
         self._truth_known: dict[tuple[int, str], bool] = {}  # (data module, split) -> any known
         # The data module's inference settings (classes, transform), from the checkpoint or the
         # run; what predict_images needs.
@@ -313,7 +313,7 @@ class NoisyLabelClassifier(pl.LightningModule):
         fraction = batch_idx / batches if 0 < batches < float("inf") else 0.0
         return TrainingContext(
             epoch=self.current_epoch,
-            training_probabilities=lambda: self.training_predictions().probs,
+            training_probabilities=lambda: self.split_predictions().probs,
             true_transition_matrix=known if callable(known) else lambda: None,
             elapsed_epochs=self.current_epoch + fraction,
         )
@@ -338,25 +338,23 @@ class NoisyLabelClassifier(pl.LightningModule):
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self.loss.on_train_batch_start(self._loss_context(batch_idx))
 
-    def training_predictions(
-        self, datamodule: Any = None, split: str = "train"
-    ) -> TrainingPredictions:
-        """The model's predictions on the whole training split (or another labelled split of the
-        data module): one pass, in evaluation mode with the evaluation transform, in a fixed
-        order (:mod:`ln_lightning.inference`).
+    def split_predictions(self, split: str = "train", datamodule: Any = None) -> SplitPredictions:
+        """The model's predictions on a whole labelled split of the data module (the training
+        split by default): one pass, in evaluation mode with the evaluation transform, in a
+        fixed order (:mod:`ln_lightning.inference`).
 
         During fit each pass is cached per training step and split, so the loss's hooks (Forward
         correction's estimate of ``T``) and every analysis callback share one.
 
         Args:
+            split: ``train`` (default), ``val`` or ``test``.
             datamodule: The data module to read; the trainer's by default. Without one (plain
                 loaders), the trainer's training loader is read as it is.
-            split: ``train`` (default), ``val`` or ``test``.
         """
         trainer = attached_trainer(self)
         datamodule = datamodule if datamodule is not None else getattr(trainer, "datamodule", None)
         key = (trainer.global_step if trainer is not None else None, id(datamodule), split)
-        cached = self._training_predictions_cache
+        cached = self._split_predictions_cache
         if cached is not None and key[0] is not None and cached[0] == key:
             return cached[1]
         if callable(getattr(datamodule, "split", None)):
@@ -366,12 +364,12 @@ class NoisyLabelClassifier(pl.LightningModule):
             batches = trainer.train_dataloader
         else:
             raise ValueError(
-                "training_predictions() needs a NoisyLabelDataModule (trainer.fit(model, "
-                "datamodule=...) or training_predictions(datamodule)) or a fitting trainer."
+                "split_predictions() needs a NoisyLabelDataModule (trainer.fit(model, "
+                "datamodule=...) or split_predictions(datamodule=...)) or a fitting trainer."
             )
-        predictions = predict_training_set(self, batches)
+        predictions = predict_split(self, batches)
         if key[0] is not None:
-            self._training_predictions_cache = (key, predictions)
+            self._split_predictions_cache = (key, predictions)
         return predictions
 
     def _log_accuracies(
@@ -415,7 +413,7 @@ class NoisyLabelClassifier(pl.LightningModule):
         return self.loss.predict_proba(self.teacher(inputs))
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        inputs, targets, clean_targets = unpack_batch(batch)
+        inputs, targets, clean_targets, _ = unpack_batch(batch)
         outputs = self.training_outputs(inputs)
         loss = self.loss(outputs, targets)
         finite = bool(torch.isfinite(loss))
@@ -448,7 +446,7 @@ class NoisyLabelClassifier(pl.LightningModule):
         self.train_noise_split.reset()
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        inputs, targets, clean_targets = unpack_batch(batch)
+        inputs, targets, clean_targets, _ = unpack_batch(batch)
         outputs = self(inputs)
         loss = self.loss(outputs, targets)
         self.log(
@@ -473,7 +471,7 @@ class NoisyLabelClassifier(pl.LightningModule):
             self._test_prefix = previous
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        inputs, targets, clean_targets = unpack_batch(batch)
+        inputs, targets, clean_targets, _ = unpack_batch(batch)
         labels = clean_targets if clean_targets is not None else targets
         outputs = self(inputs)
         probs = self.loss.predict_proba(outputs)
@@ -513,14 +511,14 @@ class NoisyLabelClassifier(pl.LightningModule):
         (LN: the largest standard deviation of the predicted Gaussian).
         :class:`~ln_lightning.callbacks.PredictionWriter` writes them to a file.
         """
-        inputs = batch if isinstance(batch, Tensor) else unpack_batch(batch)[0]
-        outputs = self(inputs)
+        sample = None if isinstance(batch, Tensor) else unpack_batch(batch)
+        outputs = self(batch if sample is None else sample.input)
         prediction = {"probs": self.loss.predict_proba(outputs)}
         uncertainty = self.loss.uncertainty(outputs)
         if uncertainty is not None:
             prediction["uncertainty"] = uncertainty
-        if isinstance(batch, NoisySample):
-            prediction.update(index=batch.index, given=batch.target, clean=batch.clean_target)
+        if sample is not None and sample.index is not None:
+            prediction.update(index=sample.index, given=sample.target, clean=sample.clean_target)
         return prediction
 
     # ---------------------------------------------------------------- checkpoints

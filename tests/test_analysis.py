@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ln_lightning.analysis import (
-    TrainingPredictions,
+    SplitPredictions,
     annotator_nll,
     detection_metrics,
     mislabel_scores,
@@ -50,8 +50,8 @@ def test_residuals_match_the_matrix_forms():
     torch.testing.assert_close(plain, same)
 
 
-def predictions(given, clean, probs, residual=None) -> TrainingPredictions:
-    return TrainingPredictions(
+def predictions(given, clean, probs, residual=None) -> SplitPredictions:
+    return SplitPredictions(
         indices=torch.arange(len(given)) + 100,
         given=torch.tensor(given),
         clean=torch.tensor(clean),
@@ -228,7 +228,7 @@ def test_figures_render(tmp_path):
     given = torch.where(torch.rand(n) < 0.2, 1 - clean, clean)
     corrupted = given != clean
     residual = torch.where(corrupted, 20.0, 1.0) * torch.rand(n).add(0.1)
-    p = TrainingPredictions(
+    p = SplitPredictions(
         torch.arange(n), given, clean, torch.full((n, 2), 0.5), residual, residual / 3
     )
     figure = plot_residual_histograms(p, bins=20)

@@ -35,10 +35,10 @@ def test_ln_run_writes_residual_histograms_and_logs_its_config(tmp_path, monkeyp
     from ln_lightning import module
 
     calls = []
-    predict = module.predict_training_set
+    predict = module.predict_split
     monkeypatch.setattr(
         module,
-        "predict_training_set",
+        "predict_split",
         lambda m, batches: calls.append(batches) or predict(m, batches),
     )
     cli = fit(
@@ -148,7 +148,7 @@ def test_annotator_nll_on_cifar10n_files(tmp_path):
     from ln_lightning.analysis import annotator_nll
 
     callback = next(c for c in cli.trainer.callbacks if type(c).__name__ == "AnnotatorNLL")
-    predictions = cli.model.training_predictions(cli.datamodule)
+    predictions = cli.model.split_predictions(datamodule=cli.datamodule)
     labels = cli.datamodule.annotator_labels
     assert labels.shape == (100, 3)
     expected = float(annotator_nll(predictions.probs, labels[predictions.indices]))

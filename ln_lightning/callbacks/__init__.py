@@ -3,7 +3,7 @@
 Add them in a config (``trainer.callbacks``) or on the command line, e.g.
 ``--trainer.callbacks+=ln_lightning.callbacks.MislabelReport``. Each analysis runs at the end of
 training on global rank 0 on the model's shared pass over the training split
-(``NoisyLabelClassifier.training_predictions``), writes its files into the run's directory and
+(``NoisyLabelClassifier.split_predictions``), writes its files into the run's directory and
 logs figures and tables to every logger that takes them (W&B images and tables, TensorBoard
 figures; CSV runs keep the PNG/CSV files). The logic lives in :mod:`ln_lightning.analysis`.
 ``ln-fit`` adds :class:`PredictionWriter` and :class:`~ln_lightning.resume.LastCheckpoint`

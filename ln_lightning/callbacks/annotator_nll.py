@@ -38,7 +38,7 @@ class AnnotatorNLL(Callback):
                 f"AnnotatorNLL needs several labels per training example; "
                 f"{type(datamodule).__name__} has no annotator_labels (use CIFAR10NDataModule)."
             )
-        predictions = pl_module.training_predictions()
+        predictions = pl_module.split_predictions()
         self.value = float(analysis.annotator_nll(predictions.probs, labels[predictions.indices]))
         log_metrics(trainer, {"train/annotator_nll": self.value})
 

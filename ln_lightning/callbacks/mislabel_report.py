@@ -107,9 +107,7 @@ class MislabelReport(Callback):
 
     def _predictions(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> tuple:
         datamodule = require_datamodule(trainer, self)
-        parts = [
-            (name, pl_module.training_predictions(split=name)) for name in self._splits(datamodule)
-        ]
+        parts = [(name, pl_module.split_predictions(name)) for name in self._splits(datamodule)]
         scores = torch.cat([analysis.mislabel_scores(p, self.score) for _, p in parts])
         return datamodule, parts, scores
 

@@ -30,7 +30,7 @@ class ResidualHistogram(Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        predictions = pl_module.training_predictions()
+        predictions = pl_module.split_predictions()
         if predictions.residual is None:
             rank_zero_warn(
                 "ResidualHistogram needs a loss with residuals (LogisticNormalLoss); no figure "

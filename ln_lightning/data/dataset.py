@@ -19,15 +19,17 @@ class NoisySample(NamedTuple):
     Attributes:
         input: The input tensor.
         target: The observed, possibly noisy, label.
-        clean_target: The true label (equal to ``target`` on clean splits; ``-1`` if unknown).
+        clean_target: The true label (equal to ``target`` on clean splits; ``-1`` if unknown;
+            ``None`` for a plain ``(inputs, labels)`` batch, see :func:`unpack_batch`).
         index: Position in the data set's training pool (or test set), stable across epochs,
-            so per-example quantities (is-corrupted mask, scores) can be looked up.
+            so per-example quantities (is-corrupted mask, scores) can be looked up (``None``
+            for a plain batch).
     """
 
     input: Tensor
     target: Tensor
-    clean_target: Tensor
-    index: Tensor
+    clean_target: Tensor | None
+    index: Tensor | None
 
 
 class NoisyLabelDataset(Dataset):
@@ -73,16 +75,25 @@ class NoisyLabelDataset(Dataset):
         return NoisySample(x, self.noisy_labels[index], self.clean_labels[index], index)
 
 
-def unpack_batch(batch: Any) -> tuple[Tensor, Tensor, Tensor | None]:
-    """``(inputs, observed labels, clean labels or None)`` from a batch.
+def unpack_batch(batch: Any) -> NoisySample:
+    """Any supported batch as a :class:`NoisySample` ``(input, target, clean_target, index)``.
 
-    Accepts the library's :class:`NoisySample` batches and plain ``(inputs, labels)`` pairs (or
-    ``(inputs, noisy, clean, index)`` tuples).
+    Accepts the library's :class:`NoisySample` batches (returned as they are),
+    ``(inputs, noisy labels, clean labels, indices)`` tuples and plain ``(inputs, labels)``
+    pairs, whose clean labels and indices are ``None`` (unknown).
+
+    Example:
+        >>> import torch
+        >>> sample = unpack_batch((torch.zeros(2, 3), torch.tensor([0, 1])))
+        >>> sample.target.tolist(), sample.clean_target, sample.index
+        ([0, 1], None, None)
     """
     if isinstance(batch, NoisySample):
-        return batch.input, batch.target, batch.clean_target
-    if isinstance(batch, (tuple, list)) and len(batch) in (2, 4):
-        return batch[0], batch[1], batch[2] if len(batch) == 4 else None
+        return batch
+    if isinstance(batch, (tuple, list)) and len(batch) == 4:
+        return NoisySample(*batch)
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        return NoisySample(batch[0], batch[1], None, None)
     raise TypeError(
         "expected a batch (inputs, labels) or (inputs, noisy labels, clean labels, indices); "
         f"got {type(batch).__name__}."
