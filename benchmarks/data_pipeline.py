@@ -21,7 +21,6 @@ import gzip
 import logging
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Iterable
@@ -35,7 +34,6 @@ from torchvision.transforms import v2
 from ln_lightning.data import CIFAR10DataModule, FashionMNISTDataModule
 from ln_lightning.data.base import NoisyLabelDataModule
 
-ROOT = Path(__file__).resolve().parents[1]
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 
 
@@ -83,8 +81,7 @@ def cifar10(source: Path | None, scratch: Path, batch: int, workers: int) -> tup
     if source is None:
         source = scratch / "cifar"
         if not source.exists():
-            sys.path.insert(0, str(ROOT))
-            from tests.formats import write_cifar10
+            from ln_lightning.data.synthetic import write_cifar10
 
             write_cifar10(source, per_batch=10_000, n_test=10_000)
     data = CIFAR10DataModule(data_dir=str(source), batch_size=batch, num_workers=workers)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.formats import write_cifar10, write_mnist
+from ln_lightning.data.synthetic import write_cifar10, write_mnist
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from ln_lightning.cli import run_cli
+from ln_lightning.data.synthetic import write_cifar10n
 from ln_lightning.sweep import last_value
-from tests.formats import write_cifar10n
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = [

@@ -16,8 +16,7 @@ import pytest
 import torch
 
 from ln_lightning.cli import run_cli
-from ln_lightning.sweep import load_spec
-from tests.formats import (
+from ln_lightning.data.synthetic import (
     write_cifar10,
     write_cifar10n,
     write_cifar100,
@@ -25,6 +24,7 @@ from tests.formats import (
     write_clothing1m,
     write_mnist,
 )
+from ln_lightning.sweep import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLES = sorted(p for p in (ROOT / "zoo" / "tables").glob("*.yaml") if p.stem != "paper_grids")

@@ -17,8 +17,8 @@ from PIL import Image
 from ln_lightning import NoisyLabelClassifier
 from ln_lightning.cli import main as ln_fit_main
 from ln_lightning.data import ArrayDataModule, ImageFolderDataModule
+from ln_lightning.data.synthetic import IMAGE_CLASSES, write_image_files, write_labels_file
 from ln_lightning.sweep import main as sweep_main
-from tests.formats import IMAGE_CLASSES, write_image_files, write_labels_file
 
 ROOT = Path(__file__).resolve().parents[1]
 #: What the tests add to every documented command: tiny images, a small network, no progress bar.

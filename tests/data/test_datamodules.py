@@ -25,14 +25,14 @@ from ln_lightning.data import (
     TwoMoonsDataModule,
 )
 from ln_lightning.data.cifar import read_cifar_n
-from ln_lightning.noise import noise_from_labels
-from tests.formats import (
+from ln_lightning.data.synthetic import (
     write_cifar10,
     write_cifar10n,
     write_cifar100,
     write_clothing1m,
     write_mnist,
 )
+from ln_lightning.noise import noise_from_labels
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar-n"
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -324,7 +324,7 @@ def test_loader_defaults_workers_by_kind_of_data_and_pins_only_for_a_gpu(tmp_pat
     import lightning.pytorch as pl
 
     from ln_lightning.data import DigitsDataModule, ImageFolderDataModule
-    from tests.formats import write_image_files
+    from ln_lightning.data.synthetic import write_image_files
 
     digits = DigitsDataModule()
     digits.setup()

@@ -9,7 +9,7 @@ import pytest
 
 from ln_lightning.data import ImageFolderDataModule
 from ln_lightning.data.images import doubtful_classes, read_labels_file
-from tests.formats import IMAGE_CLASSES, write_image_files, write_labels_file
+from ln_lightning.data.synthetic import IMAGE_CLASSES, write_image_files, write_labels_file
 
 
 def test_a_labels_file_saved_by_excel_with_a_byte_order_mark_is_read(tmp_path):

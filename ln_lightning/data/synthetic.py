@@ -1,4 +1,21 @@
-"""Tiny data sets written in the real on-disk formats, shared by the data and config tests."""
+"""Small synthetic data sets written in each data module's real on-disk format.
+
+For trying a data module, a config or a benchmark without downloading anything, and for the
+tests: MNIST's IDX files, CIFAR-10/100's pickled batches, CIFAR-N's ``*_human.pt`` label
+files, Clothing1M's folders and annotation lists, and folders of PNG images with a labels CSV.
+The pixels are random (or, for :func:`write_image_files`, three learnable shapes); the formats
+are exactly those the data modules read.
+
+Example:
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from ln_lightning.data import MNISTDataModule
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> write_mnist(folder / "MNIST" / "raw", n_train=60, n_test=20)
+    >>> data = MNISTDataModule(data_dir=str(folder), noise_type="none", noise_rate=0.0)
+    >>> data.setup(); len(data.train_set) + len(data.val_set), len(data.test_set)
+    (60, 20)
+"""
 
 from __future__ import annotations
 
@@ -11,8 +28,22 @@ import numpy as np
 import torch
 from PIL import Image
 
+__all__ = [
+    "IMAGE_CLASSES",
+    "write_cifar10",
+    "write_cifar10n",
+    "write_cifar100",
+    "write_cifar100n",
+    "write_clothing1m",
+    "write_idx",
+    "write_image_files",
+    "write_labels_file",
+    "write_mnist",
+]
+
 
 def write_idx(path: Path, array: np.ndarray) -> None:
+    """``array`` (uint8) as an IDX file, gzipped when ``path`` ends in ``.gz``."""
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
     payload = header + array.astype(np.uint8).tobytes()
     if path.suffix == ".gz":
@@ -23,6 +54,7 @@ def write_idx(path: Path, array: np.ndarray) -> None:
 
 
 def write_mnist(directory: Path, n_train: int = 60, n_test: int = 20, gz: bool = True) -> None:
+    """MNIST's four IDX files (random 28 x 28 images, labels ``i mod 10``) in ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     suffix = ".gz" if gz else ""
@@ -35,6 +67,8 @@ def write_mnist(directory: Path, n_train: int = 60, n_test: int = 20, gz: bool =
 
 
 def write_cifar10(root: Path, per_batch: int = 20, n_test: int = 20) -> torch.Tensor:
+    """``root/cifar-10-batches-py``: five training batches and a test batch of random images;
+    returns the training labels."""
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -58,6 +92,7 @@ def write_cifar10(root: Path, per_batch: int = 20, n_test: int = 20) -> torch.Te
 def write_cifar100(
     root: Path, n_train: int = 100, n_test: int = 20
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``root/cifar-100-python``: train and test files; returns the fine and coarse labels."""
     folder = root / "cifar-100-python"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(1)
@@ -105,6 +140,8 @@ def write_cifar100n(root: Path) -> torch.Tensor:
 
 
 def write_clothing1m(root: Path, per_class: int = 3, classes: int = 14) -> None:
+    """Clothing1M's layout: JPEGs under ``root/images`` and the annotation lists under
+    ``root/annotations`` (the first training image of each class has a wrong noisy label)."""
     (root / "annotations").mkdir(parents=True)
     keys = {"train": [], "val": [], "test": []}
     noisy_kv, clean_kv = [], []
@@ -159,8 +196,6 @@ def write_image_files(
         ``in_given_folder`` they are filed in that class's folder (an ``ImageFolder`` tree with
         wrong labels), else in their true class's.
     """
-    from PIL import Image
-
     generator = np.random.default_rng(seed)
     paths, truth, given = [], [], []
     for label, name in enumerate(IMAGE_CLASSES):
