@@ -53,7 +53,7 @@ def test_lower_layers_do_not_import_the_model_callbacks_or_cli(path):
 
 @pytest.mark.parametrize("path", files("losses"), ids=lambda p: p.relative_to(PACKAGE).as_posix())
 def test_losses_depend_on_torch_alone(path):
-    allowed = ("torch", "ln_lightning.losses", "ln_lightning.labels", "ln_lightning.noise")
+    allowed = ("torch", "ln_lightning.losses", "ln_lightning.labels")
     third_party = {
         m
         for m in imported_modules(path)
@@ -70,3 +70,113 @@ def test_importing_the_functional_losses_loads_neither_lightning_nor_timm():
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert result.stdout.strip() == "[]", result.stderr[-2000:]
+
+
+# ------------------------------------------------------------------ the README's layers
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+PROJECT = {
+    module_name(path): path
+    for package in ("ln_lightning", "zoo")
+    for path in (ROOT / package).rglob("*.py")
+}
+
+
+def project_imports(path: Path) -> set[str]:
+    """The project modules ``path`` imports at run time (type-only imports excluded):
+    ``from pkg import name`` is ``pkg.name`` when that is a module, else ``pkg``."""
+    tree = ast.parse(path.read_text())
+    type_only = {
+        id(node)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+        for node in ast.walk(block)
+    }
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            for alias in node.names:
+                full = f"{node.module}.{alias.name}"
+                found.add(full if full in PROJECT else node.module)
+    return {name for name in found if name in PROJECT}
+
+
+def readme_layers() -> dict[str, int]:
+    """Each entry of the README's "Where things are" tree (``ln_lightning.data.base``,
+    ``ln_lightning.callbacks``, ``zoo``) -> its line, the lower the line the lower the layer."""
+    readme = (ROOT / "README.md").read_text()
+    layout = readme.split("## Where things are", 1)[1].split("```text", 1)[1].split("```", 1)[0]
+    ranks: dict[str, int] = {}
+    stack: list[tuple[int, str]] = []  # (indent, package) of the folders we are in
+    for number, line in enumerate(layout.splitlines()):
+        indent = len(line) - len(line.lstrip())
+        entries = []
+        for word in line.split():
+            if not word.endswith((".py", "/")):
+                break
+            entries.append(word)
+        if not entries or indent >= 20:  # a description continued on its own line
+            continue
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        prefix = stack[-1][1] + "." if stack else ""
+        for entry in entries:
+            name = prefix + entry.removesuffix("/").removesuffix(".py")
+            ranks[name] = number
+            if entry.endswith("/"):
+                stack.append((indent, name))
+    return ranks
+
+
+def layer_of(module: str, ranks: dict[str, int]) -> int:
+    """A module's line: its own, else that of the nearest folder listed above it."""
+    name = module
+    while name not in ranks:
+        assert "." in name, f"the README's layout does not list {module}"
+        name = name.rsplit(".", 1)[0]
+    return ranks[name]
+
+
+def test_the_readme_layout_lists_the_layers_in_import_order():
+    """Every import points up the README's list: a module imports only modules on earlier
+    lines (files on one line may import each other), a package's ``__init__`` and
+    ``__main__`` also their own package's files, and a package imported whole counts as its
+    last file (its ``__init__`` may load them all)."""
+    ranks = readme_layers()
+    assert {"zoo", "ln_lightning.labels", "ln_lightning.sweep.folds"} <= set(ranks)
+    assert ranks["ln_lightning.labels"] < ranks["ln_lightning.module"] < ranks["ln_lightning.cli"]
+
+    def rank(module: str) -> int:
+        if PROJECT[module].name == "__init__.py":  # the package as a whole
+            inside = [m for m in PROJECT if m.startswith(module + ".")]
+            return max([layer_of(m, ranks) for m in inside] or [layer_of(module, ranks)])
+        return layer_of(module, ranks)
+
+    upward = []
+    for module, path in PROJECT.items():
+        if module == "ln_lightning":
+            continue  # the lazy facade of the public names
+        facade = path.name in ("__init__.py", "__main__.py")
+        package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+        for imported in project_imports(path) - {module}:
+            if facade and (imported == package or imported.startswith(package + ".")):
+                continue
+            if rank(imported) > layer_of(module, ranks):
+                upward.append(f"{module} -> {imported}")
+    assert not upward, f"imports pointing down the README's list: {sorted(upward)}"
+
+
+def test_the_one_circle_is_gone():
+    """No two modules import each other (directly)."""
+    imports = {module: project_imports(path) for module, path in PROJECT.items()}
+    circles = {
+        tuple(sorted((a, b))) for a, deps in imports.items() for b in deps if a in imports[b]
+    }
+    assert not circles, sorted(circles)
