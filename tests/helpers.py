@@ -17,13 +17,23 @@ from ln_lightning.losses import NoisyLabelLoss, TrainingContext, teacher_key
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "cli.yaml")
 
-#: ``ln-fit`` flags that make a run one short epoch without a progress bar.
-QUICK = [
-    "--trainer.max_epochs=1",
-    "--trainer.limit_train_batches=2",
-    "--trainer.limit_val_batches=1",
-    "--trainer.enable_progress_bar=false",
-]
+
+def quick(
+    epochs: int = 1, train_batches: int = 2, val_batches: int = 1, test_batches: int | None = None
+) -> list[str]:
+    """``ln-fit`` flags for a short run (``epochs`` of ``train_batches``) without a progress bar;
+    the CLI's counterpart of :func:`quick_trainer`."""
+    flags = [
+        f"--trainer.max_epochs={epochs}",
+        f"--trainer.limit_train_batches={train_batches}",
+        f"--trainer.limit_val_batches={val_batches}",
+        "--trainer.enable_progress_bar=false",
+    ]
+    return flags + ([f"--trainer.limit_test_batches={test_batches}"] if test_batches else [])
+
+
+#: One short epoch.
+QUICK = quick()
 
 #: Every loss of the library (LN in three variants, SGN late in training), by a short name;
 #: factories, so each test gets a fresh module.

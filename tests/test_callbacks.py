@@ -14,6 +14,7 @@ import yaml
 from ln_lightning.cli import run_cli
 from ln_lightning.data.synthetic import write_cifar10n
 from ln_lightning.sweep import last_value
+from tests.helpers import quick
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = [
@@ -97,7 +98,7 @@ def test_mislabel_report_finds_the_wrong_labels(tmp_path):
     assert precision == pytest.approx(last_value(run / "metrics.csv", "mislabel/flag_precision"))
     assert precision > 0.5
     again = fit(
-        tmp_path / "again", "--trainer.max_epochs=1", "--trainer.limit_train_batches=1",
+        tmp_path / "again", *quick(train_batches=1),
         f"--data.init_args.noisy_labels_file={run / 'cleaned_labels.csv'}",
     )  # fmt: skip
     changed = again.datamodule.noise.noisy_labels != cli.datamodule.noise.noisy_labels
@@ -108,7 +109,7 @@ def test_mislabel_report_finds_the_wrong_labels(tmp_path):
 def test_a_weak_model_says_its_flags_cannot_be_trusted(tmp_path, lightning_log):
     """Two one-batch epochs at a tiny learning rate: near chance, the flags are noise."""
     cli = fit(
-        tmp_path, "--trainer.max_epochs=2", "--trainer.limit_train_batches=1",
+        tmp_path, *quick(epochs=2, train_batches=1),
         "--model.optimizer.lr=1e-6",
     )  # fmt: skip
     report = next(c for c in cli.trainer.callbacks if type(c).__name__ == "MislabelReport")
@@ -159,7 +160,7 @@ def test_annotator_nll_on_cifar10n_files(tmp_path):
 
 def test_annotator_nll_needs_several_annotators(tmp_path):
     with pytest.raises(ValueError, match="annotator_labels"):
-        fit(tmp_path, "--trainer.max_epochs=1", "--trainer.limit_train_batches=1",
+        fit(tmp_path, *quick(train_batches=1),
             "--trainer.callbacks+=ln_lightning.callbacks.AnnotatorNLL")  # fmt: skip
 
 

@@ -11,7 +11,7 @@ import torch
 from ln_lightning import CrossEntropy, LogisticNormalLoss, NoisyLabelClassifier
 from ln_lightning.cli import run_cli
 from ln_lightning.data import TwoMoonsDataModule
-from tests.helpers import CONFIG, QUICK, ln_fit
+from tests.helpers import CONFIG, QUICK, ln_fit, quick
 
 
 @pytest.mark.slow  # the same path, through the README's commands: tests/test_run_outputs.py
@@ -116,13 +116,12 @@ def test_other_data_modules_by_class_path(tmp_path):
 
 def test_ckpt_path_last_resumes_the_previous_run_of_the_experiment(tmp_path):
     """A new run logs to a new version; ``--ckpt_path last`` still finds the previous one."""
-    args = ["fit", "--config", CONFIG, "--trainer.limit_train_batches=3",
-            "--trainer.enable_progress_bar=false", "--test_after_fit=false",
+    args = ["fit", "--config", CONFIG, "--test_after_fit=false",
             f"--trainer.logger.init_args.save_dir={tmp_path}"]  # fmt: skip
-    first = run_cli([*args, "--trainer.max_epochs=1"])
+    first = run_cli([*args, *quick(epochs=1, train_batches=3)])
     last = Path(first.trainer.log_dir) / "checkpoints" / "last.ckpt"
     assert last.exists() and first.trainer.global_step == 3
-    second = run_cli([*args, "--trainer.max_epochs=2", "--ckpt_path", "last"])
+    second = run_cli([*args, *quick(epochs=2, train_batches=3), "--ckpt_path", "last"])
     assert Path(second.trainer.log_dir) != Path(first.trainer.log_dir)
     assert second.trainer.ckpt_path == str(last)
     assert second.trainer.global_step == 6
@@ -141,8 +140,13 @@ def test_compile_from_the_command_line(tmp_path):
         ["fit", "--config", CONFIG, *QUICK, "--model.compile=true", "--test_after_fit=false",
          f"--trainer.logger.init_args.save_dir={tmp_path}"]
     )  # fmt: skip
-    assert cli.model.backbone._compiled_call_impl is not None  # nn.Module.compile() in place
-    assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+    assert cli.model.hparams.compile is True
+    inputs = torch.randn(4, *cli.model.input_shape)
+    with torch.no_grad():  # the compiled call computes what the eager forward does
+        torch.testing.assert_close(cli.model.backbone(inputs), cli.model.backbone.forward(inputs))
+    # nn.Module.compile() compiles in place: checkpoints keep the plain module's names
+    saved = torch.load(next(tmp_path.rglob("last.ckpt")), weights_only=False)["state_dict"]
+    assert set(saved) == set(cli.model.state_dict()) and not any("_orig_mod" in k for k in saved)
 
 
 def test_the_librarys_own_warnings_read_as_one_line_without_the_source_file():

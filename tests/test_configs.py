@@ -183,6 +183,11 @@ def test_one_training_step(table, setting, method, args, tmp_path, monkeypatch):
     cli = run_cli(["fit", *cli_args(args, tmp_path, steps=True), "--test_after_fit=false"])
     assert cli.trainer.state.finished and cli.trainer.global_step == 1
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+    # the cell's config composes: data shape linked into the model, heads its loss asks for
+    model, data = cli.model, cli.datamodule
+    assert (model.num_classes, model.input_shape) == (data.num_classes, tuple(data.input_shape))
+    heads = {name: layer.out_features for name, layer in model.heads.heads.items()}
+    assert heads == model.loss.head_shapes(model.num_classes)
     (result,) = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
     predictions = cli.trainer.predict(cli.model, datamodule=cli.datamodule)  # the same batch
     probs = torch.cat([p["probs"] for p in predictions])

@@ -21,7 +21,7 @@ from ln_lightning import CrossEntropy, LogisticNormalLoss, NoisyLabelClassifier,
 from ln_lightning.cli import main
 from ln_lightning.data import ArrayDataModule, DigitsDataModule
 from ln_lightning.resume import RECORD_KEY
-from tests.helpers import CONFIG, QUICK
+from tests.helpers import CONFIG, QUICK, quick_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -149,9 +149,9 @@ def test_a_nan_loss_stops_with_the_step_and_the_examples_and_keeps_the_last_chec
     data = DigitsDataModule(batch_size=64)
     model = NoisyLabelClassifier(backbone="small_cnn", num_classes=10, input_shape=(1, 8, 8))
     checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_train_steps=2)
-    trainer = pl.Trainer(max_epochs=3, limit_train_batches=3, limit_val_batches=1, logger=False,
-                         callbacks=[checkpoint, PoisonAt(step=4)], enable_progress_bar=False,
-                         default_root_dir=tmp_path)  # fmt: skip
+    trainer = quick_trainer(
+        tmp_path, max_epochs=3, callbacks=[checkpoint, PoisonAt(step=4)], enable_checkpointing=True
+    )
     with pytest.raises(FloatingPointError) as info:
         trainer.fit(model, datamodule=data)
     message = str(info.value)
@@ -168,8 +168,7 @@ def test_a_nan_loss_stops_with_the_step_and_the_examples_and_keeps_the_last_chec
 
 
 def _fitted_checkpoint(tmp_path: Path, loss, name: str) -> Path:
-    trainer = pl.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=0, logger=False,
-                         default_root_dir=tmp_path, enable_progress_bar=False)  # fmt: skip
+    trainer = quick_trainer(tmp_path, limit_train_batches=1, limit_val_batches=0)
     model = NoisyLabelClassifier(num_classes=10, input_shape=(1, 8, 8), loss=loss)
     trainer.fit(model, datamodule=DigitsDataModule())
     trainer.save_checkpoint(tmp_path / name)

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import lightning.pytorch as pl
 import pytest
 import torch
 from torch import nn
 
 from ln_lightning import CrossEntropy, DigitsDataModule, LogisticNormalLoss, NoisyLabelClassifier
 from tests.helpers import quick_trainer
-
-
-def trainer(tmp_path, **kwargs) -> pl.Trainer:
-    return quick_trainer(tmp_path, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +75,7 @@ def test_training_logs_noise_aware_metrics_and_learns(tmp_path, datamodule):
     model = NoisyLabelClassifier(input_shape=(1, 8, 8))
     batch = next(iter(datamodule.train_dataloader()))
     before = model.loss(model(batch.input), batch.target).item()
-    t = trainer(tmp_path, max_epochs=3, limit_train_batches=None)
+    t = quick_trainer(tmp_path, max_epochs=3, limit_train_batches=None)
     t.fit(model, datamodule=datamodule)
     model.eval()
     after = model.loss(model(batch.input), batch.target).item()
@@ -126,7 +121,7 @@ def test_training_logs_noise_aware_metrics_and_learns(tmp_path, datamodule):
 
 def test_predict_returns_probabilities_labels_and_uncertainty(tmp_path, datamodule):
     model = NoisyLabelClassifier(input_shape=(1, 8, 8))
-    predictions = trainer(tmp_path).predict(model, datamodule=datamodule)
+    predictions = quick_trainer(tmp_path).predict(model, datamodule=datamodule)
     batches = {key: torch.cat([p[key] for p in predictions]) for key in predictions[0]}
     assert set(batches) == {"probs", "uncertainty", "index", "given", "clean"}
     probs, test = batches["probs"], datamodule.test_set
@@ -151,7 +146,7 @@ def test_drop_auxiliary_heads_keeps_predictions():
 
 def test_checkpoint_roundtrip(tmp_path, datamodule):
     model = NoisyLabelClassifier(loss=LogisticNormalLoss(temperature=0.5), input_shape=(1, 8, 8))
-    t = trainer(tmp_path)
+    t = quick_trainer(tmp_path)
     t.fit(model, datamodule=datamodule)
     path = tmp_path / "model.ckpt"
     t.save_checkpoint(path)
@@ -164,16 +159,21 @@ def test_checkpoint_roundtrip(tmp_path, datamodule):
 
 def test_bf16_mixed_training_on_cpu(tmp_path, datamodule):
     model = NoisyLabelClassifier(input_shape=(1, 8, 8))
-    t = trainer(tmp_path, precision="bf16-mixed", limit_train_batches=2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    t = quick_trainer(tmp_path, precision="bf16-mixed", limit_train_batches=2)
     t.fit(model, datamodule=datamodule)
-    assert torch.isfinite(t.callback_metrics["train/loss"])
+    assert t.global_step == 2 and torch.isfinite(t.callback_metrics["train/loss"])
+    # mixed precision: the weights stay float32 and both steps changed them
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
+    assert "heads.heads.mean.weight" in changed and any(k.startswith("backbone.") for k in changed)
 
 
 def test_plain_two_tuple_batches_work(tmp_path):
     x, y = torch.randn(40, 1, 8, 8), torch.randint(0, 10, (40,))
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
     model = NoisyLabelClassifier(input_shape=(1, 8, 8))
-    t = trainer(tmp_path)
+    t = quick_trainer(tmp_path)
     t.fit(model, train_dataloaders=loader, val_dataloaders=loader)
     assert "train/acc_noisy" in t.callback_metrics and "train/acc_clean" not in t.callback_metrics
 

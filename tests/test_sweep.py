@@ -22,6 +22,7 @@ from ln_lightning.sweep import (
     slug,
     zoo_path,
 )
+from tests.helpers import quick
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -127,17 +128,14 @@ def test_sweep_runs_resumes_and_searches(tmp_path, monkeypatch, capsys):
     """End to end on digits: two 1-epoch runs, a resumed no-op, and a two-point search."""
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    quick = (
-        f"--config {ROOT / 'cli.yaml'} --trainer.max_epochs=1 --trainer.limit_train_batches=2 "
-        "--trainer.limit_val_batches=1 --trainer.limit_test_batches=1"
-    )
+    quick_args = f"--config {ROOT / 'cli.yaml'} " + " ".join(quick(test_batches=1))
     spec = write_spec(
         tmp_path / "tiny.yaml",
         {
             "title": "tiny",
             "seeds": [0],
             "methods": {"CE": "--config zoo/configs/losses/ce.yaml", "LN": ""},
-            "settings": {"Digits": {"args": quick, "paper": {"LN": 85.0}}},
+            "settings": {"Digits": {"args": quick_args, "paper": {"LN": 85.0}}},
             "search": {"LN": {"model.init_args.loss.init_args.min_scale": [0.5, 1.0]}},
         },
     )

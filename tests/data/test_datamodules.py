@@ -33,6 +33,7 @@ from ln_lightning.data.synthetic import (
     write_mnist,
 )
 from ln_lightning.noise import noise_from_labels
+from tests.helpers import quick_trainer
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar-n"
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -271,7 +272,6 @@ def test_noisy_labels_file_is_reused_exactly(tmp_path):
 
 @pytest.mark.parametrize("kind", ["cifar10", "clothing1m"])
 def test_a_model_trains_on_the_file_based_modules(tmp_path, kind):
-    import lightning.pytorch as pl
 
     from ln_lightning import NoisyLabelClassifier
 
@@ -282,14 +282,13 @@ def test_a_model_trains_on_the_file_based_modules(tmp_path, kind):
         write_clothing1m(tmp_path)
         dm = Clothing1MDataModule(data_dir=str(tmp_path), per_class=1, batch_size=7)
     model = NoisyLabelClassifier(num_classes=dm.num_classes, input_shape=dm.input_shape)
-    trainer = pl.Trainer(
-        max_epochs=1, limit_train_batches=2, limit_val_batches=1, limit_test_batches=1,
-        limit_predict_batches=1,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, accelerator="cpu",
-    )  # fmt: skip
+    trainer = quick_trainer(
+        tmp_path, limit_train_batches=2, limit_test_batches=1, limit_predict_batches=1
+    )
     trainer.fit(model, datamodule=dm)
-    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+    assert trainer.global_step == 2 and torch.isfinite(trainer.callback_metrics["train/loss"])
+    batch = next(iter(dm.train_dataloader()))  # the files decoded to the module's shape
+    assert tuple(batch.input.shape[1:]) == dm.input_shape == model.input_shape
     (result,) = trainer.test(model, datamodule=dm, verbose=False)
     predicted = torch.cat([p["probs"] for p in trainer.predict(model, datamodule=dm)]).argmax(1)
     labels = dm.test_set.clean_labels[dm.test_set.indices][: len(predicted)]
