@@ -16,6 +16,14 @@ class LinearHeads(nn.Module):
     Args:
         in_features: Width of the backbone features.
         shapes: Head name -> output width; entries of width 0 are skipped.
+
+    Example:
+        >>> import torch
+        >>> heads = LinearHeads(in_features=16, shapes={"mean": 10, "scale": 10})
+        >>> {name: tuple(out.shape) for name, out in heads(torch.randn(4, 16)).items()}
+        {'mean': (4, 10), 'scale': (4, 10)}
+        >>> heads.keep_only(("mean",)); list(heads.heads)
+        ['mean']
     """
 
     def __init__(self, in_features: int, shapes: Mapping[str, int]) -> None:

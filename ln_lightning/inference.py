@@ -44,6 +44,18 @@ class SplitPredictions:
         residual: ``r^T r`` for losses with residuals (LN), else ``None``.
         whitened_residual: ``r^T Sigma_theta^{-1} r`` likewise, else ``None``.
         uncertainty: The loss's per-example uncertainty, if it has one.
+
+    Example:
+        >>> import torch
+        >>> from ln_lightning import CrossEntropy, NoisyLabelClassifier
+        >>> batches = [(torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 3]))]
+        >>> ln = predict_split(NoisyLabelClassifier(input_shape=(1, 8, 8)), batches)
+        >>> ln.probs.shape, ln.residual.shape, ln.uncertainty.shape  # LN has residuals
+        (torch.Size([4, 10]), torch.Size([4]), torch.Size([4]))
+        >>> ce_model = NoisyLabelClassifier(loss=CrossEntropy(), input_shape=(1, 8, 8))
+        >>> ce = predict_split(ce_model, batches)
+        >>> ce.residual is None and ce.uncertainty is None
+        True
     """
 
     indices: Tensor
@@ -69,7 +81,17 @@ class Predictor(Protocol):
     """What an inference pass needs of a model: its network's head outputs, the loss that reads
     them (:class:`~ln_lightning.losses.base.NoisyLabelLoss`), the backbone (for the image
     transform), its device and train/eval mode. :class:`~ln_lightning.NoisyLabelClassifier` is
-    one."""
+    one.
+
+    Example:
+        >>> import torch
+        >>> from ln_lightning import NoisyLabelClassifier
+        >>> model: Predictor = NoisyLabelClassifier(input_shape=(1, 8, 8))  # one kind of Predictor
+        >>> batches = [(torch.randn(5, 1, 8, 8), torch.tensor([0, 1, 2, 3, 4]))]
+        >>> predictions = predict_split(model, batches)
+        >>> predictions.indices.tolist(), predictions.clean.tolist()  # plain batches: no truth
+        ([0, 1, 2, 3, 4], [-1, -1, -1, -1, -1])
+    """
 
     loss: NoisyLabelLoss
     backbone: nn.Module
@@ -140,6 +162,18 @@ class ImagePredictions:
         probs: Class probabilities, ``(N, K)``.
         predicted: The most probable class name of each image.
         confidence: Its probability, ``(N,)``.
+
+    Example:
+        >>> from PIL import Image
+        >>> from ln_lightning import CrossEntropy, NoisyLabelClassifier
+        >>> model = NoisyLabelClassifier(
+        ...     loss=CrossEntropy(), num_classes=2, input_shape=(1, 16, 16)
+        ... )
+        >>> settings = {"classes": ["cat", "dog"], "image_size": 16, "grayscale": True}
+        >>> images = [Image.new("L", (40, 30)), Image.new("L", (20, 20))]  # any size: resized
+        >>> result = predict_images(model, images, settings)
+        >>> result.classes, result.probs.shape, len(result.predicted), result.confidence.shape
+        (['cat', 'dog'], torch.Size([2, 2]), 2, torch.Size([2]))
     """
 
     classes: list[str]

@@ -54,6 +54,13 @@ class LabelIssues:
         is_issue: Whether the label looks wrong (bool, ``(N,)``).
         suggested: The confident class (the most probable one where none is confident).
         thresholds: Per-class thresholds ``t_j``, ``(K,)`` (1.0 for a class nobody has).
+
+    Example:
+        >>> import torch
+        >>> probs = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.1, 0.9], [0.2, 0.8], [0.9, 0.1]])
+        >>> issues = find_label_issues(probs, given=torch.tensor([0, 0, 1, 1, 1]))
+        >>> issues.is_issue.tolist(), issues.suggested.tolist()  # the last label looks wrong
+        ([False, False, False, False, True], [0, 0, 1, 1, 0])
     """
 
     is_issue: Tensor
@@ -101,6 +108,23 @@ class IssueTable:
 
     ``caution``: why the row's flag cannot be trusted (empty where no reason is known), see
     :func:`cautions`.
+
+    Example:
+        >>> import csv, tempfile, torch
+        >>> from pathlib import Path
+        >>> probs = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.1, 0.9], [0.2, 0.8], [0.9, 0.1]])
+        >>> given = torch.tensor([0, 0, 1, 1, 1])
+        >>> self_confidence = probs[torch.arange(5), given]
+        >>> table = IssueTable(
+        ...     index=torch.arange(5), split=["train"] * 5, given=given,
+        ...     clean=torch.full((5,), -1), probs=probs, score=1 - self_confidence,
+        ... )
+        >>> path = write_label_issues(table, find_label_issues(probs, given), ["cat", "dog"],
+        ...                           Path(tempfile.mkdtemp()) / "label_issues.csv")
+        >>> with path.open() as handle:
+        ...     top = next(csv.DictReader(handle))  # ranked by score, most suspicious first
+        >>> top["index"], top["given_label"], top["suggested_label"], top["is_issue"]
+        ('4', 'dog', 'cat', '1')
     """
 
     index: Tensor

@@ -89,6 +89,13 @@ class NegativeLogLikelihood(_MeanOverKnown):
     Args:
         eps: Probabilities are clamped to ``[eps, 1]`` first, so a confident mistake costs
             ``-log(eps)`` instead of infinity.
+
+    Example:
+        >>> import math, torch
+        >>> nll = NegativeLogLikelihood()
+        >>> nll.update(torch.tensor([[0.5, 0.5], [0.9, 0.1]]), torch.tensor([0, 0]))
+        >>> math.isclose(float(nll.compute()), -(math.log(0.5) + math.log(0.9)) / 2, rel_tol=1e-6)
+        True
     """
 
     def __init__(self, eps: float = 1e-12, **kwargs) -> None:
@@ -103,7 +110,15 @@ class NegativeLogLikelihood(_MeanOverKnown):
 
 
 class BrierScore(_MeanOverKnown):
-    """Mean ``sum_k (p_k - [y = k])^2`` (0 is perfect, 2 the worst)."""
+    """Mean ``sum_k (p_k - [y = k])^2`` (0 is perfect, 2 the worst).
+
+    Example:
+        >>> import torch
+        >>> brier = BrierScore()
+        >>> brier.update(torch.tensor([[1.0, 0.0], [0.5, 0.5]]), torch.tensor([0, 1]))
+        >>> float(brier.compute())  # (0 + 0.5) / 2
+        0.25
+    """
 
     def score(self, probs: Tensor, labels: Tensor) -> Tensor:
         squared = probs.square().sum(1)
@@ -122,6 +137,15 @@ class NoiseSplitAccuracy(Metric):
       label (how much of the noise it has corrected).
 
     A value is ``nan`` when no example of its kind was seen (e.g. no noise).
+
+    Example:
+        >>> import torch
+        >>> split = NoiseSplitAccuracy()
+        >>> probs = torch.eye(3)[torch.tensor([0, 2, 1])]  # predicts 0, 2, 1
+        >>> noisy, clean = torch.tensor([0, 2, 2]), torch.tensor([0, 1, 1])  # two wrong labels
+        >>> split.update(probs, noisy_labels=noisy, clean_labels=clean)
+        >>> {k: round(float(v), 2) for k, v in split.compute().items()}
+        {'acc_uncorrupted': 1.0, 'acc_corrupted_vs_noisy': 0.5, 'acc_corrupted_vs_true': 0.5}
     """
 
     full_state_update = False

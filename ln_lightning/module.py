@@ -174,6 +174,18 @@ class NoisyLabelClassifier(pl.LightningModule):
         optimizer: Callable mapping parameters to an optimiser; Adam(lr=1e-3), the paper's MNIST
             setting, by default. From the CLI: ``--model.optimizer SGD --model.optimizer.lr 0.01``.
         lr_scheduler: Optional callable mapping the optimiser to a scheduler (stepped per epoch).
+
+    Example:
+        >>> import torch
+        >>> from ln_lightning import LogisticNormalLoss
+        >>> model = NoisyLabelClassifier(
+        ...     "small_cnn", loss=LogisticNormalLoss(), num_classes=10, input_shape=(1, 8, 8)
+        ... )
+        >>> sorted(model.heads.heads)  # the heads its loss asks for
+        ['mean', 'scale']
+        >>> probs = model.predict_proba(torch.randn(4, 1, 8, 8))
+        >>> probs.shape, bool(torch.allclose(probs.sum(1), torch.ones(4)))
+        (torch.Size([4, 10]), True)
     """
 
     def __init__(

@@ -53,6 +53,14 @@ class NoiseResult:
         realised_rate: Fraction of labels that changed.
         transition_matrix: ``(K, K)`` float tensor, row ``i`` the empirical distribution of the
             noisy label among examples of true class ``i`` (rows of absent classes are identity).
+
+    Example:
+        >>> import torch
+        >>> result = noise_from_labels(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 2, 2]), 3)
+        >>> result.realised_rate, result.is_corrupted.tolist()
+        (0.25, [False, False, True, False])
+        >>> result.transition_matrix[1].tolist()  # true class 1: half kept, half flipped to 2
+        [0.0, 0.5, 0.5]
     """
 
     noisy_labels: Tensor

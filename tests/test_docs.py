@@ -143,3 +143,27 @@ def test_the_readme_layout_names_every_module():
     named = {w for w in words if w.endswith(".py")}
     existing = {p.name for p in modules}
     assert named <= existing | {"__init__.py", "__main__.py"}, named - existing
+
+
+def test_every_public_class_has_a_runnable_example():
+    """Each public class of the package shows its use in a ``>>>`` example (run by pytest's
+    ``--doctest-modules``, set in pyproject.toml)."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import ln_lightning
+
+    missing = []
+    for info in pkgutil.walk_packages(ln_lightning.__path__, "ln_lightning."):
+        if info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        for name, obj in vars(module).items():
+            if name.startswith("_") or not inspect.isclass(obj) or obj.__module__ != info.name:
+                continue
+            if ">>>" not in (obj.__doc__ or ""):
+                missing.append(f"{info.name}.{name}")
+    assert not missing, f"public classes without an example: {missing}"
+    options = (ROOT / "pyproject.toml").read_text()
+    assert "--doctest-modules" in options and '"ln_lightning"' in options

@@ -22,6 +22,10 @@ class AnnotatorNLL(Callback):
 
     Args:
         every_n_epochs: How often during training; ``0`` only at the end.
+
+    Example:
+        >>> AnnotatorNLL(every_n_epochs=5).every_n_epochs  # with CIFAR-10N's three annotators
+        5
     """
 
     def __init__(self, every_n_epochs: int = 0) -> None:

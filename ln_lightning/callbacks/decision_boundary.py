@@ -20,6 +20,10 @@ class DecisionBoundaryPlot(Callback):
 
     Args:
         resolution: Grid points per axis.
+
+    Example:
+        >>> DecisionBoundaryPlot(resolution=100).resolution  # for 2-D inputs (two moons, circles)
+        100
     """
 
     def __init__(self, resolution: int = 200) -> None:

@@ -60,6 +60,21 @@ class MislabelReport(Callback):
         cleaning: ``remove`` (default) leaves flagged examples out of ``cleaned_labels.csv``;
             ``relabel`` gives them the suggested label (data without files: always relabel).
         file_name: Name of the label-issue file inside the run directory.
+
+    Example:
+        >>> import tempfile, lightning.pytorch as pl
+        >>> from pathlib import Path
+        >>> from ln_lightning import DigitsDataModule, NoisyLabelClassifier
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> trainer = pl.Trainer(
+        ...     max_epochs=1, limit_train_batches=2, limit_val_batches=1, default_root_dir=folder,
+        ...     logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        ...     enable_model_summary=False, callbacks=[MislabelReport(top_k=5)],
+        ... )
+        >>> data = DigitsDataModule(noise_type="symmetric", noise_rate=0.4)
+        >>> trainer.fit(NoisyLabelClassifier(input_shape=(1, 8, 8)), datamodule=data)
+        >>> sorted(path.name for path in folder.glob("*.csv"))
+        ['cleaned_labels.csv', 'label_issues.csv']
     """
 
     def __init__(

@@ -40,6 +40,20 @@ class PredictionWriter(BasePredictionWriter):
     Args:
         output: File to write (``.csv`` or ``.jsonl``); the default above when ``None``.
         file_format: ``csv`` or ``jsonl``, when ``output`` does not say (default ``csv``).
+
+    Example:
+        >>> import csv, tempfile, lightning.pytorch as pl
+        >>> from pathlib import Path
+        >>> from ln_lightning import DigitsDataModule, NoisyLabelClassifier
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> writer = PredictionWriter(output=str(folder / "predictions.csv"))
+        >>> trainer = pl.Trainer(logger=False, enable_progress_bar=False, callbacks=[writer])
+        >>> model = NoisyLabelClassifier(input_shape=(1, 8, 8))
+        >>> _ = trainer.predict(model, datamodule=DigitsDataModule())
+        >>> with (folder / "predictions.csv").open() as handle:
+        ...     rows = list(csv.DictReader(handle))
+        >>> len(rows), list(rows[0])[:4]  # the 360 test digits
+        (360, ['index', 'predicted', 'predicted_index', 'confidence'])
     """
 
     def __init__(self, output: str | None = None, file_format: str = "csv") -> None:

@@ -20,6 +20,13 @@ class ResidualHistogram(Callback):
 
     Args:
         bins: Histogram bins (over log10 of the residual).
+
+    Example:
+        >>> from ln_lightning.cli import run_cli
+        >>> args = ["--trainer.logger=false", "--trainer.callbacks+=ResidualHistogram"]
+        >>> cli = run_cli(args, run=False)  # LN on the digits, with the figure at the end
+        >>> any(isinstance(callback, ResidualHistogram) for callback in cli.trainer.callbacks)
+        True
     """
 
     def __init__(self, bins: int = 50) -> None:

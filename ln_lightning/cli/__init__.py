@@ -60,6 +60,16 @@ class LNArgumentParser(LightningArgumentParser):
     ``--model.loss.temprature 0.5`` gives ``--model.loss.temprature: LogisticNormalLoss has no
     option 'temprature'. Did you mean --model.loss.temperature?`` instead of jsonargparse's
     nested report after the whole usage; ``LN_TRACEBACK=1`` restores the full report.
+
+    Example:
+        >>> parser = LNArgumentParser(prog="demo")
+        >>> _ = parser.add_argument("--epochs", type=int, default=1)
+        >>> parser.parse_args(["--epochs", "3"]).epochs
+        3
+        >>> parser.parse_args(["--epoch", "3"])  # no abbreviations; a one-line error
+        Traceback (most recent call last):
+            ...
+        SystemExit: 2
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -84,6 +94,12 @@ class LoggerSaveConfigCallback(SaveConfigCallback):
 
     W&B shows it as the run's config (nested, as in the YAML), TensorBoard and CSV store it as
     hyper-parameters, so every run records exactly what produced it.
+
+    Example:
+        >>> from ln_lightning.cli import run_cli
+        >>> cli = run_cli(["--trainer.logger=false"], run=False)
+        >>> cli.save_config_callback is LoggerSaveConfigCallback
+        True
     """
 
     def save_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -111,7 +127,14 @@ class LoggerSaveConfigCallback(SaveConfigCallback):
 
 class EmptyRunCleanup(Callback):
     """Remove the run folder of a run that fails before writing anything to it (a data error
-    found during set-up), so failed attempts do not leave empty ``version_N`` folders."""
+    found during set-up), so failed attempts do not leave empty ``version_N`` folders.
+
+    Example:
+        >>> from ln_lightning.cli import run_cli
+        >>> cli = run_cli(["--trainer.logger=false"], run=False)
+        >>> any(isinstance(callback, EmptyRunCleanup) for callback in cli.trainer.callbacks)
+        True
+    """
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
@@ -130,6 +153,12 @@ class LNLightningCLI(LightningCLI):
     once, by the data module. ``--test_after_fit true`` evaluates the final weights on the clean
     test split when ``fit`` ends (``test/*``), and the checkpoint a monitored ``ModelCheckpoint``
     selected (the best ``val/acc_noisy`` in the shipped configs) as ``test_selected/*``.
+
+    Example:
+        >>> from ln_lightning.cli import run_cli
+        >>> cli = run_cli(["--trainer.logger=false", "--data.noise_type=symmetric"], run=False)
+        >>> type(cli.model).__name__, type(cli.datamodule).__name__, cli.model.input_shape
+        ('NoisyLabelClassifier', 'DigitsDataModule', (1, 8, 8))
     """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:

@@ -90,6 +90,17 @@ class ArrayDataModule(NoisyLabelDataModule):
         class_map: Source -> target class, for ``noise_type="asymmetric"``.
         input_shape: Shape of one input; read from the first input by default.
         **kwargs: See :class:`NoisyLabelDataModule` (``noise_type`` defaults to ``none``).
+
+    Example:
+        >>> import tempfile, numpy as np
+        >>> from pathlib import Path
+        >>> path = Path(tempfile.mkdtemp()) / "data.npz"
+        >>> np.savez(path, inputs=np.random.rand(50, 4).astype("float32"), labels=np.arange(50) % 3,
+        ...          test_inputs=np.zeros((9, 4), "float32"), test_labels=np.arange(9) % 3)
+        >>> data = ArrayDataModule(str(path))  # the labels as given are the noisy ones
+        >>> data.setup()
+        >>> data.num_classes, data.input_shape, len(data.split("val")), len(data.test_set)
+        (3, (4,), 5, 9)
     """
 
     def __init__(

@@ -99,6 +99,23 @@ class NoisyLabelDataModule(pl.LightningDataModule):
             is scored by a model that never trained on it (``ln-fit-sweep folds`` runs them all
             and merges the label-issue scores).
         fold: Which fold to hold out, in ``[0, num_folds)``.
+
+    Example:
+        >>> import torch
+        >>> from ln_lightning.data import DataSplits
+        >>> class Blobs(NoisyLabelDataModule):  # a data set says where its data comes from
+        ...     num_classes, input_shape = 2, (2,)
+        ...     def load_splits(self) -> DataSplits:
+        ...         inputs = torch.randn(200, 2, generator=torch.Generator().manual_seed(0))
+        ...         labels = (inputs[:, 0] > 0).long()
+        ...         return DataSplits(inputs[:150], labels[:150], inputs[150:], labels[150:])
+        >>> data = Blobs(noise_type="symmetric", noise_rate=0.4, batch_size=32)
+        >>> data.setup()
+        >>> len(data.train_set), len(data.val_set), len(data.test_set)
+        (135, 15, 50)
+        >>> batch = next(iter(data.train_dataloader()))
+        >>> batch.input.shape, batch.target.shape  # with the clean labels and pool indices beside
+        (torch.Size([32, 2]), torch.Size([32]))
     """
 
     num_classes: int

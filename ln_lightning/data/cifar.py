@@ -49,6 +49,17 @@ class CIFAR10DataModule(NoisyLabelDataModule):
         download: Download with torchvision when missing (needs internet).
         augment: Random crop + flip on the training split.
         **kwargs: See :class:`NoisyLabelDataModule`.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from ln_lightning.data.synthetic import write_cifar10
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = write_cifar10(folder, per_batch=20, n_test=20)  # CIFAR-10's pickled batches
+        >>> data = CIFAR10DataModule(data_dir=str(folder), noise_type="asymmetric", noise_rate=0.4)
+        >>> data.setup()
+        >>> len(data.train_set), len(data.test_set), data.input_shape, data.noise_spec.class_map[3]
+        (90, 20, (3, 32, 32), 5)
     """
 
     num_classes = 10
@@ -148,6 +159,17 @@ class CIFAR100DataModule(CIFAR10DataModule):
     Args:
         coarse: Use the 20 coarse labels instead of the 100 fine ones.
         **kwargs: See :class:`CIFAR10DataModule`.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from ln_lightning.data.synthetic import write_cifar100
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = write_cifar100(folder, n_train=100, n_test=20)
+        >>> data = CIFAR100DataModule(data_dir=str(folder), coarse=True, noise_type="none")
+        >>> data.setup()
+        >>> data.num_classes, len(data.train_set) + len(data.val_set)  # the 20 superclasses
+        (20, 100)
     """
 
     num_classes = 100
@@ -241,6 +263,17 @@ class CIFAR10NDataModule(_CIFARNMixin, CIFAR10DataModule):
         label_set: Which CIFAR-10N labels to train on.
         labels_file: Path of ``CIFAR-10_human.pt``; ``data_dir/CIFAR-10_human.pt`` by default.
         **kwargs: See :class:`CIFAR10DataModule` (noise arguments are ignored: the noise is real).
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from ln_lightning.data.synthetic import write_cifar10n
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = write_cifar10n(folder)  # CIFAR-10 batches and a CIFAR-10_human.pt label file
+        >>> data = CIFAR10NDataModule(data_dir=str(folder), label_set="worst")
+        >>> data.setup()
+        >>> data.has_real_noise(), data.noise_spec, round(data.noise.realised_rate, 2)
+        (True, None, 0.34)
     """
 
     label_keys: ClassVar[dict[str, str]] = {
@@ -281,6 +314,17 @@ class CIFAR100NDataModule(_CIFARNMixin, CIFAR100DataModule):
         label_set: ``noisy`` (fine labels); with ``coarse=True`` the coarse noisy labels are used.
         labels_file: Path of ``CIFAR-100_human.pt``; ``data_dir/CIFAR-100_human.pt`` by default.
         **kwargs: See :class:`CIFAR100DataModule`.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from ln_lightning.data.synthetic import write_cifar100n
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = write_cifar100n(folder)
+        >>> data = CIFAR100NDataModule(data_dir=str(folder), label_set="noisy")
+        >>> data.setup()
+        >>> data.num_classes, round(data.noise.realised_rate, 2)  # every other label shifted
+        (100, 0.5)
     """
 
     label_keys: ClassVar[dict[str, str]] = {"noisy": "noisy_label"}

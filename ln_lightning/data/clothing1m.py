@@ -6,13 +6,12 @@ import math
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch import Tensor
-from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from ln_lightning.data.base import NoisyLabelDataModule, Transform
 from ln_lightning.data.dataset import NoisyLabelDataset
+from ln_lightning.data.images import ImageFiles
 from ln_lightning.data.sampling import ResumableSampler
 from ln_lightning.data.splits import DataSplits
 
@@ -27,20 +26,6 @@ ANNOTATIONS = (
 #: Per-channel mean and standard deviation of Clothing1M images (as used by DivideMix et al.).
 CLOTHING1M_MEAN = (0.6959, 0.6537, 0.6371)
 CLOTHING1M_STD = (0.3113, 0.3192, 0.3214)
-
-
-class ImageFiles(Dataset):
-    """RGB images read lazily from ``root / key``."""
-
-    def __init__(self, root: Path, keys: list[str]) -> None:
-        self.root, self.keys = root, keys
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def __getitem__(self, index: int) -> Image.Image:
-        with Image.open(self.root / self.keys[index]) as image:
-            return image.convert("RGB")
 
 
 def read_key_values(path: Path) -> dict[str, int]:
@@ -84,6 +69,14 @@ class ClassBalancedSampler(ResumableSampler):
         seed: Seed of the draw.
         num_replicas: DDP world size (from ``torch.distributed`` when initialised, else 1).
         rank: This process's rank (likewise, else 0).
+
+    Example:
+        >>> import torch
+        >>> labels = torch.tensor([0] * 10 + [1] * 2)
+        >>> sampler = ClassBalancedSampler(labels, per_class=2, seed=0, num_replicas=1, rank=0)
+        >>> drawn = labels[list(sampler)]
+        >>> len(drawn), int((drawn == 0).sum()), int((drawn == 1).sum())  # two of each class
+        (4, 2, 2)
     """
 
     def __init__(
@@ -139,6 +132,17 @@ class Clothing1MDataModule(NoisyLabelDataModule):
         data_dir: Root of the local copy.
         per_class: Training examples drawn per class and epoch.
         **kwargs: See :class:`NoisyLabelDataModule` (noise arguments are ignored).
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from ln_lightning.data.synthetic import write_clothing1m
+        >>> root = Path(tempfile.mkdtemp())
+        >>> write_clothing1m(root, per_class=3)  # Clothing1M's files and annotation lists
+        >>> data = Clothing1MDataModule(data_dir=str(root), per_class=1, batch_size=7)
+        >>> data.setup()
+        >>> len(data.train_set), len(data.val_set), len(data.test_set), data.input_shape
+        (42, 14, 14, (3, 224, 224))
     """
 
     num_classes = 14

@@ -24,6 +24,12 @@ class NoisySample(NamedTuple):
         index: Position in the data set's training pool (or test set), stable across epochs,
             so per-example quantities (is-corrupted mask, scores) can be looked up (``None``
             for a plain batch).
+
+    Example:
+        >>> import torch
+        >>> sample = NoisySample(torch.zeros(3), torch.tensor(1), torch.tensor(0), torch.tensor(7))
+        >>> int(sample.target), int(sample.clean_target), int(sample.index)  # a wrong label
+        (1, 0, 7)
     """
 
     input: Tensor
@@ -41,6 +47,14 @@ class NoisyLabelDataset(Dataset):
         clean_labels: True labels of the pool, shape ``(N,)``.
         indices: Which pool positions this split holds.
         transform: Applied to each input (e.g. augmentation for the training split).
+
+    Example:
+        >>> import torch
+        >>> pool = torch.arange(10.0).unsqueeze(1)
+        >>> noisy, clean = torch.tensor([0, 1] * 5), torch.tensor([0, 0] * 5)
+        >>> val = NoisyLabelDataset(pool, noisy, clean, indices=torch.tensor([3, 8]))
+        >>> len(val), val[0].input.tolist(), int(val[0].index)
+        (2, [3.0], 3)
     """
 
     def __init__(

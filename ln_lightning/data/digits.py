@@ -22,6 +22,14 @@ class DigitsDataModule(NoisyLabelDataModule):
     Args:
         test_fraction: Fraction of the data in the clean test split.
         **kwargs: See :class:`NoisyLabelDataModule`.
+
+    Example:
+        >>> data = DigitsDataModule(noise_type="asymmetric", noise_rate=0.4, seed=0)
+        >>> data.setup()
+        >>> len(data.train_set), len(data.val_set), len(data.test_set), data.input_shape
+        (1293, 144, 360, (1, 8, 8))
+        >>> round(data.noise.realised_rate, 3)
+        0.209
     """
 
     num_classes = 10

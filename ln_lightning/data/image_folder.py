@@ -123,6 +123,17 @@ class ImageFolderDataModule(NoisyLabelDataModule):
         skip_unreadable: Leave out images that cannot be read (counted and named) instead of
             stopping with an error.
         **kwargs: See :class:`NoisyLabelDataModule`.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from ln_lightning.data.synthetic import write_image_files
+        >>> root = Path(tempfile.mkdtemp())
+        >>> _ = write_image_files(root / "train", per_class=10)  # train/<class>/<image>.png
+        >>> data = ImageFolderDataModule(root=str(root / "train"), image_size=32, augment=False)
+        >>> data.setup()
+        >>> data.class_names, data.input_shape, len(data.train_set) + len(data.val_set)
+        (['circle', 'square', 'triangle'], (1, 32, 32), 30)
     """
 
     def __init__(

@@ -43,6 +43,16 @@ class ImageFiles(Dataset):
         root: Folder the keys are relative to (keys may also be absolute paths).
         keys: One path per example.
         mode: PIL mode every image is converted to.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from ln_lightning.data.synthetic import write_image_files
+        >>> root = Path(tempfile.mkdtemp())
+        >>> paths, _, _ = write_image_files(root, per_class=2)
+        >>> files = ImageFiles(root, [str(p.relative_to(root)) for p in paths], mode="L")
+        >>> len(files), files[0].mode, files[0].size
+        (6, 'L', (16, 16))
     """
 
     def __init__(self, root: Path, keys: Sequence[str], mode: str = "RGB") -> None:
@@ -72,6 +82,16 @@ class LabelledImages:
         labels: The label each image is given (a class name).
         clean_labels: Its verified label where the file has a ``clean_label`` column (``None``
             for a row without one), else ``None``.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from ln_lightning.data.synthetic import write_image_files
+        >>> root = Path(tempfile.mkdtemp())
+        >>> _ = write_image_files(root, per_class=2)
+        >>> images = scan_image_folder(root)  # one sub-folder per class
+        >>> len(images.paths), sorted(set(images.labels)), images.clean_labels
+        (6, ['circle', 'square', 'triangle'], None)
     """
 
     paths: list[Path]

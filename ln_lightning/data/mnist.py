@@ -54,6 +54,17 @@ class MNISTDataModule(NoisyLabelDataModule):
         data_dir: Where the files are, or where to download them.
         download: Download with torchvision when the files are missing (needs internet).
         **kwargs: See :class:`NoisyLabelDataModule`.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from ln_lightning.data.synthetic import write_mnist
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> write_mnist(folder / "MNIST" / "raw", n_train=100, n_test=20)  # MNIST's IDX files
+        >>> data = MNISTDataModule(data_dir=str(folder), noise_type="symmetric", noise_rate=0.4)
+        >>> data.setup()
+        >>> len(data.train_set), len(data.test_set), data.input_shape
+        (90, 20, (1, 28, 28))
     """
 
     num_classes = 10
@@ -125,6 +136,17 @@ class FashionMNISTDataModule(MNISTDataModule):
     Also finds Debian's ``dataset-fashion-mnist`` package in place
     (``/usr/share/datasets/fashion-mnist/*.gz``), without copying. Asymmetric noise uses this
     project's map (T-shirt/top->Shirt, Pullover->Coat, Sandal->Sneaker, Ankle boot->Sneaker).
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from ln_lightning.data.synthetic import write_mnist
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> write_mnist(folder / "FashionMNIST" / "raw", n_train=100, n_test=20)
+        >>> data = FashionMNISTDataModule(data_dir=str(folder), noise_rate=0.4)  # asymmetric
+        >>> data.setup()
+        >>> list(data.class_names[:2]), data.noise_spec.class_map[0]  # T-shirt/top -> Shirt
+        (['T-shirt/top', 'Trouser'], 6)
     """
 
     torchvision_name = "FashionMNIST"

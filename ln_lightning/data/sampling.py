@@ -38,6 +38,15 @@ class ResumableSampler(DistributedSampler):
         seed: Seed of the order; ``None`` takes ``seed_everything``'s seed.
         num_replicas: DDP world size (from ``torch.distributed`` when initialised, else 1).
         rank: This process's rank (likewise, else 0).
+
+    Example:
+        >>> sampler = ResumableSampler(range(6), seed=0, num_replicas=1, rank=0)
+        >>> sampler.set_epoch(1)
+        >>> order = list(sampler)
+        >>> from ln_lightning.resume import TrainingPosition
+        >>> sampler.resume(TrainingPosition(epoch=1, batches=2), batch_size=2)
+        >>> list(sampler) == order[4:]  # two batches were trained: the epoch continues after them
+        True
     """
 
     def __init__(

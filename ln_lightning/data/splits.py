@@ -40,6 +40,16 @@ class DataSplits:
         train_ids: A name of each pool example (its file path), when it has one.
         test_ids: Likewise for the test examples.
         val_ids: Likewise for ``val_inputs``.
+
+    Example:
+        >>> import torch
+        >>> splits = DataSplits(
+        ...     train_inputs=torch.zeros(6, 2), train_labels=torch.tensor([0, 1, 0, 1, 0, 1]),
+        ...     test_inputs=torch.zeros(2, 2), test_labels=torch.tensor([0, 1]),
+        ...     class_names=["no", "yes"],
+        ... )
+        >>> len(splits.train_inputs), splits.train_noisy_labels is None  # noise is drawn later
+        (6, True)
     """
 
     train_inputs: InputSource

@@ -52,7 +52,14 @@ class _ToyDataModule(NoisyLabelDataModule):
 
 
 class TwoMoonsDataModule(_ToyDataModule):
-    """scikit-learn's ``make_moons``: two interleaving half circles."""
+    """scikit-learn's ``make_moons``: two interleaving half circles.
+
+    Example:
+        >>> data = TwoMoonsDataModule(num_train=200, num_test=100, noise_rate=0.2)
+        >>> data.setup()
+        >>> len(data.train_set), len(data.val_set), len(data.test_set), data.input_shape
+        (180, 20, 100, (2,))
+    """
 
     def _make(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = make_moons(n, noise=self.feature_noise, random_state=seed)
@@ -65,6 +72,12 @@ class CirclesDataModule(_ToyDataModule):
     Args:
         factor: Radius of the inner circle relative to the outer one, in (0, 1).
         **kwargs: See :class:`TwoMoonsDataModule`.
+
+    Example:
+        >>> data = CirclesDataModule(num_train=200, num_test=100, factor=0.5, noise_type="none")
+        >>> data.setup()
+        >>> data.num_classes, data.noise.realised_rate
+        (2, 0.0)
     """
 
     def __init__(self, factor: float = 0.5, **kwargs) -> None:

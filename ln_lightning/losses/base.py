@@ -48,6 +48,18 @@ class TrainingContext:
             ``T[i, j] = P(noisy j | true i)`` where the data module knows it, else ``None``.
         elapsed_epochs: Training time in epochs, ``epoch + batch / batches per epoch`` (equal to
             ``epoch`` at the start of an epoch), for schedules finer than an epoch.
+
+    Example:
+        >>> import torch
+        >>> from ln_lightning import ShiftedGaussianNoise
+        >>> context = TrainingContext(
+        ...     epoch=100, training_probabilities=lambda: None, true_transition_matrix=lambda: None,
+        ...     elapsed_epochs=100.0,
+        ... )
+        >>> loss = ShiftedGaussianNoise()
+        >>> loss.on_train_batch_start(context)  # SGN reads how far training is
+        >>> round(loss.params.shift_weight(context.elapsed_epochs), 2)
+        0.39
     """
 
     epoch: int
@@ -64,6 +76,13 @@ class LossReport:
         message: Printed once (rank zero).
         metrics: Logged to every logger at the current step.
         tables: Name -> 2-D tensor, written as ``<run dir>/<name>.csv``.
+
+    Example:
+        >>> import torch
+        >>> report = LossReport("T estimated", metrics={"forward/t_diagonal": 0.8},
+        ...                     tables={"transition_matrix": torch.eye(2)})
+        >>> report.message, sorted(report.metrics), list(report.tables)
+        ('T estimated', ['forward/t_diagonal'], ['transition_matrix'])
     """
 
     message: str = ""
@@ -106,6 +125,16 @@ class NoisyLabelLoss(nn.Module, ABC):
 
     Args:
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``, applied by :meth:`forward`.
+
+    Example:
+        >>> import torch
+        >>> from ln_lightning import CrossEntropy, NoisyLabelLoss
+        >>> loss = CrossEntropy()  # every loss of the library keeps this contract
+        >>> isinstance(loss, NoisyLabelLoss), loss.head_shapes(num_classes=3), loss.prediction_heads
+        (True, {'logits': 3}, ('logits',))
+        >>> outputs = {"logits": torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 2.0]])}
+        >>> loss.predict_proba(outputs).argmax(1).tolist(), loss.config()["class_path"]
+        ([0, 2], 'ln_lightning.losses.softmax.CrossEntropy')
     """
 
     prediction_heads: tuple[str, ...] = ()

@@ -36,6 +36,16 @@ class ForwardCorrection(SoftmaxLoss):
         warmup_epochs: CE epochs before estimating ``T`` (only when estimating), >= 1.
         percentile: Outlier filter of the estimate, in (0, 100]; 100 is the plain arg-max.
         reduction: ``mean``, ``sum`` or ``none``.
+
+    Example:
+        >>> import torch
+        >>> known = ForwardCorrection(transition_matrix=[[0.8, 0.2], [0.0, 1.0]])
+        >>> bool(known.transition_ready)  # a given T needs no estimation phase
+        True
+        >>> logits = torch.tensor([[4.0, -4.0]])  # sure of class 0
+        >>> value = known({"logits": logits}, torch.tensor([1]))
+        >>> round(float(value), 2)  # -log((T^T p)_1), about -log(0.2): a flip T expects
+        1.61
     """
 
     def __init__(

@@ -120,6 +120,15 @@ class Heteroscedastic(_HeteroscedasticBase):
             own predictive) or ``"mean"`` (softmax of the mean logits).
         eval_samples: Samples for ``predict_with="mc"``; ``num_samples`` if ``None``.
         reduction: ``mean``, ``sum`` or ``none``.
+
+    Example:
+        >>> import torch
+        >>> loss = Heteroscedastic(num_samples=50)
+        >>> loss.head_shapes(num_classes=4)
+        {'mean': 4, 'scale': 4}
+        >>> outputs = {"mean": torch.randn(8, 4), "scale": torch.zeros(8, 4)}
+        >>> loss(outputs, torch.randint(0, 4, (8,))).shape, loss.predict_proba(outputs).shape
+        (torch.Size([]), torch.Size([8, 4]))
     """
 
     def __init__(
@@ -148,6 +157,10 @@ class HeteroscedasticTemperature(_HeteroscedasticBase):
     Args:
         temperature: ``tau`` > 0; paper grid 0.1, 0.5, 1, 10, 20.
         num_samples: See :class:`Heteroscedastic`; the other arguments too.
+
+    Example:
+        >>> HeteroscedasticTemperature(temperature=0.5, num_samples=20).head_shapes(num_classes=4)
+        {'mean': 4, 'scale': 4}
     """
 
     def __init__(
@@ -183,6 +196,10 @@ class HeteroscedasticLowRank(_HeteroscedasticBase):
         temperature: ``tau`` > 0.
         num_factors: Rank ``R`` of ``V``; paper grid 1, 2, 4.
         num_samples: See :class:`Heteroscedastic`; the other arguments too.
+
+    Example:
+        >>> HeteroscedasticLowRank(num_factors=2, num_samples=20).head_shapes(num_classes=4)
+        {'mean': 4, 'scale': 4, 'factor': 8}
     """
 
     def __init__(

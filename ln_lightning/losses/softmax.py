@@ -12,7 +12,15 @@ from ln_lightning.losses.base import NoisyLabelLoss
 
 
 class SoftmaxLoss(NoisyLabelLoss):
-    """Base of the losses that read one ``logits`` head of width ``K`` and predict its softmax."""
+    """Base of the losses that read one ``logits`` head of width ``K`` and predict its softmax.
+
+    Example:
+        >>> import torch
+        >>> from ln_lightning import GeneralizedCrossEntropy
+        >>> loss = GeneralizedCrossEntropy(q=0.7)  # a SoftmaxLoss: one "logits" head
+        >>> isinstance(loss, SoftmaxLoss), loss.head_shapes(num_classes=5)
+        (True, {'logits': 5})
+    """
 
     prediction_heads = ("logits",)
 
@@ -30,6 +38,13 @@ class CrossEntropy(SoftmaxLoss):
 
     Args:
         reduction: ``mean``, ``sum`` or ``none``.
+
+    Example:
+        >>> import math, torch
+        >>> loss = CrossEntropy()
+        >>> value = loss({"logits": torch.zeros(2, 4)}, torch.tensor([0, 3]))
+        >>> math.isclose(float(value), math.log(4), rel_tol=1e-6)  # uniform over 4 classes
+        True
     """
 
     def per_example(self, outputs: Mapping[str, Tensor], labels: Tensor) -> Tensor:
@@ -42,6 +57,14 @@ class LabelSmoothing(SoftmaxLoss):
     Args:
         smoothing: ``t`` in [0, 1]; the paper's grid is 0.1, ..., 0.9. 0 is CE.
         reduction: ``mean``, ``sum`` or ``none``.
+
+    Example:
+        >>> import torch
+        >>> sure = {"logits": torch.tensor([[20.0, -20.0]])}
+        >>> label = torch.tensor([0])
+        >>> ce, ls = CrossEntropy()(sure, label), LabelSmoothing(smoothing=0.1)(sure, label)
+        >>> bool(ls > ce)  # smoothing penalises over-confidence
+        True
     """
 
     def __init__(self, smoothing: float = 0.1, reduction: str = "mean") -> None:
@@ -65,6 +88,12 @@ class GeneralizedCrossEntropy(SoftmaxLoss):
         q: In (0, 1]; ``q -> 0`` is CE, ``q = 1`` is MAE. Paper grid 0.1, ..., 0.9; 0.7 is the
             original paper's default.
         reduction: ``mean``, ``sum`` or ``none``.
+
+    Example:
+        >>> import torch
+        >>> wrong = {"logits": torch.tensor([[-10.0, 10.0]])}  # sure of 1; the label says 0
+        >>> round(float(GeneralizedCrossEntropy(q=0.7)(wrong, torch.tensor([0]))), 3)  # <= 1/q
+        1.429
     """
 
     def __init__(self, q: float = 0.7, reduction: str = "mean") -> None:
@@ -90,6 +119,14 @@ class NoiseAgainstNoise(SoftmaxLoss):
     Args:
         sigma: Noise standard deviation >= 0; paper grid 0.1, 0.2, 0.5, 0.75, 1.0.
         reduction: ``mean``, ``sum`` or ``none``.
+
+    Example:
+        >>> import torch
+        >>> loss = NoiseAgainstNoise(sigma=0.5)
+        >>> loss.head_shapes(num_classes=3)
+        {'logits': 3}
+        >>> loss({"logits": torch.zeros(4, 3)}, torch.tensor([0, 1, 2, 0])).shape
+        torch.Size([])
     """
 
     def __init__(self, sigma: float = 0.5, reduction: str = "mean") -> None:

@@ -55,6 +55,13 @@ class LastCheckpoint(ModelCheckpoint):
         every_n_train_steps: Also write it every this many optimiser steps (``None``: epoch
             ends only).
         train_time_interval: Also write it at this wall-time interval.
+
+    Example:
+        >>> import lightning.pytorch as pl
+        >>> callback = LastCheckpoint(every_n_train_steps=500)  # also mid-epoch, every 500 steps
+        >>> trainer = pl.Trainer(logger=False, callbacks=[callback], enable_progress_bar=False)
+        >>> last_checkpoint_callback(trainer) is callback, callback.CHECKPOINT_NAME_LAST
+        (True, 'last')
     """
 
     def __init__(

@@ -35,6 +35,13 @@ class TrainingPosition:
         epoch: The epoch in progress.
         batches: Training batches of that epoch already taken (optimiser stepped).
         epoch_done: Whether every batch of the epoch was taken (the next run starts ``epoch + 1``).
+
+    Example:
+        >>> position = TrainingPosition(epoch=3, batches=40)
+        >>> position.state_dict()
+        {'epoch': 3, 'batches': 40, 'epoch_done': False}
+        >>> TrainingPosition.from_state_dict(position.state_dict()) == position
+        True
     """
 
     epoch: int

@@ -22,7 +22,12 @@ __all__ = [
 
 
 class Table(NamedTuple):
-    """One table ``ln-fit-sweep run`` writes."""
+    """One table ``ln-fit-sweep run`` writes.
+
+    Example:
+        >>> [(table.key, table.percent) for table in TABLES][:2]
+        [('test_acc', True), ('selected_acc', True)]
+    """
 
     key: str  #: the results column it shows (see ``RESULTS``)
     title: str

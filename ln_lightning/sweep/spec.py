@@ -47,7 +47,16 @@ RESULTS = {
 
 @dataclass(frozen=True)
 class Run:
-    """One ``ln-fit fit`` process: its arguments, its seed and its output directory."""
+    """One ``ln-fit fit`` process: its arguments, its seed and its output directory.
+
+    Example:
+        >>> from pathlib import Path
+        >>> run = Run("Digits", "LN", 1, ("--config", "cli.yaml"), Path("runs/digits/ln/seed1"))
+        >>> [arg for arg in run.command() if "seed" in arg][:2]
+        ['--seed_everything=1', '--data.init_args.seed=1']
+        >>> run.finished()
+        False
+    """
 
     setting: str
     method: str
@@ -83,7 +92,20 @@ class Run:
 
 @dataclass
 class TableSpec:
-    """A parsed table spec (see the module docstring for the format)."""
+    """A parsed table spec (see the module docstring for the format).
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> path = Path(tempfile.mkdtemp()) / "table.yaml"
+        >>> _ = path.write_text(
+        ...     "{seeds: [0, 1], methods: {CE: --config ce.yaml, LN: ''}, "
+        ...     "settings: {Digits: --config cli.yaml}}"
+        ... )
+        >>> spec = load_spec(path)
+        >>> [(run.method, run.seed) for run in spec.runs(Path("runs/table"))]
+        [('CE', 0), ('CE', 1), ('LN', 0), ('LN', 1)]
+    """
 
     title: str
     seeds: list[int]

@@ -38,6 +38,17 @@ class LogisticNormalParams:
 
     Raises:
         ValueError: Naming the first invalid value.
+
+    Example:
+        >>> params = LogisticNormalParams(temperature=0.5, min_scale=0.5, anneal_epochs=10)
+        >>> round(params.target_scale(dim=10), 2)  # tau C for K = 10 classes (D = 10)
+        3.5
+        >>> params.min_scale_at(0.0, dim=10) > params.min_scale_at(5.0, dim=10) > params.min_scale
+        True
+        >>> LogisticNormalParams(min_scale=0)
+        Traceback (most recent call last):
+            ...
+        ValueError: min_scale must be a finite number > 0 (lambda in Eq. 9); got 0.
     """
 
     covariance: Covariance = "full"

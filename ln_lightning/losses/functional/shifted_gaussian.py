@@ -39,6 +39,11 @@ class ShiftedGaussianParams:
 
     Raises:
         ValueError: Naming the first invalid value.
+
+    Example:
+        >>> params = ShiftedGaussianParams()  # the reference code's alpha, EMA decay, smoothing
+        >>> params.shift_weight(0.0), round(params.shift_weight(100.0), 2)
+        (0.0, 0.39)
     """
 
     alpha: float = 0.995
