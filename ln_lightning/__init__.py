@@ -53,21 +53,25 @@ __all__ = [
     "__version__",
 ]
 
-if TYPE_CHECKING:
-    from ln_lightning.data import DigitsDataModule, NoisyLabelDataModule, NoisySample
+if TYPE_CHECKING:  # the defining modules, for type checkers and editors
+    from ln_lightning.data.base import NoisyLabelDataModule
+    from ln_lightning.data.dataset import NoisySample
+    from ln_lightning.data.digits import DigitsDataModule
     from ln_lightning.heads import LinearHeads
-    from ln_lightning.losses import (
-        CrossEntropy,
-        ForwardCorrection,
-        GeneralizedCrossEntropy,
+    from ln_lightning.losses.base import NoisyLabelLoss
+    from ln_lightning.losses.forward import ForwardCorrection
+    from ln_lightning.losses.heteroscedastic import (
         Heteroscedastic,
         HeteroscedasticLowRank,
         HeteroscedasticTemperature,
+    )
+    from ln_lightning.losses.logistic_normal import LogisticNormalLoss
+    from ln_lightning.losses.shifted_gaussian import ShiftedGaussianNoise
+    from ln_lightning.losses.softmax import (
+        CrossEntropy,
+        GeneralizedCrossEntropy,
         LabelSmoothing,
-        LogisticNormalLoss,
         NoiseAgainstNoise,
-        NoisyLabelLoss,
-        ShiftedGaussianNoise,
     )
     from ln_lightning.module import NoisyLabelClassifier
     from ln_lightning.noise import NoiseSpec

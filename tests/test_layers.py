@@ -14,8 +14,9 @@ PACKAGE = ROOT / "ln_lightning"
 UPPER = ("ln_lightning.module", "ln_lightning.callbacks", "ln_lightning.cli", "ln_lightning.sweep")
 
 
-def imported_modules(path: Path) -> set[str]:
-    """Every module a file imports, at the top or inside functions (type-only ones excluded)."""
+def runtime_imports(path: Path) -> list[ast.Import | ast.ImportFrom]:
+    """The import statements of a file, at the top or inside functions, but for type-only ones
+    (under ``if TYPE_CHECKING:``)."""
     tree = ast.parse(path.read_text())
     type_only = {
         id(node)
@@ -23,13 +24,20 @@ def imported_modules(path: Path) -> set[str]:
         if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
         for node in ast.walk(block)
     }
+    return [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom) and id(node) not in type_only
+    ]
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module (and imported name, as ``module.name``) a file imports at run time."""
     found = set()
-    for node in ast.walk(tree):
-        if id(node) in type_only:
-            continue
+    for node in runtime_imports(path):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
+        elif node.module:
             found.add(node.module)
             found |= {f"{node.module}.{alias.name}" for alias in node.names}
     return found
@@ -86,22 +94,13 @@ PROJECT = {
 
 
 def project_imports(path: Path) -> set[str]:
-    """The project modules ``path`` imports at run time (type-only imports excluded):
-    ``from pkg import name`` is ``pkg.name`` when that is a module, else ``pkg``."""
-    tree = ast.parse(path.read_text())
-    type_only = {
-        id(node)
-        for block in ast.walk(tree)
-        if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
-        for node in ast.walk(block)
-    }
+    """The project modules ``path`` imports at run time: ``from pkg import name`` is
+    ``pkg.name`` when that is a module, else ``pkg``."""
     found = set()
-    for node in ast.walk(tree):
-        if id(node) in type_only:
-            continue
+    for node in runtime_imports(path):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
+        elif node.module:
             for alias in node.names:
                 full = f"{node.module}.{alias.name}"
                 found.add(full if full in PROJECT else node.module)

@@ -52,11 +52,10 @@ class CIFAR10DataModule(NoisyLabelDataModule):
 
     Example:
         >>> import tempfile
-        >>> from pathlib import Path
         >>> from ln_lightning.data.synthetic import write_cifar10
-        >>> folder = Path(tempfile.mkdtemp())
+        >>> folder = tempfile.mkdtemp()
         >>> _ = write_cifar10(folder, per_batch=20, n_test=20)  # CIFAR-10's pickled batches
-        >>> data = CIFAR10DataModule(data_dir=str(folder), noise_type="asymmetric", noise_rate=0.4)
+        >>> data = CIFAR10DataModule(data_dir=folder, noise_type="asymmetric", noise_rate=0.4)
         >>> data.setup()
         >>> len(data.train_set), len(data.test_set), data.input_shape, data.noise_spec.class_map[3]
         (90, 20, (3, 32, 32), 5)
@@ -162,11 +161,10 @@ class CIFAR100DataModule(CIFAR10DataModule):
 
     Example:
         >>> import tempfile
-        >>> from pathlib import Path
         >>> from ln_lightning.data.synthetic import write_cifar100
-        >>> folder = Path(tempfile.mkdtemp())
+        >>> folder = tempfile.mkdtemp()
         >>> _ = write_cifar100(folder, n_train=100, n_test=20)
-        >>> data = CIFAR100DataModule(data_dir=str(folder), coarse=True, noise_type="none")
+        >>> data = CIFAR100DataModule(data_dir=folder, coarse=True, noise_type="none")
         >>> data.setup()
         >>> data.num_classes, len(data.train_set) + len(data.val_set)  # the 20 superclasses
         (20, 100)
@@ -266,11 +264,10 @@ class CIFAR10NDataModule(_CIFARNMixin, CIFAR10DataModule):
 
     Example:
         >>> import tempfile
-        >>> from pathlib import Path
         >>> from ln_lightning.data.synthetic import write_cifar10n
-        >>> folder = Path(tempfile.mkdtemp())
+        >>> folder = tempfile.mkdtemp()
         >>> _ = write_cifar10n(folder)  # CIFAR-10 batches and a CIFAR-10_human.pt label file
-        >>> data = CIFAR10NDataModule(data_dir=str(folder), label_set="worst")
+        >>> data = CIFAR10NDataModule(data_dir=folder, label_set="worst")
         >>> data.setup()
         >>> data.has_real_noise(), data.noise_spec, round(data.noise.realised_rate, 2)
         (True, None, 0.34)
@@ -317,11 +314,10 @@ class CIFAR100NDataModule(_CIFARNMixin, CIFAR100DataModule):
 
     Example:
         >>> import tempfile
-        >>> from pathlib import Path
         >>> from ln_lightning.data.synthetic import write_cifar100n
-        >>> folder = Path(tempfile.mkdtemp())
+        >>> folder = tempfile.mkdtemp()
         >>> _ = write_cifar100n(folder)
-        >>> data = CIFAR100NDataModule(data_dir=str(folder), label_set="noisy")
+        >>> data = CIFAR100NDataModule(data_dir=folder, label_set="noisy")
         >>> data.setup()
         >>> data.num_classes, round(data.noise.realised_rate, 2)  # every other label shifted
         (100, 0.5)

@@ -135,11 +135,10 @@ class Clothing1MDataModule(NoisyLabelDataModule):
 
     Example:
         >>> import tempfile
-        >>> from pathlib import Path
         >>> from ln_lightning.data.synthetic import write_clothing1m
-        >>> root = Path(tempfile.mkdtemp())
+        >>> root = tempfile.mkdtemp()
         >>> write_clothing1m(root, per_class=3)  # Clothing1M's files and annotation lists
-        >>> data = Clothing1MDataModule(data_dir=str(root), per_class=1, batch_size=7)
+        >>> data = Clothing1MDataModule(data_dir=root, per_class=1, batch_size=7)
         >>> data.setup()
         >>> len(data.train_set), len(data.val_set), len(data.test_set), data.input_shape
         (42, 14, 14, (3, 224, 224))

@@ -126,11 +126,10 @@ class ImageFolderDataModule(NoisyLabelDataModule):
 
     Example:
         >>> import tempfile
-        >>> from pathlib import Path
         >>> from ln_lightning.data.synthetic import write_image_files
-        >>> root = Path(tempfile.mkdtemp())
-        >>> _ = write_image_files(root / "train", per_class=10)  # train/<class>/<image>.png
-        >>> data = ImageFolderDataModule(root=str(root / "train"), image_size=32, augment=False)
+        >>> root = tempfile.mkdtemp()
+        >>> _ = write_image_files(root, per_class=10)  # <root>/<class>/<image>.png
+        >>> data = ImageFolderDataModule(root=root, image_size=32, augment=False)
         >>> data.setup()
         >>> data.class_names, data.input_shape, len(data.train_set) + len(data.val_set)
         (['circle', 'square', 'triangle'], (1, 32, 32), 30)

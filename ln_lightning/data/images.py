@@ -46,9 +46,8 @@ class ImageFiles(Dataset):
 
     Example:
         >>> import tempfile
-        >>> from pathlib import Path
         >>> from ln_lightning.data.synthetic import write_image_files
-        >>> root = Path(tempfile.mkdtemp())
+        >>> root = tempfile.mkdtemp()
         >>> paths, _, _ = write_image_files(root, per_class=2)
         >>> files = ImageFiles(root, [str(p.relative_to(root)) for p in paths], mode="L")
         >>> len(files), files[0].mode, files[0].size
@@ -85,9 +84,8 @@ class LabelledImages:
 
     Example:
         >>> import tempfile
-        >>> from pathlib import Path
         >>> from ln_lightning.data.synthetic import write_image_files
-        >>> root = Path(tempfile.mkdtemp())
+        >>> root = tempfile.mkdtemp()
         >>> _ = write_image_files(root, per_class=2)
         >>> images = scan_image_folder(root)  # one sub-folder per class
         >>> len(images.paths), sorted(set(images.labels)), images.clean_labels

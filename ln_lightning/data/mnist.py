@@ -57,11 +57,10 @@ class MNISTDataModule(NoisyLabelDataModule):
 
     Example:
         >>> import tempfile
-        >>> from pathlib import Path
         >>> from ln_lightning.data.synthetic import write_mnist
-        >>> folder = Path(tempfile.mkdtemp())
-        >>> write_mnist(folder / "MNIST" / "raw", n_train=100, n_test=20)  # MNIST's IDX files
-        >>> data = MNISTDataModule(data_dir=str(folder), noise_type="symmetric", noise_rate=0.4)
+        >>> folder = tempfile.mkdtemp()
+        >>> write_mnist(folder, n_train=100, n_test=20)  # MNIST's IDX files
+        >>> data = MNISTDataModule(data_dir=folder, noise_type="symmetric", noise_rate=0.4)
         >>> data.setup()
         >>> len(data.train_set), len(data.test_set), data.input_shape
         (90, 20, (1, 28, 28))
@@ -139,11 +138,10 @@ class FashionMNISTDataModule(MNISTDataModule):
 
     Example:
         >>> import tempfile
-        >>> from pathlib import Path
         >>> from ln_lightning.data.synthetic import write_mnist
-        >>> folder = Path(tempfile.mkdtemp())
-        >>> write_mnist(folder / "FashionMNIST" / "raw", n_train=100, n_test=20)
-        >>> data = FashionMNISTDataModule(data_dir=str(folder), noise_rate=0.4)  # asymmetric
+        >>> folder = tempfile.mkdtemp()
+        >>> write_mnist(folder, n_train=100, n_test=20)
+        >>> data = FashionMNISTDataModule(data_dir=folder, noise_rate=0.4)  # asymmetric
         >>> data.setup()
         >>> list(data.class_names[:2]), data.noise_spec.class_map[0]  # T-shirt/top -> Shirt
         (['T-shirt/top', 'Trouser'], 6)

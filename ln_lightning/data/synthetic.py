@@ -42,8 +42,9 @@ __all__ = [
 ]
 
 
-def write_idx(path: Path, array: np.ndarray) -> None:
+def write_idx(path: str | Path, array: np.ndarray) -> None:
     """``array`` (uint8) as an IDX file, gzipped when ``path`` ends in ``.gz``."""
+    path = Path(path)
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
     payload = header + array.astype(np.uint8).tobytes()
     if path.suffix == ".gz":
@@ -53,8 +54,11 @@ def write_idx(path: Path, array: np.ndarray) -> None:
         path.write_bytes(payload)
 
 
-def write_mnist(directory: Path, n_train: int = 60, n_test: int = 20, gz: bool = True) -> None:
+def write_mnist(
+    directory: str | Path, n_train: int = 60, n_test: int = 20, gz: bool = True
+) -> None:
     """MNIST's four IDX files (random 28 x 28 images, labels ``i mod 10``) in ``directory``."""
+    directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     suffix = ".gz" if gz else ""
@@ -66,9 +70,10 @@ def write_mnist(directory: Path, n_train: int = 60, n_test: int = 20, gz: bool =
     write_idx(directory / f"t10k-labels-idx1-ubyte{suffix}", np.arange(n_test) % 10)
 
 
-def write_cifar10(root: Path, per_batch: int = 20, n_test: int = 20) -> torch.Tensor:
+def write_cifar10(root: str | Path, per_batch: int = 20, n_test: int = 20) -> torch.Tensor:
     """``root/cifar-10-batches-py``: five training batches and a test batch of random images;
     returns the training labels."""
+    root = Path(root)
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -90,9 +95,10 @@ def write_cifar10(root: Path, per_batch: int = 20, n_test: int = 20) -> torch.Te
 
 
 def write_cifar100(
-    root: Path, n_train: int = 100, n_test: int = 20
+    root: str | Path, n_train: int = 100, n_test: int = 20
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``root/cifar-100-python``: train and test files; returns the fine and coarse labels."""
+    root = Path(root)
     folder = root / "cifar-100-python"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(1)
@@ -111,8 +117,9 @@ def write_cifar100(
     return torch.tensor(fine), torch.tensor(coarse)
 
 
-def write_cifar10n(root: Path) -> torch.Tensor:
+def write_cifar10n(root: str | Path) -> torch.Tensor:
     """Tiny CIFAR-10 batches plus a ``CIFAR-10_human.pt`` whose 'worst' labels flip every third."""
+    root = Path(root)
     labels = write_cifar10(root)
     worst = labels.clone()
     worst[::3] = (worst[::3] + 1) % 10
@@ -127,8 +134,9 @@ def write_cifar10n(root: Path) -> torch.Tensor:
     return worst
 
 
-def write_cifar100n(root: Path) -> torch.Tensor:
+def write_cifar100n(root: str | Path) -> torch.Tensor:
     """Tiny CIFAR-100 files plus a ``CIFAR-100_human.pt`` with every other label shifted."""
+    root = Path(root)
     fine, coarse = write_cifar100(root)
     noisy = (fine + (torch.arange(len(fine)) % 2)) % 100
     content = {
@@ -139,9 +147,10 @@ def write_cifar100n(root: Path) -> torch.Tensor:
     return noisy
 
 
-def write_clothing1m(root: Path, per_class: int = 3, classes: int = 14) -> None:
+def write_clothing1m(root: str | Path, per_class: int = 3, classes: int = 14) -> None:
     """Clothing1M's layout: JPEGs under ``root/images`` and the annotation lists under
     ``root/annotations`` (the first training image of each class has a wrong noisy label)."""
+    root = Path(root)
     (root / "annotations").mkdir(parents=True)
     keys = {"train": [], "val": [], "test": []}
     noisy_kv, clean_kv = [], []
@@ -181,7 +190,7 @@ def _picture(label: int, generator: np.random.Generator, size: int = 16) -> np.n
 
 
 def write_image_files(
-    root: Path,
+    root: str | Path,
     per_class: int = 12,
     flips: int = 0,
     seed: int = 0,
@@ -196,6 +205,7 @@ def write_image_files(
         ``in_given_folder`` they are filed in that class's folder (an ``ImageFolder`` tree with
         wrong labels), else in their true class's.
     """
+    root = Path(root)
     generator = np.random.default_rng(seed)
     paths, truth, given = [], [], []
     for label, name in enumerate(IMAGE_CLASSES):

@@ -17,7 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ln_lightning.losses.functional._common import check_labels, upcast
+from ln_lightning.losses.functional._common import (
+    check_labels,
+    upcast,
+    upcast_mean_and_factor,
+)
 
 Covariance = Literal["identity", "isotropic", "diagonal", "full"]
 COVARIANCES: tuple[str, ...] = ("identity", "isotropic", "diagonal", "full")
@@ -336,13 +340,7 @@ def _full_covariance_loss(
     mean: Tensor, factor: Tensor, labels: Tensor, params: LogisticNormalParams
 ) -> Tensor:
     """Eq. 5 under Eq. 9's covariance through :class:`_FullCovarianceLN` (checks, upcasts)."""
-    mean = upcast(mean)
-    factor = upcast(factor).to(mean.dtype)
-    if factor.shape != mean.shape:
-        raise ValueError(
-            f"covariance='full' needs a scale head as wide as the mean: got scale of shape "
-            f"{tuple(factor.shape)} for mean of shape {tuple(mean.shape)}."
-        )
+    mean, factor = upcast_mean_and_factor(mean, factor, "covariance='full' needs a scale head")
     dim = mean.shape[-1]
     labels = check_labels(labels, num_classes_from_logit_dim(dim, params.dummy_class))
     return _FullCovarianceLN.apply(

@@ -22,7 +22,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ln_lightning.losses.functional._common import check_labels, upcast
+from ln_lightning.losses.functional._common import (
+    check_labels,
+    upcast,
+    upcast_mean_and_factor,
+)
 from ln_lightning.losses.functional.logistic_normal import gaussian_terms, target_logit_scale
 
 
@@ -175,13 +179,7 @@ def shifted_gaussian_noise_loss(
         Float32 negative log-density of shape ``(B,)``.
     """
     with torch.autocast(mean.device.type, enabled=False):
-        mean = upcast(mean)
-        factor = upcast(factor).to(mean.dtype)
-        if factor.shape != mean.shape:
-            raise ValueError(
-                f"SGN needs a factor head as wide as the mean: got {tuple(factor.shape)} for a "
-                f"mean of shape {tuple(mean.shape)}."
-            )
+        mean, factor = upcast_mean_and_factor(mean, factor, "SGN needs a factor head")
         num_classes = mean.shape[-1] + 1
         labels = check_labels(labels, num_classes)
         target = sgn_target(labels, num_classes, params.smoothing, mean.dtype)
