@@ -19,17 +19,20 @@ CONFIG = str(ROOT / "cli.yaml")
 
 
 def quick(
-    epochs: int = 1, train_batches: int = 2, val_batches: int = 1, test_batches: int | None = None
+    epochs: int = 1,
+    train_batches: int = 2,
+    val_batches: int | None = 1,
+    test_batches: int | None = None,
 ) -> list[str]:
     """``ln-fit`` flags for a short run (``epochs`` of ``train_batches``) without a progress bar;
-    the CLI's counterpart of :func:`quick_trainer`."""
+    the CLI's counterpart of :func:`quick_trainer`. ``None``: the whole split."""
     flags = [
         f"--trainer.max_epochs={epochs}",
         f"--trainer.limit_train_batches={train_batches}",
-        f"--trainer.limit_val_batches={val_batches}",
         "--trainer.enable_progress_bar=false",
     ]
-    return flags + ([f"--trainer.limit_test_batches={test_batches}"] if test_batches else [])
+    limits = {"val": val_batches, "test": test_batches}
+    return flags + [f"--trainer.limit_{k}_batches={n}" for k, n in limits.items() if n is not None]
 
 
 #: One short epoch.

@@ -42,7 +42,7 @@ def fitted(tmp_path_factory) -> tuple[Path, str]:
     every epoch, so the noisy validation accuracy peaks before the last epoch."""
     cwd = tmp_path_factory.mktemp("readme")
     output = ln_fit_ok(
-        "fit", "--config", CONFIG, *quick(epochs=3, train_batches=4),
+        "fit", "--config", CONFIG, *quick(epochs=3, train_batches=4, val_batches=None),
         "--model.lr_scheduler=StepLR", "--model.lr_scheduler.step_size=1",
         "--model.lr_scheduler.gamma=30", cwd=cwd,
     )  # fmt: skip
@@ -117,9 +117,9 @@ def test_ln_fit_predict_writes_a_predictions_file(fitted):
 
 
 def test_ckpt_path_last_continues_only_a_run_of_this_kind(tmp_path):
-    args = ["fit", "--config", CONFIG, "--test_after_fit=false",
+    args = ["fit", "--config", CONFIG, *quick(), "--test_after_fit=false",
             f"--trainer.logger.init_args.save_dir={tmp_path}"]  # fmt: skip
-    run_cli([*args, *quick(epochs=1)])  # LN: version_0
+    run_cli(args)  # LN: version_0
     run_cli([*args, "--trainer.max_epochs=1", "--model.loss=ln_lightning.CrossEntropy"])  # newer
     resumed = run_cli([*args, "--trainer.max_epochs=2", "--ckpt_path=last"])
     assert resumed.trainer.ckpt_path == str(tmp_path / "digits/version_0/checkpoints/last.ckpt")
