@@ -213,3 +213,17 @@ def test_other_loss_arguments_warn_and_apply(tmp_path):
     model = NoisyLabelClassifier(num_classes=10, input_shape=(1, 8, 8), loss=LogisticNormalLoss())
     with pytest.warns(UserWarning, match=r"other loss arguments \(temperature=0\.5 -> 1\.0\)"):
         _validate(tmp_path, model, checkpoint)
+
+
+def test_load_from_checkpoint_reads_the_file_once(tmp_path, monkeypatch):
+    """The loss comes from the run record of the checkpoint Lightning loads: one read."""
+    checkpoint = _fitted_checkpoint(tmp_path, LogisticNormalLoss(temperature=0.5), "ln.ckpt")
+    reads = []
+    load = torch.load
+    monkeypatch.setattr(
+        torch, "load", lambda *args, **kwargs: reads.append(args) or load(*args, **kwargs)
+    )
+    restored = NoisyLabelClassifier.load_from_checkpoint(checkpoint)
+    assert len(reads) == 1 and restored.loss.temperature == 0.5
+    saved = load(checkpoint, weights_only=False)["state_dict"]
+    assert all(torch.equal(saved[k], v) for k, v in restored.state_dict().items() if k in saved)
