@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -38,6 +39,7 @@ __all__ = [
     "read_label_issues",
     "summary",
     "write_cleaned_labels",
+    "write_cleanlab_inputs",
     "write_label_issues",
 ]
 
@@ -107,7 +109,8 @@ class IssueTable:
     """What ``label_issues.csv`` holds, as tensors (one row per example).
 
     ``caution``: why the row's flag cannot be trusted (empty where no reason is known), see
-    :func:`cautions`.
+    :func:`cautions`; ``uncertainty``: the loss's per-example uncertainty (LN: the largest
+    standard deviation of its Gaussian), where it has one (shown in ``label_issues.html``).
 
     Example:
         >>> import csv, tempfile, torch
@@ -135,6 +138,7 @@ class IssueTable:
     score: Tensor
     paths: list[str] | None = None
     caution: list[str] | None = None
+    uncertainty: Tensor | None = None
 
 
 #: A class with fewer labelled examples than this has a threshold too noisy to trust.
@@ -327,6 +331,28 @@ def write_cleaned_labels(
                 row.append(_name(class_names, int(table.clean[i])))
             writer.writerow(row)
     return path
+
+
+def write_cleanlab_inputs(table: IssueTable, folder: str | Path) -> tuple[Path, Path]:
+    """``pred_probs.npy`` (``(N, K)`` float32) and ``labels.npy`` (``(N,)`` int64, the given
+    labels) in ``folder``: every scored example, in the order of its ``index`` (row ``i`` is the
+    example with the ``i``-th smallest index of ``label_issues.csv``; for a whole training pool,
+    example ``i``), as cleanlab's ``find_label_issues(labels, pred_probs)`` and ``Datalab``
+    take them.
+
+    From one ``ln-fit fit`` the probabilities are in-sample (the model trained on most of these
+    labels); from ``ln-fit-sweep folds`` they are out-of-sample, what cleanlab asks for.
+
+    Returns:
+        The two paths.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    order = table.index.argsort()
+    probs, labels = folder / "pred_probs.npy", folder / "labels.npy"
+    np.save(probs, table.probs[order].float().numpy())
+    np.save(labels, table.given[order].long().numpy())
+    return probs, labels
 
 
 def summary(issues: LabelIssues, class_names: Sequence[str], given: Tensor) -> str:

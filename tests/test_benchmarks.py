@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -173,3 +174,15 @@ def test_own_images_speed(script, capsys):
     assert [r["recipe"] for r in rows] == ["small"] and rows[0]["seconds_per_epoch"] > 0
     (row,) = table_rows(capsys.readouterr().out, "small")
     assert float(row[1]) > 0 and float(row[2]) > 0 and row[3].endswith("min")
+
+
+def test_gallery_speed(script, capsys):
+    script("gallery_speed").main(["--rows", "400", "--repeats", "1"])
+    out = capsys.readouterr().out
+    flagged = int(re.search(r"400 examples, ([\d,]+) flagged", out).group(1))
+    assert 50 < flagged < 200  # about a quarter look like another class
+    (linked,), (embedded,) = (
+        table_rows(out, "image files (linked)"),
+        table_rows(out, "28 x 28 in memory (embedded)"),
+    )
+    assert float(linked[2]) < float(embedded[2])  # links are smaller than embedded pictures

@@ -201,6 +201,11 @@ def test_the_loggers_save_dir_exists_before_wandb_starts(tmp_path, monkeypatch):
     assert save_dir.is_dir()
 
 
+def folder_of(save_dir: Path, run: Path) -> Path:
+    """The run folder of an offline W&B run: ``<save_dir>/<project>/<run id>``."""
+    return save_dir / "ln-tests" / run.name.rsplit("-", 1)[-1]
+
+
 def test_wandb_offline_run_records_config_metrics_noise_and_figures(tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -236,10 +241,28 @@ def test_wandb_offline_run_records_config_metrics_noise_and_figures(tmp_path, mo
     images = list((run / "files" / "media" / "images").rglob("*.png"))
     assert any("residual_histograms" in p.name for p in images)
     (table_file,) = (run / "files" / "media" / "table").rglob("*.table.json")
+    assert "flagged" in table_file.name  # mislabel/flagged: the flagged labels, with images
     table = json.loads(table_file.read_text())
-    assert len(table["data"]) == 5 and table["columns"][1] == "input"
+    assert table["columns"] == [
+        "index", "input", "given_label", "suggested_label", "score", "clean_label",
+    ]  # fmt: skip
+    with (folder_of(tmp_path, run) / "label_issues.csv").open() as handle:
+        flagged = [r for r in csv.DictReader(handle) if r["is_issue"] == "1"][:5]
+    assert [row[0] for row in table["data"]] == [int(r["index"]) for r in flagged]
+    assert [row[2:4] for row in table["data"]] == [
+        [r["given_label"], r["suggested_label"]] for r in flagged
+    ]
+    # Offline, W&B keeps "Image" for the pictures of a table (its issue #4611): the pictures
+    # come again, captioned with the labels, as mislabel/flagged_images.
+    shown = next(r["history"]["item"] for r in records if r["type"] == "history"
+                 and "mislabel/flagged_images.captions" in r["history"]["item"])  # fmt: skip
+    captions = shown["mislabel/flagged_images.captions"]
+    assert [c.split(" (")[0] for c in captions] == [
+        f"{r['given_label']} -> {r['suggested_label']}" for r in flagged
+    ]
+    assert all((run / "files" / f).is_file() for f in shown["mislabel/flagged_images.filenames"])
     # The run's own files sit beside its checkpoints, not in the shared save_dir.
-    folder = tmp_path / "ln-tests" / run.name.rsplit("-", 1)[-1]
+    folder = folder_of(tmp_path, run)
     assert (folder / "label_issues.csv").is_file() and (folder / "checkpoints").is_dir()
     # config.yaml too: in the shared save_dir every W&B run would overwrite the last one's.
     assert (folder / "config.yaml").is_file() and not (tmp_path / "config.yaml").exists()

@@ -1,7 +1,9 @@
-"""After training: which labels look wrong (``label_issues.csv``) and cleaned labels."""
+"""After training: which labels look wrong (``label_issues.csv``, ``label_issues.html``) and
+cleaned labels."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -10,7 +12,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from ln_lightning import analysis, label_issues
+from ln_lightning import analysis, gallery, label_issues
 from ln_lightning.callbacks._common import require_datamodule
 from ln_lightning.labels import UNKNOWN, corrupted_mask
 from ln_lightning.metrics import VAL, metric_name
@@ -33,6 +35,13 @@ class MislabelReport(Callback):
     * ``cleaned_labels.csv``: the labels with the flagged ones removed (or relabelled), in the
       format a new run reads (``--data.labels_file`` for files, ``--data.noisy_labels_file``
       otherwise), for retraining or for a person to review;
+    * ``label_issues.html``: the flagged examples with their pictures, most suspicious first,
+      filters by given and suggested class, a per-class summary and the caution, in one
+      self-contained page (:func:`ln_lightning.gallery.write_gallery`), and
+      ``label_issues.png``, a contact sheet of the first ``contact_sheet`` of them;
+    * ``pred_probs.npy`` and ``labels.npy``: the predicted probabilities and the given labels
+      in the order of ``index``, for cleanlab (``find_label_issues(labels, pred_probs)``,
+      ``Datalab``; :func:`ln_lightning.label_issues.write_cleanlab_inputs`);
 
     and prints ``N of M labels look wrong`` with the thresholds used, followed by ``Do not trust
     these flags yet: ...`` when the model is near chance on the noisy validation split, was
@@ -44,8 +53,10 @@ class MislabelReport(Callback):
     how well the score ranks the corrupted labels (``mislabel/auroc``,
     ``mislabel/average_precision``, ``mislabel/precision_at_n``) and how right the flags are
     (``mislabel/flag_precision``, ``mislabel/flag_recall``). With a ``WandbLogger`` the
-    ``top_k`` most suspicious examples are logged as a table with their images. ``ln-fit``
-    adds this callback to every run.
+    ``top_k`` most suspicious flagged examples are logged as a table (``mislabel/flagged``) with
+    their images and labels, and their images with ``given -> suggested (score)`` captions as
+    ``mislabel/flagged_images`` (W&B keeps no images inside tables of offline runs, its issue
+    #4611). ``ln-fit`` adds this callback to every run.
 
     A network that has memorised the noise is confident about the wrong labels too, so a score
     taken only at the end of training finds fewer of them (CE on digits: AUROC 0.64-0.70 at the
@@ -56,10 +67,13 @@ class MislabelReport(Callback):
         score: The ranking score, see :func:`ln_lightning.analysis.mislabel_scores` (``auto``:
             ``1 - p(given label)``, the best measured for LN and CE alike).
         every_n_epochs: Also score every n-th epoch and rank by the mean; ``0``: the end only.
-        top_k: Rows of the W&B table.
+        top_k: Rows of the W&B table (0: none).
         cleaning: ``remove`` (default) leaves flagged examples out of ``cleaned_labels.csv``;
             ``relabel`` gives them the suggested label (data without files: always relabel).
-        file_name: Name of the label-issue file inside the run directory.
+        file_name: Name of the label-issue file inside the run directory (the page and the
+            sheet take its stem).
+        gallery: Write ``label_issues.html``.
+        contact_sheet: Examples in ``label_issues.png`` (0: no sheet).
 
     Example:
         >>> import tempfile, lightning.pytorch as pl
@@ -73,8 +87,9 @@ class MislabelReport(Callback):
         ... )
         >>> data = DigitsDataModule(noise_type="symmetric", noise_rate=0.4)
         >>> trainer.fit(NoisyLabelClassifier(input_shape=(1, 8, 8)), datamodule=data)
-        >>> sorted(path.name for path in folder.glob("*.csv"))
-        ['cleaned_labels.csv', 'label_issues.csv']
+        >>> sorted(path.name for path in folder.glob("*.*"))  # doctest: +NORMALIZE_WHITESPACE
+        ['cleaned_labels.csv', 'label_issues.csv', 'label_issues.html', 'label_issues.png',
+         'labels.npy', 'pred_probs.npy']
     """
 
     def __init__(
@@ -84,17 +99,21 @@ class MislabelReport(Callback):
         top_k: int = 50,
         cleaning: str = "remove",
         file_name: str = "label_issues.csv",
+        gallery: bool = True,
+        contact_sheet: int = 24,
     ) -> None:
         if score not in analysis.SCORES:
             raise ValueError(f"score must be one of {analysis.SCORES}; got {score!r}.")
-        if top_k < 0 or every_n_epochs < 0:
+        if min(top_k, every_n_epochs, contact_sheet) < 0:
             raise ValueError(
-                f"top_k and every_n_epochs must be >= 0; got {top_k} and {every_n_epochs}."
+                f"top_k, every_n_epochs and contact_sheet must be >= 0; got {top_k}, "
+                f"{every_n_epochs} and {contact_sheet}."
             )
         if cleaning not in label_issues.CLEANING:
             raise ValueError(f"cleaning must be one of {label_issues.CLEANING}; got {cleaning!r}.")
         self.score, self.every_n_epochs, self.top_k = score, every_n_epochs, top_k
         self.cleaning, self.file_name = cleaning, file_name
+        self.gallery, self.contact_sheet = gallery, contact_sheet
         self.metrics: dict[str, float] = {}
         self.issues: label_issues.LabelIssues | None = None
         self._history: list[torch.Tensor] = []
@@ -149,6 +168,19 @@ class MislabelReport(Callback):
             + label_issues.caution_text(table.caution)
             + f". Ranked: {path}"
         )
+        label_issues.write_cleanlab_inputs(table, folder)  # pred_probs.npy, labels.npy
+        images = self._images(datamodule, table)
+        stem = folder / Path(self.file_name).stem
+        if self.gallery:
+            title = f"Labels that look wrong: {type(datamodule).__name__}"
+            page = gallery.write_gallery(
+                table, self.issues, names, stem.with_suffix(".html"), images, title
+            )
+            message += f"; to look at them: {page}"
+        if self.contact_sheet:
+            gallery.write_contact_sheet(
+                table, self.issues, names, stem.with_suffix(".png"), images, self.contact_sheet
+            )
         if not getattr(datamodule, "num_folds", 0):  # a fold alone does not cover the pool
             cleaned = label_issues.write_cleaned_labels(
                 table, self.issues, names, folder / "cleaned_labels.csv", self.cleaning
@@ -158,9 +190,14 @@ class MislabelReport(Callback):
         self._log_detection(trainer, table, scores)
         wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
         if wandb_loggers and self.top_k:
-            columns, rows = self._wandb_rows(datamodule, table, names)
+            columns, rows, shown = self._wandb_rows(table, names, images)
             for logger in wandb_loggers:
-                logger.log_table(key="mislabel/top", columns=columns, data=rows)
+                logger.log_table(key="mislabel/flagged", columns=columns, data=rows)
+                if shown:  # offline runs drop the images inside tables (wandb issue #4611)
+                    logger.log_image(
+                        key="mislabel/flagged_images", images=[image for image, _ in shown],
+                        caption=[caption for _, caption in shown], step=trainer.global_step,
+                    )  # fmt: skip
 
     @staticmethod
     def _table(datamodule: Any, parts: list, scores: torch.Tensor) -> label_issues.IssueTable:
@@ -176,6 +213,11 @@ class MislabelReport(Callback):
             probs=torch.cat([p.probs for _, p in parts]),
             score=scores,
             paths=paths,
+            uncertainty=(
+                torch.cat([p.uncertainty for _, p in parts])
+                if all(p.uncertainty is not None for _, p in parts)
+                else None
+            ),
         )
 
     def _log_detection(
@@ -195,31 +237,40 @@ class MislabelReport(Callback):
         self.metrics["mislabel/flag_recall"] = hits / int(corrupted.sum())
         log_metrics(trainer, self.metrics)
 
-    def _wandb_rows(self, datamodule: Any, table: label_issues.IssueTable, names: list) -> tuple:
+    @staticmethod
+    def _images(datamodule: Any, table: label_issues.IssueTable) -> gallery.ImageSource:
+        """The picture of each row: its file where the examples are files, else its input drawn
+        as an image (nothing for inputs that are no image)."""
+        splits = {name: datamodule.split(name) for name in set(table.split)}
+
+        def image(row: int) -> Any:
+            if table.paths is not None and Path(table.paths[row]).is_file():
+                return Path(table.paths[row])
+            inputs = splits[table.split[row]].inputs
+            return gallery.example_image(inputs[int(table.index[row])])
+
+        return image
+
+    def _wandb_rows(
+        self, table: label_issues.IssueTable, names: list, images: gallery.ImageSource
+    ) -> tuple[list[str], list[list[Any]], list[tuple[Any, str]]]:
+        """The W&B table of the ``top_k`` flagged rows, and their pictures with captions."""
         import wandb
 
-        splits = {name: datamodule.split(name, eval_transform=True) for name in set(table.split)}
-        where = {
-            (name, int(index)): position
-            for name, dataset in splits.items()
-            for position, index in enumerate(dataset.indices)
-        }
         columns = ["index", "input", "given_label", "suggested_label", "score", "clean_label"]
-        rows = []
-        for i in table.score.argsort(descending=True)[: self.top_k].tolist():
-            split, index = table.split[i], int(table.index[i])
-            item = torch.as_tensor(splits[split][where[split, index]].input).float()
-            shown: Any = round(float(item.flatten()[0]), 4) if item.ndim < 2 else None
-            if item.ndim >= 2:
-                image = item if item.ndim == 2 else item.movedim(0, -1).squeeze(-1)
-                image = (image - image.min()) / (image.max() - image.min() + 1e-12)
-                shown = wandb.Image(image.numpy())
+        rows, shown = [], []
+        for i in gallery.flagged_order(table, self.issues)[: self.top_k]:
+            picture = images(i)
+            picture = str(picture) if isinstance(picture, Path) else picture
+            given, suggested = names[int(table.given[i])], names[int(self.issues.suggested[i])]
             clean = int(table.clean[i])
             rows.append(
                 [
-                    index, shown, names[int(table.given[i])],
-                    names[int(self.issues.suggested[i])], float(table.score[i]),
+                    int(table.index[i]), wandb.Image(picture) if picture is not None else None,
+                    given, suggested, float(table.score[i]),
                     names[clean] if clean != UNKNOWN else "",
                 ]
             )  # fmt: skip
-        return columns, rows
+            if picture is not None:
+                shown.append((picture, f"{given} -> {suggested} ({float(table.score[i]):.2f})"))
+        return columns, rows, shown

@@ -79,6 +79,7 @@ def merge_fold_issues(paths: Sequence[Path], out: Path, cleaning: str = "remove"
         raise ValueError("the folds hold some examples twice: were they run with the same seed?")
     issues = label_issues.find_label_issues(table.probs, table.given)
     found = label_issues.write_label_issues(table, issues, names, out / "label_issues.csv")
+    label_issues.write_cleanlab_inputs(table, out)  # out-of-sample pred_probs.npy, labels.npy
     cleaned = label_issues.write_cleaned_labels(
         table, issues, names, out / "cleaned_labels.csv", cleaning
     )
