@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ln_lightning import label_issues
+from ln_lightning import gallery, label_issues
 from ln_lightning.analysis import detection_metrics
 from ln_lightning.labels import UNKNOWN, corrupted_mask
 from ln_lightning.sweep import runner
@@ -80,6 +80,15 @@ def merge_fold_issues(paths: Sequence[Path], out: Path, cleaning: str = "remove"
     issues = label_issues.find_label_issues(table.probs, table.given)
     found = label_issues.write_label_issues(table, issues, names, out / "label_issues.csv")
     label_issues.write_cleanlab_inputs(table, out)  # out-of-sample pred_probs.npy, labels.npy
+    files = (lambda i: Path(table.paths[i])) if table.paths is not None else None
+    page = gallery.write_gallery(
+        table,
+        issues,
+        names,
+        out / "label_issues.html",
+        files,
+        "Labels that look wrong, out of sample",
+    )
     cleaned = label_issues.write_cleaned_labels(
         table, issues, names, out / "cleaned_labels.csv", cleaning
     )
@@ -91,4 +100,4 @@ def merge_fold_issues(paths: Sequence[Path], out: Path, cleaning: str = "remove"
     if 0 < int(corrupted.sum()) < int(known.sum()):
         metrics = detection_metrics(table.score, corrupted, known)
         text += f"; AUROC {metrics['auroc']:.3f} against the known true labels"
-    return f"{text}.\nRanked: {found}\nCleaned labels: {cleaned}"
+    return f"{text}.\nRanked: {found}\nTo look at them: {page}\nCleaned labels: {cleaned}"
