@@ -110,7 +110,8 @@ class IssueTable:
 
     ``caution``: why the row's flag cannot be trusted (empty where no reason is known), see
     :func:`cautions`; ``uncertainty``: the loss's per-example uncertainty (LN: the largest
-    standard deviation of its Gaussian), where it has one (shown in ``label_issues.html``).
+    standard deviation of its Gaussian), where it has one (shown in ``label_issues.html``);
+    ``paths``: each example's id, a file path or (``id_column="row_id"``) a row of a data set.
 
     Example:
         >>> import csv, tempfile, torch
@@ -139,6 +140,7 @@ class IssueTable:
     paths: list[str] | None = None
     caution: list[str] | None = None
     uncertainty: Tensor | None = None
+    id_column: str = "path"
 
 
 #: A class with fewer labelled examples than this has a threshold too noisy to trust.
@@ -221,7 +223,8 @@ def write_label_issues(
 ) -> Path:
     """Write ``label_issues.csv``, most suspicious first.
 
-    Columns: ``rank``, ``index`` (position in the training pool), ``path`` (for files),
+    Columns: ``rank``, ``index`` (position in the training pool), ``path`` (for files; the
+    ``id_column`` of the table, ``row_id`` for a Hugging Face data set),
     ``split`` (``train`` / ``val``), ``given_label``, ``suggested_label``, ``score``,
     ``is_issue`` (the confident-learning verdict), ``clean_label`` and ``is_noisy`` (where the
     truth is known), ``caution`` (why the row's flag cannot be trusted yet, empty when no reason
@@ -230,7 +233,7 @@ def write_label_issues(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     known = table.clean != UNKNOWN
-    header = ["rank", "index"] + (["path"] if table.paths is not None else [])
+    header = ["rank", "index"] + ([table.id_column] if table.paths is not None else [])
     header += ["split", "given_label", "suggested_label", "score", "is_issue"]
     if known.any():
         header += ["clean_label", "is_noisy"]
@@ -273,6 +276,7 @@ def read_label_issues(path: str | Path) -> tuple[IssueTable, list[str]]:
         raise ValueError(f"{path} holds no rows.")
     names = [key[2:] for key in rows[0] if key.startswith("p_")]
     index = {name: i for i, name in enumerate(names)}
+    id_column = next((key for key in ("path", "row_id") if key in rows[0]), None)
 
     def label(value: str | None) -> int:
         return index[value] if value else UNKNOWN
@@ -285,8 +289,9 @@ def read_label_issues(path: str | Path) -> tuple[IssueTable, list[str]]:
             clean=torch.tensor([label(r.get("clean_label")) for r in rows]),
             probs=torch.tensor([[float(r[f"p_{n}"]) for n in names] for r in rows]),
             score=torch.tensor([float(r["score"]) for r in rows]),
-            paths=[r["path"] for r in rows] if "path" in rows[0] else None,
+            paths=[r[id_column] for r in rows] if id_column else None,
             caution=[r.get("caution") or "" for r in rows],
+            id_column=id_column or "path",
         ),
         names,
     )
@@ -302,10 +307,12 @@ def write_cleaned_labels(
     """Write the labels with the flagged ones cleaned, in a format a new run reads back.
 
     With file paths: the ``labels_file`` format (``path,label`` plus ``clean_label`` where
-    known; absolute paths), for ``--data.labels_file``; ``cleaning="remove"`` leaves flagged
-    examples out, ``"relabel"`` gives them the suggested label. Without paths: the
-    ``noisy_labels_file`` format (``index,clean_label,noisy_label`` over the pool, flagged
-    labels replaced by the suggestion), for ``--data.noisy_labels_file``.
+    known; absolute paths), for ``--data.labels_file`` (``row_id,label`` for the rows of a
+    Hugging Face data set, which ``HFImageDataModule`` reads back the same way);
+    ``cleaning="remove"`` leaves flagged examples out, ``"relabel"`` gives them the suggested
+    label. Without paths: the ``noisy_labels_file`` format (``index,clean_label,noisy_label``
+    over the pool, flagged labels replaced by the suggestion), for
+    ``--data.noisy_labels_file``.
     """
     if cleaning not in CLEANING:
         raise ValueError(f"cleaning must be one of {CLEANING}; got {cleaning!r}.")
@@ -321,7 +328,7 @@ def write_cleaned_labels(
                 writer.writerow([int(table.index[i]), int(table.clean[i]), int(cleaned[i])])
             return path
         known = bool((table.clean != UNKNOWN).any())
-        writer.writerow(["path", "label", *(["clean_label"] if known else [])])
+        writer.writerow([table.id_column, "label", *(["clean_label"] if known else [])])
         for i in order:
             if cleaning == "remove" and bool(issues.is_issue[i]):
                 continue

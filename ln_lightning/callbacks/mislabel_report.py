@@ -218,6 +218,7 @@ class MislabelReport(Callback):
                 if all(p.uncertainty is not None for _, p in parts)
                 else None
             ),
+            id_column=getattr(datamodule, "example_id_column", "path"),
         )
 
     def _log_detection(
@@ -244,7 +245,8 @@ class MislabelReport(Callback):
         splits = {name: datamodule.split(name) for name in set(table.split)}
 
         def image(row: int) -> Any:
-            if table.paths is not None and Path(table.paths[row]).is_file():
+            files = table.paths is not None and table.id_column == "path"
+            if files and Path(table.paths[row]).is_file():
                 return Path(table.paths[row])
             inputs = splits[table.split[row]].inputs
             return gallery.example_image(inputs[int(table.index[row])])

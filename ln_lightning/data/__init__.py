@@ -11,6 +11,7 @@ from ln_lightning.data.cifar import (
 from ln_lightning.data.clothing1m import ClassBalancedSampler, Clothing1MDataModule
 from ln_lightning.data.dataset import NoisyLabelDataset, NoisySample, unpack_batch
 from ln_lightning.data.digits import DigitsDataModule
+from ln_lightning.data.huggingface import HFImageDataModule
 from ln_lightning.data.image_folder import ImageFolderDataModule
 from ln_lightning.data.mnist import FashionMNISTDataModule, MNISTDataModule
 from ln_lightning.data.splits import DataSplits
@@ -28,6 +29,7 @@ __all__ = [
     "DataSplits",
     "DigitsDataModule",
     "FashionMNISTDataModule",
+    "HFImageDataModule",
     "ImageFolderDataModule",
     "MNISTDataModule",
     "NoisyLabelDataModule",

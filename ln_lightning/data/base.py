@@ -124,6 +124,9 @@ class NoisyLabelDataModule(pl.LightningDataModule):
     default_class_map: Mapping[int, int] | None = None
     #: Name of each class, where the data set has them (used in every written output).
     class_names: Sequence[str] | None = None
+    #: What :meth:`example_ids` name: ``path`` (files) or ``row_id`` (rows of a data set); the
+    #: column of ``label_issues.csv`` and ``cleaned_labels.csv`` that holds them.
+    example_id_column: str = "path"
 
     def __init__(
         self,

@@ -78,7 +78,53 @@ def image_eval_transform(
     )
 
 
-class ImageFolderDataModule(NoisyLabelDataModule):
+class TimmImageTransforms:
+    """timm's transforms and the inference settings of a data module of images.
+
+    Needs the attributes ``image_size``, ``grayscale``, ``augment``, ``crop_pct``,
+    ``input_shape``, ``class_names`` and ``batch_size`` (and ``trainer`` once attached);
+    :class:`ImageFolderDataModule` and :class:`~ln_lightning.data.HFImageDataModule` share it.
+
+    Example:
+        >>> from ln_lightning.data import ImageFolderDataModule
+        >>> issubclass(ImageFolderDataModule, TimmImageTransforms)
+        True
+    """
+
+    image_size: int
+    grayscale: bool
+    augment: bool
+    crop_pct: float | None
+    input_shape: tuple[int, ...]
+    class_names: Sequence[str] | None
+    batch_size: int
+
+    def data_config(self, backbone: nn.Module | None = None) -> dict[str, Any]:
+        """timm's data config for the backbone (the trainer's model's by default) at
+        ``image_size`` (timm's defaults without one); see :func:`image_data_config`."""
+        if backbone is None:
+            trainer = getattr(self, "trainer", None)
+            backbone = getattr(getattr(trainer, "lightning_module", None), "backbone", None)
+        return image_data_config(backbone, self.input_shape, self.crop_pct)
+
+    def train_transform(self) -> Transform | None:
+        return timm.data.create_transform(**self.data_config(), is_training=self.augment)
+
+    def eval_transform(self, backbone: nn.Module | None = None) -> Transform | None:
+        return timm.data.create_transform(**self.data_config(backbone), is_training=False)
+
+    def inference_settings(self) -> dict[str, Any]:
+        """Classes, image size, channels and crop: what prediction needs from training."""
+        return {
+            "classes": list(self.class_names or []),
+            "image_size": self.image_size,
+            "grayscale": self.grayscale,
+            "crop_pct": self.crop_pct,
+            "batch_size": self.batch_size,
+        }
+
+
+class ImageFolderDataModule(TimmImageTransforms, NoisyLabelDataModule):
     """Your own labelled images: train a robust model, find the labels that look wrong.
 
     The training images come from ``root`` (one sub-folder per class, torchvision's
@@ -286,16 +332,6 @@ class ImageFolderDataModule(NoisyLabelDataModule):
     def prediction_only(self) -> bool:
         return self._prediction_only
 
-    def inference_settings(self) -> dict[str, Any]:
-        """Classes, image size, channels and crop: what prediction needs from training."""
-        return {
-            "classes": list(self.class_names),
-            "image_size": self.image_size,
-            "grayscale": self.grayscale,
-            "crop_pct": self.crop_pct,
-            "batch_size": self.batch_size,
-        }
-
     def load_splits(self) -> DataSplits:
         if self.train_images is None:
             raise ValueError(
@@ -346,18 +382,3 @@ class ImageFolderDataModule(NoisyLabelDataModule):
         return NoisyLabelDataset(
             self._files(paths), unknown, unknown, torch.arange(len(paths)), self.eval_transform()
         )
-
-    # ------------------------------------------------------------ transforms (timm's)
-    def data_config(self, backbone: nn.Module | None = None) -> dict[str, Any]:
-        """timm's data config for the backbone (the trainer's model's by default) at
-        ``image_size`` (timm's defaults without one); see :func:`image_data_config`."""
-        if backbone is None:
-            trainer = getattr(self, "trainer", None)
-            backbone = getattr(getattr(trainer, "lightning_module", None), "backbone", None)
-        return image_data_config(backbone, self.input_shape, self.crop_pct)
-
-    def train_transform(self) -> Transform | None:
-        return timm.data.create_transform(**self.data_config(), is_training=self.augment)
-
-    def eval_transform(self, backbone: nn.Module | None = None) -> Transform | None:
-        return timm.data.create_transform(**self.data_config(backbone), is_training=False)

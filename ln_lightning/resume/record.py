@@ -51,7 +51,14 @@ def run_record(model: Any, datamodule: Any = None) -> dict[str, Any]:
         "datamodule": class_path(datamodule) if datamodule is not None else None,
         # What rebuilds the evaluation transform and the classes for prediction.
         "data": (
-            {"class_path": class_path(datamodule), "init_args": datamodule.inference_settings()}
+            {
+                # The data module that reads new inputs with these settings (a Hugging Face
+                # data set's model labels new image files with ImageFolderDataModule).
+                "class_path": class_path(
+                    getattr(datamodule, "inference_data_module", None) or datamodule
+                ),
+                "init_args": datamodule.inference_settings(),
+            }
             if callable(getattr(datamodule, "inference_settings", None))
             else None
         ),

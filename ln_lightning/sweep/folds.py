@@ -60,6 +60,7 @@ def merge_fold_issues(paths: Sequence[Path], out: Path, cleaning: str = "remove"
         probs=torch.cat([t.probs for t in parts]),
         score=torch.cat([t.score for t in parts]),
         paths=None if any(t.paths is None for t in parts) else [p for t in parts for p in t.paths],
+        id_column=parts[0].id_column,
     )
     # Each fold's cautions about its model stay with its rows; too few examples per class is
     # judged again on the merged table, whose thresholds cover every fold.
@@ -80,7 +81,7 @@ def merge_fold_issues(paths: Sequence[Path], out: Path, cleaning: str = "remove"
     issues = label_issues.find_label_issues(table.probs, table.given)
     found = label_issues.write_label_issues(table, issues, names, out / "label_issues.csv")
     label_issues.write_cleanlab_inputs(table, out)  # out-of-sample pred_probs.npy, labels.npy
-    files = (lambda i: Path(table.paths[i])) if table.paths is not None else None
+    files = (lambda i: Path(table.paths[i])) if table.id_column == "path" and table.paths else None
     page = gallery.write_gallery(
         table,
         issues,
