@@ -161,3 +161,13 @@ def test_without_datasets_one_line_says_how_to_install(monkeypatch, saved):
     monkeypatch.setattr(builtins, "__import__", refuse)
     with pytest.raises(ImportError, match=r"pip install 'ln-lightning\[hf\]'"):
         HFImageDataModule(str(saved[0] / "shapes"))
+
+
+def test_an_imagefolder_tree_with_its_test_split(tmp_path):
+    write_image_files(tmp_path / "shapes" / "train", 6)
+    write_image_files(tmp_path / "shapes" / "test", 2, seed=1)
+    data = HFImageDataModule(str(tmp_path / "shapes"), image_size=16, augment=False)
+    assert data.class_names == list(IMAGE_CLASSES)  # the folders, as a ClassLabel
+    assert (data.image_column, data.label_column, data.test_split) == ("image", "label", "test")
+    data.setup()
+    assert len(data.test_set) == 6 and len(data.train_set) + len(data.val_set) == 18
