@@ -37,7 +37,16 @@ def epoch_losses(metrics_csv: Path) -> list[float]:
         return [float(row["train/loss"]) for row in csv.DictReader(handle) if row.get("train/loss")]
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+# CE, LN and SGN in the default run; every other loss config with -m slow (each is also one
+# training step in the default run's table cells, tests/test_configs.py).
+DEFAULT_LOSSES = ("ce", "ln", "sgn")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [pytest.param(p, marks=() if p.stem in DEFAULT_LOSSES else pytest.mark.slow) for p in CONFIGS],
+    ids=lambda p: p.stem,
+)
 def test_every_loss_trains_from_the_cli(path, tmp_path):
     # One epoch of Forward's CE warm-up, or of LN's annealing (its loss is not comparable
     # across values of lambda): compare the epochs after it.

@@ -98,14 +98,11 @@ def metrics(out: Path, name: str) -> dict[tuple[int, str], float]:
     return values
 
 
-# One schedule in the default run (the hardest: a mid-epoch SIGKILL); all four, and SGN, with
-# -m slow.
+# Every schedule (mid-epoch SIGKILL, Ctrl-C, SIGTERM, ...) and SGN with -m slow: each is two
+# ln-fit processes; the default run continues runs in-process (test_cli, test_run_outputs).
 @pytest.fixture(
     scope="module",
-    params=[
-        pytest.param(name, marks=() if name == "killed_mid_epoch" else pytest.mark.slow)
-        for name in CASES
-    ],
+    params=[pytest.param(name, marks=pytest.mark.slow) for name in CASES],
 )
 def runs(request, tmp_path_factory):
     schedule, loss = CASES[request.param]

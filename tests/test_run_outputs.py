@@ -49,6 +49,9 @@ def fitted(tmp_path_factory) -> tuple[Path, str]:
     return cwd, output
 
 
+# The subprocess runs below are -m slow (the default run stays under 5 minutes): in-process,
+# test_cli and test_own_data fit, test, predict and continue runs in the default run.
+@pytest.mark.slow
 def test_last_ckpt_is_the_final_state_and_the_best_one_stays_apart(fitted):
     cwd, output = fitted
     checkpoints = cwd / "runs/digits/version_0/checkpoints"
@@ -62,6 +65,7 @@ def test_last_ckpt_is_the_final_state_and_the_best_one_stays_apart(fitted):
     assert "Tip:" not in output and "LeafSpec" not in output
 
 
+@pytest.mark.slow
 def test_ln_fit_test_on_last_ckpt_reproduces_the_fit_and_writes_beside_the_run(fitted):
     cwd, _ = fitted
     run = cwd / "runs/digits/version_0"
@@ -76,6 +80,7 @@ def test_ln_fit_test_on_last_ckpt_reproduces_the_fit_and_writes_beside_the_run(f
     assert [p.name for p in (cwd / "runs/digits").iterdir()] == ["version_0"]  # no new versions
 
 
+@pytest.mark.slow
 def test_ln_fit_predict_writes_a_predictions_file(fitted):
     cwd, _ = fitted
     run = cwd / "runs/digits/version_0"
@@ -159,6 +164,7 @@ def test_a_continued_run_keeps_the_best_checkpoint_from_before(tmp_path):
     assert len(list(first.glob("checkpoints/best-epoch=*.ckpt"))) == 1  # the first run keeps it
 
 
+@pytest.mark.slow  # two fresh interpreters and an ln-fit process
 def test_importing_the_package_loads_no_torch_and_ln_fit_lets_idle_threads_sleep():
     probe = (
         "import os, sys; import ln_lightning; print('torch' in sys.modules); "
