@@ -38,6 +38,14 @@ def quick(
 #: One short epoch.
 QUICK = quick()
 
+#: ``ln-fit`` flags that train the own-images configs fast on the 16-pixel stand-in images
+#: (``ln_lightning.data.synthetic.write_image_files``).
+SMALL_IMAGES = [
+    "--data.image_size=16", "--data.augment=false", "--data.batch_size=16",
+    "--model.backbone=small_cnn", "--model.optimizer.lr=0.01", "--trainer.max_epochs=25",
+    "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+]  # fmt: skip
+
 #: Every loss of the library (LN in three variants, SGN late in training), by a short name;
 #: factories, so each test gets a fresh module.
 LOSSES = {

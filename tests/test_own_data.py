@@ -19,14 +19,11 @@ from ln_lightning.cli import main as ln_fit_main
 from ln_lightning.data import ArrayDataModule, ImageFolderDataModule
 from ln_lightning.data.synthetic import IMAGE_CLASSES, write_image_files, write_labels_file
 from ln_lightning.sweep import main as sweep_main
+from tests.helpers import SMALL_IMAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 #: What the tests add to every documented command: tiny images, a small network, no progress bar.
-SMALL = [
-    "--data.image_size=16", "--data.augment=false", "--data.batch_size=16",
-    "--model.backbone=small_cnn", "--model.optimizer.lr=0.01", "--trainer.max_epochs=25",
-    "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-]  # fmt: skip
+SMALL = SMALL_IMAGES
 
 
 def documented_commands() -> list[list[str]]:

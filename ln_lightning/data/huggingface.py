@@ -153,14 +153,10 @@ class HFImageDataModule(TimmImageTransforms, NoisyLabelDataModule):
         noise_rate: float = 0.0,
         **kwargs: Any,
     ) -> None:
-        if image_size < 8:
-            raise ValueError(f"image_size must be at least 8 pixels; got {image_size}.")
-        if crop_pct is not None and not 0.0 < crop_pct <= 1.0:
-            raise ValueError(f"crop_pct must lie in (0, 1]; got {crop_pct}.")
+        self._image_options(image_size, augment, crop_pct)
         self.injected = noise_type != "none"  # read by has_real_noise() in the base's checks
         super().__init__(noise_type=noise_type, noise_rate=noise_rate, **kwargs)
         self.path, self.config_name, self.labels_file = path, config_name, labels_file
-        self.image_size, self.augment, self.crop_pct = image_size, augment, crop_pct
         self.dataset = load_hf_dataset(path, config_name)
         splits = list(self.dataset)
         if train_split not in self.dataset:

@@ -99,6 +99,14 @@ class TimmImageTransforms:
     class_names: Sequence[str] | None
     batch_size: int
 
+    def _image_options(self, image_size: int, augment: bool, crop_pct: float | None) -> None:
+        """Check and keep the options every image data module takes."""
+        if image_size < 8:
+            raise ValueError(f"image_size must be at least 8 pixels; got {image_size}.")
+        if crop_pct is not None and not 0.0 < crop_pct <= 1.0:
+            raise ValueError(f"crop_pct must lie in (0, 1]; got {crop_pct}.")
+        self.image_size, self.augment, self.crop_pct = image_size, augment, crop_pct
+
     def data_config(self, backbone: nn.Module | None = None) -> dict[str, Any]:
         """timm's data config for the backbone (the trainer's model's by default) at
         ``image_size`` (timm's defaults without one); see :func:`image_data_config`."""
@@ -210,16 +218,12 @@ class ImageFolderDataModule(TimmImageTransforms, NoisyLabelDataModule):
             )
         if test_root is not None and test_labels_file is not None:
             raise ValueError("give the test set as test_root or as test_labels_file, not both.")
-        if image_size < 8:
-            raise ValueError(f"image_size must be at least 8 pixels; got {image_size}.")
-        if crop_pct is not None and not 0.0 < crop_pct <= 1.0:
-            raise ValueError(f"crop_pct must lie in (0, 1]; got {crop_pct}.")
+        self._image_options(image_size, augment, crop_pct)
         self.injected = noise_type != "none"  # read by has_real_noise() in the base's checks
         super().__init__(noise_type=noise_type, noise_rate=noise_rate, **kwargs)
         self.root, self.labels_file = root, labels_file
         self.test_root, self.test_labels_file = test_root, test_labels_file
         self.predict_root = predict_root
-        self.image_size, self.augment, self.crop_pct = image_size, augment, crop_pct
         self.skip_unreadable = skip_unreadable
         self.train_images: LabelledImages | None = None
         if not self._prediction_only:

@@ -13,17 +13,14 @@ from PIL import Image
 
 from ln_lightning.cli import main as ln_fit_main
 from ln_lightning.data.synthetic import IMAGE_CLASSES, write_image_files
+from tests.helpers import SMALL_IMAGES
 
 datasets = pytest.importorskip("datasets")
 
 from ln_lightning.data import HFImageDataModule  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-SMALL = [
-    "--data.image_size=16", "--data.augment=false", "--data.batch_size=16",
-    "--model.backbone=small_cnn", "--model.optimizer.lr=0.01", "--trainer.max_epochs=20",
-    "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-]  # fmt: skip
+SMALL = [*SMALL_IMAGES, "--trainer.max_epochs=20"]
 
 
 def image_rows(root: Path, per_class: int, flips: int = 0, seed: int = 0) -> tuple[dict, list]:
