@@ -268,10 +268,7 @@ class LNLightningCLI(LightningCLI):
         if not self.config.fit.get("test_after_fit") or self.trainer.interrupted:
             return
         if not getattr(self.datamodule, "has_test_set", True):
-            rank_zero_info(
-                f"{type(self.datamodule).__name__} has no clean test set, so there is no test "
-                "accuracy (give one with --data.test_root or --data.test_labels_file)."
-            )
+            rank_zero_info(self.datamodule.no_test_set_message())
             return
         self.trainer.test(self.model, datamodule=self.datamodule)
         selected = selected_checkpoint(self.trainer)

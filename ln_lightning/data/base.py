@@ -127,6 +127,9 @@ class NoisyLabelDataModule(pl.LightningDataModule):
     #: What :meth:`example_ids` name: ``path`` (files) or ``row_id`` (rows of a data set); the
     #: column of ``label_issues.csv`` and ``cleaned_labels.csv`` that holds them.
     example_id_column: str = "path"
+    #: The data module that labels new inputs with :meth:`inference_settings` (``ln-fit
+    #: predict --ckpt_path ...`` builds it from a checkpoint); this one when ``None``.
+    inference_data_module: type | None = None
 
     def __init__(
         self,
@@ -416,14 +419,18 @@ class NoisyLabelDataModule(pl.LightningDataModule):
             self.setup()
         dataset = {"train": self.train_set, "val": self.val_set, "test": self.test_set}[name]
         if dataset is None:
-            raise ValueError(
-                f"{type(self).__name__} has no clean test set, so there is no test accuracy: "
-                "give it one (for your own images --data.test_root or --data.test_labels_file)."
-            )
+            raise ValueError(self.no_test_set_message())
         if eval_transform and name == "train":
             dataset = copy.copy(dataset)
             dataset.transform = self.eval_transform()
         return dataset
+
+    def no_test_set_message(self) -> str:
+        """What to say when there is no clean test set, with the option that gives one."""
+        return (
+            f"{type(self).__name__} has no clean test set, so there is no test accuracy (give "
+            "one with --data.test_root or --data.test_labels_file)."
+        )
 
     def example_ids(self, split: str) -> Sequence[str] | None:
         """A name (file path) for each example of ``split``, indexed by ``NoisySample.index``;

@@ -134,7 +134,7 @@ class HFImageDataModule(TimmImageTransforms, NoisyLabelDataModule):
     example_id_column = "row_id"
     #: New image files are labelled (``ln-fit predict --ckpt_path ... --data.predict_root``)
     #: by the folder module with this run's settings, recorded in every checkpoint.
-    inference_data_module = ImageFolderDataModule
+    inference_data_module: type | None = ImageFolderDataModule
 
     def __init__(
         self,
@@ -162,6 +162,11 @@ class HFImageDataModule(TimmImageTransforms, NoisyLabelDataModule):
         if train_split not in self.dataset:
             raise ValueError(f"{path} has no split {train_split!r}; its splits: {splits}.")
         if test_split is not None and test_split not in self.dataset:
+            if test_split != "test":  # a name given on purpose
+                raise ValueError(
+                    f"{path} has no split {test_split!r}; its splits: {splits} "
+                    "(--data.test_split null: no test set)."
+                )
             test_split = None  # a data set without a test split: no test accuracy
         self.train_split, self.test_split = train_split, test_split
         features = self.dataset[train_split].features
@@ -194,6 +199,12 @@ class HFImageDataModule(TimmImageTransforms, NoisyLabelDataModule):
 
     def has_real_noise(self) -> bool:
         return not self.injected
+
+    def no_test_set_message(self) -> str:
+        return (
+            f"{type(self).__name__}: {self.path} has no test split, so there is no test accuracy "
+            f"(its splits: {list(self.dataset)}; choose one with --data.test_split)."
+        )
 
     def _labels(self, split: str) -> torch.Tensor:
         values = self.dataset[split][self.label_column]

@@ -54,9 +54,7 @@ def run_record(model: Any, datamodule: Any = None) -> dict[str, Any]:
             {
                 # The data module that reads new inputs with these settings (a Hugging Face
                 # data set's model labels new image files with ImageFolderDataModule).
-                "class_path": class_path(
-                    getattr(datamodule, "inference_data_module", None) or datamodule
-                ),
+                "class_path": class_path(datamodule.inference_data_module or datamodule),
                 "init_args": datamodule.inference_settings(),
             }
             if callable(getattr(datamodule, "inference_settings", None))

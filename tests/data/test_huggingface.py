@@ -116,6 +116,8 @@ def test_parquet_with_string_labels_and_no_test_split(tmp_path):
     assert data.class_names == sorted(IMAGE_CLASSES) and data.test_split is None
     data.setup()
     assert not data.has_test_set and data.noise.realised_rate == 0
+    assert "has no test split" in data.no_test_set_message()  # the option that gives one
+    assert "--data.test_split" in data.no_test_set_message()
     batch = next(iter(data.train_dataloader()))
     assert batch.input.shape[1:] == (1, 16, 16)  # grey, from the first image
     names = [data.class_names[i] for i in data.split("train").noisy_labels.tolist()]
@@ -139,6 +141,8 @@ def test_bad_columns_splits_and_paths_say_what_to_do(saved, tmp_path):
         HFImageDataModule(str(root / "shapes"), image_column="photo")
     with pytest.raises(ValueError, match=r"no split 'training'; its splits: \['train', 'test'\]"):
         HFImageDataModule(str(root / "shapes"), train_split="training")
+    with pytest.raises(ValueError, match=r"no split 'tst'.*--data.test_split null"):
+        HFImageDataModule(str(root / "shapes"), test_split="tst")
     plain = datasets.Dataset.from_dict({"text": ["a", "b"], "label": [0, 1]})
     plain.save_to_disk(str(tmp_path / "text"))
     with pytest.raises(ValueError, match=r"no Image column; name it with --data.image_column"):
