@@ -170,8 +170,9 @@ class HFImageDataModule(TimmImageTransforms, NoisyLabelDataModule):
             test_split = None  # a data set without a test split: no test accuracy
         self.train_split, self.test_split = train_split, test_split
         features = self.dataset[train_split].features
-        self.image_column = image_column or self._column(features, "Image", "image_column")
-        self.label_column = label_column or self._column(features, "ClassLabel", "label_column")
+        kinds = _datasets()
+        self.image_column = image_column or self._column(features, kinds.Image, "image_column")
+        self.label_column = label_column or self._column(features, kinds.ClassLabel, "label_column")
         for column in (self.image_column, self.label_column):
             if column not in features:
                 raise ValueError(f"{path} has no column {column!r}; its columns: {list(features)}.")
@@ -188,11 +189,12 @@ class HFImageDataModule(TimmImageTransforms, NoisyLabelDataModule):
         self.grayscale = grayscale
         self.input_shape = (1 if grayscale else 3, image_size, image_size)
 
-    def _column(self, features: Any, kind: str, option: str) -> str:
-        found = [name for name, feature in features.items() if type(feature).__name__ == kind]
+    def _column(self, features: Any, kind: type, option: str) -> str:
+        found = [name for name, feature in features.items() if isinstance(feature, kind)]
         if not found:
             raise ValueError(
-                f"{self.path} has no {kind} column; name it with --data.{option} (its columns: "
+                f"{self.path} has no {kind.__name__} column; name it with --data.{option} "
+                f"(its columns: "
                 f"{', '.join(f'{n} ({type(f).__name__})' for n, f in features.items())})."
             )
         return found[0]
