@@ -204,12 +204,13 @@ def cleanlab_issues(merged: Path, out: Path) -> Path:
 
     table, names = read_label_issues(merged)
     ranked = cleanlab_find_label_issues(
-        table.given.numpy(), table.probs.numpy(), return_indices_ranked_by="self_confidence"
+        table.given.numpy(), table.probs.dense().numpy(), return_indices_ranked_by="self_confidence"
     )
     flags = torch.zeros(len(table.given), dtype=torch.bool)
     flags[torch.as_tensor(ranked, dtype=torch.long)] = True
     # cleanlab suggests no label and keeps its thresholds to itself
-    issues = LabelIssues(flags, table.probs.argmax(1), torch.full((len(names),), float("nan")))
+    most_probable = table.probs.classes[:, 0]
+    issues = LabelIssues(flags, most_probable, torch.full((len(names),), float("nan")))
     write_cleaned_labels(table, issues, names, out / "cleanlab_cleaned_labels.csv")
     return write_label_issues(table, issues, names, out / "cleanlab_issues.csv")
 

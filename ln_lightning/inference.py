@@ -26,6 +26,7 @@ __all__ = [
     "Predictor",
     "SplitPredictions",
     "evaluating",
+    "predict_batches",
     "predict_images",
     "predict_split",
 ]
@@ -119,16 +120,10 @@ def evaluating(model: Predictor) -> Iterator[None]:
         model.train(was_training)
 
 
-def predict_split(model: Predictor, batches: Iterable[Any]) -> SplitPredictions:
-    """Run ``model`` (in eval mode) over ``batches`` and collect what the analyses need.
-
-    Args:
-        model: A trained classifier (its loss says what residuals and uncertainty there are).
-        batches: A split, e.g. a ``DataLoader`` over
-            ``datamodule.split("train", eval_transform=True)``; plain ``(inputs, labels)``
-            batches are indexed by their position in the pass.
-    """
-    parts: dict[str, list[Tensor]] = {field.name: [] for field in fields(SplitPredictions)}
+def predict_batches(model: Predictor, batches: Iterable[Any]) -> Iterator[SplitPredictions]:
+    """:func:`predict_split` one batch at a time (each a :class:`SplitPredictions` of its
+    examples): for passes that keep only part of each batch's ``(B, K)`` probabilities (the
+    label-issue pass at large K). The model is in eval mode while the iterator runs."""
     seen = 0
     with evaluating(model):
         for batch in batches:
@@ -139,18 +134,37 @@ def predict_split(model: Predictor, batches: Iterable[Any]) -> SplitPredictions:
                 clean = torch.full_like(given, UNKNOWN)
             seen += len(given)
             outputs = model(inputs.to(model.device))
-            parts["indices"].append(index.cpu())
-            parts["given"].append(given.cpu())
-            parts["clean"].append(clean.cpu())
-            parts["probs"].append(model.loss.predict_proba(outputs).float().cpu())
             residuals = model.loss.residuals(outputs, given.to(model.device))
-            if residuals is not None:
-                parts["residual"].append(residuals[0].cpu())
-                parts["whitened_residual"].append(residuals[1].cpu())
             uncertainty = model.loss.uncertainty(outputs)
-            if uncertainty is not None:
-                parts["uncertainty"].append(uncertainty.float().cpu())
-    return SplitPredictions(**{name: torch.cat(p) if p else None for name, p in parts.items()})
+            yield SplitPredictions(
+                indices=index.cpu(),
+                given=given.cpu(),
+                clean=clean.cpu(),
+                probs=model.loss.predict_proba(outputs).float().cpu(),
+                residual=residuals[0].cpu() if residuals is not None else None,
+                whitened_residual=residuals[1].cpu() if residuals is not None else None,
+                uncertainty=uncertainty.float().cpu() if uncertainty is not None else None,
+            )
+
+
+def predict_split(model: Predictor, batches: Iterable[Any]) -> SplitPredictions:
+    """Run ``model`` (in eval mode) over ``batches`` and collect what the analyses need.
+
+    Args:
+        model: A trained classifier (its loss says what residuals and uncertainty there are).
+        batches: A split, e.g. a ``DataLoader`` over
+            ``datamodule.split("train", eval_transform=True)``; plain ``(inputs, labels)``
+            batches are indexed by their position in the pass.
+    """
+    parts = list(predict_batches(model, batches))
+    names = [field.name for field in fields(SplitPredictions)]
+    return SplitPredictions(
+        **{
+            name: torch.cat(values) if values and values[0] is not None else None
+            for name in names
+            for values in [[getattr(part, name) for part in parts]]
+        }
+    )
 
 
 @dataclass

@@ -28,16 +28,23 @@ from torch import Tensor
 from ln_lightning.labels import UNKNOWN
 
 __all__ = [
+    "CLASSES_FILE",
     "CLEANING",
     "MIN_TRUSTED_PER_CLASS",
+    "PRED_PROBS",
+    "PROB_COLUMNS",
+    "TOP_CLASSES",
     "IssueTable",
     "LabelIssues",
+    "PredProbsFile",
+    "TopClasses",
     "caution_rows",
     "caution_text",
     "cautions",
     "find_label_issues",
     "read_label_issues",
     "summary",
+    "write_class_names",
     "write_cleaned_labels",
     "write_cleanlab_inputs",
     "write_label_issues",
@@ -46,6 +53,162 @@ __all__ = [
 #: What ``cleaned_labels.csv`` does with a flagged example: leave it out, or give it the
 #: suggested label.
 CLEANING = ("remove", "relabel")
+#: Up to this many classes ``label_issues.csv`` has a ``p_<class>`` column per class (and
+#: every probability is kept); beyond, the ``TOP_CLASSES`` most probable classes of each row.
+PROB_COLUMNS = 20
+#: Classes kept per example beyond ``PROB_COLUMNS`` classes.
+TOP_CLASSES = 5
+#: What ``pred_probs.npy`` is written as: ``auto`` (float32 up to ``PROB_COLUMNS`` classes,
+#: else not written: N x K numbers), ``float32``, ``float16`` (half the disk) or ``none``.
+PRED_PROBS = ("auto", "float32", "float16", "none")
+
+
+@dataclass
+class TopClasses:
+    """What confident learning needs of each example's class probabilities, in O(N k) memory:
+    the probability of its given label and its ``k`` most probable classes. With ``k = K`` it
+    holds every probability (:attr:`full`), and the verdict is exact.
+
+    Attributes:
+        given_prob: ``p(given label)``, ``(N,)``.
+        probs: The ``k`` largest probabilities of each example, descending, ``(N, k)``.
+        classes: Their classes, ``(N, k)``.
+        num_classes: ``K``.
+
+    Example:
+        >>> import torch
+        >>> probs = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
+        >>> top = TopClasses.from_probs(probs, given=torch.tensor([0, 1]), k=2)
+        >>> top.classes.tolist(), top.given_prob.tolist(), top.full
+        ([[0, 1], [2, 1]], [0.699999988079071, 0.30000001192092896], False)
+    """
+
+    given_prob: Tensor
+    probs: Tensor
+    classes: Tensor
+    num_classes: int
+
+    @classmethod
+    def from_probs(cls, probs: Tensor, given: Tensor, k: int | None = None) -> TopClasses:
+        """The ``k`` (all by default) most probable classes of each row of ``probs`` ``(N, K)``;
+        with all of them, equal probabilities keep the class order."""
+        probs = probs.float()
+        num_classes = probs.shape[1]
+        k = num_classes if k is None else min(k, num_classes)
+        if k < 1:
+            raise ValueError(f"k must be >= 1; got {k}.")
+        if k == num_classes:
+            values, classes = probs.sort(dim=1, descending=True, stable=True)
+        else:
+            values, classes = probs.topk(k, 1)
+        given_prob = probs.gather(1, given.long().to(probs.device)[:, None])[:, 0]
+        return cls(given_prob.cpu(), values.cpu(), classes.cpu(), num_classes)
+
+    @classmethod
+    def cat(cls, parts: Sequence[TopClasses]) -> TopClasses:
+        """The rows of ``parts`` one after the other."""
+        return cls(
+            torch.cat([p.given_prob for p in parts]),
+            torch.cat([p.probs for p in parts]),
+            torch.cat([p.classes for p in parts]),
+            parts[0].num_classes,
+        )
+
+    @classmethod
+    def empty(cls, rows: int, num_classes: int, k: int) -> TopClasses:
+        """Room for ``rows`` examples, filled batch by batch with :meth:`put` (one allocation:
+        many small tensors kept between large temporary ones fragment the heap, which then
+        grows by hundreds of MB)."""
+        return cls(
+            torch.zeros(rows), torch.zeros(rows, k), torch.zeros(rows, k, dtype=torch.long),
+            num_classes,
+        )  # fmt: skip
+
+    def put(self, start: int, part: TopClasses) -> None:
+        """Write ``part``'s rows from row ``start`` on."""
+        stop = start + len(part)
+        self.given_prob[start:stop] = part.given_prob
+        self.probs[start:stop] = part.probs
+        self.classes[start:stop] = part.classes
+
+    @property
+    def full(self) -> bool:
+        """Whether every class is kept (``k == K``)."""
+        return self.probs.shape[1] == self.num_classes
+
+    def dense(self) -> Tensor:
+        """The ``(N, K)`` probabilities (only when :attr:`full`)."""
+        if not self.full:
+            raise ValueError(
+                f"only the top {self.probs.shape[1]} of {self.num_classes} classes are kept."
+            )
+        return torch.zeros_like(self.probs).scatter_(1, self.classes, self.probs)
+
+    def __len__(self) -> int:
+        return len(self.given_prob)
+
+    def __getitem__(self, rows: Tensor | slice) -> TopClasses:
+        return TopClasses(
+            self.given_prob[rows], self.probs[rows], self.classes[rows], self.num_classes
+        )
+
+
+class PredProbsFile:
+    """``pred_probs.npy`` written batch by batch, each example at the row of its index (the
+    rows sorted by index), without holding the ``N x K`` array: the file is sized first and
+    each batch's rows are written in place.
+
+    Args:
+        path: The ``.npy`` file.
+        indices: The index of every example that will be written.
+        num_classes: ``K``.
+        dtype: ``float32`` or ``float16``.
+
+    Example:
+        >>> import numpy as np, tempfile, torch
+        >>> from pathlib import Path
+        >>> path = Path(tempfile.mkdtemp()) / "pred_probs.npy"
+        >>> with PredProbsFile(path, torch.tensor([7, 3, 5]), num_classes=2) as file:
+        ...     file.write(torch.tensor([5, 7]), torch.tensor([[0.5, 0.5], [0.9, 0.1]]))
+        ...     file.write(torch.tensor([3]), torch.tensor([[0.2, 0.8]]))
+        >>> np.load(path).astype(float).round(2).tolist()  # the rows of index 3, 5 and 7
+        [[0.2, 0.8], [0.5, 0.5], [0.9, 0.1]]
+    """
+
+    def __init__(
+        self, path: str | Path, indices: Tensor, num_classes: int, dtype: str = "float32"
+    ) -> None:
+        if dtype not in ("float32", "float16"):
+            raise ValueError(f"dtype must be float32 or float16; got {dtype!r}.")
+        self.path, self.dtype = Path(path), np.dtype(dtype)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.sorted_indices = torch.as_tensor(indices).long().sort().values
+        self.row_bytes = num_classes * self.dtype.itemsize
+        header = {"descr": self.dtype.str, "fortran_order": False,
+                  "shape": (len(self.sorted_indices), num_classes)}  # fmt: skip
+        self._file = self.path.open("wb")
+        np.lib.format.write_array_header_2_0(self._file, header)
+        self.offset = self._file.tell()
+        self._file.truncate(self.offset + len(self.sorted_indices) * self.row_bytes)
+
+    def write(self, indices: Tensor, probs: Tensor) -> None:
+        """Write the rows of the examples ``indices`` (``probs``: ``(B, K)``)."""
+        rows = torch.searchsorted(self.sorted_indices, indices.long().cpu()).numpy()
+        order = np.argsort(rows)
+        rows, values = rows[order], probs.detach().float().cpu().numpy()[order]
+        runs = np.flatnonzero(np.diff(rows) != 1) + 1  # consecutive rows: one write each run
+        for run_rows, run_values in zip(np.split(rows, runs), np.split(values, runs), strict=True):
+            self._file.seek(self.offset + int(run_rows[0]) * self.row_bytes)
+            self._file.write(run_values.astype(self.dtype).tobytes())
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> PredProbsFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @dataclass
@@ -56,6 +219,9 @@ class LabelIssues:
         is_issue: Whether the label looks wrong (bool, ``(N,)``).
         suggested: The confident class (the most probable one where none is confident).
         thresholds: Per-class thresholds ``t_j``, ``(K,)`` (1.0 for a class nobody has).
+        undecided: Examples whose verdict may differ from the one over every class: none of
+            their kept classes reaches its threshold, but a class beyond them (whose
+            probability is at most their smallest kept one) could (0 when every class is kept).
 
     Example:
         >>> import torch
@@ -68,13 +234,21 @@ class LabelIssues:
     is_issue: Tensor
     suggested: Tensor
     thresholds: Tensor
+    undecided: int = 0
 
 
-def find_label_issues(probs: Tensor, given: Tensor, min_examples_per_class: int = 1) -> LabelIssues:
+def find_label_issues(
+    probs: Tensor | TopClasses, given: Tensor, min_examples_per_class: int = 1
+) -> LabelIssues:
     """Confident learning's label issues (see the module docstring).
 
+    Needs of each example only ``p(given label)`` and its most probable classes
+    (:class:`TopClasses`): the thresholds are class means of ``p(given label)``, and the most
+    probable class reaching its threshold is among the top ones unless none of them reaches
+    its own (:attr:`LabelIssues.undecided` counts where a class beyond them could).
+
     Args:
-        probs: ``(N, K)`` predicted class probabilities.
+        probs: ``(N, K)`` predicted class probabilities, or their :class:`TopClasses`.
         given: ``(N,)`` labels the examples were given.
         min_examples_per_class: Every given class keeps at least this many examples unflagged
             (its least suspicious ones, by ``p(given label)``), so that the cleaned labels still
@@ -83,17 +257,20 @@ def find_label_issues(probs: Tensor, given: Tensor, min_examples_per_class: int 
     """
     if min_examples_per_class < 0:
         raise ValueError(f"min_examples_per_class must be >= 0; got {min_examples_per_class}.")
-    probs, given = probs.float(), given.long()
-    num_classes = probs.shape[1]
+    given = given.long()
+    top = probs if isinstance(probs, TopClasses) else TopClasses.from_probs(probs, given)
+    num_classes, p_given = top.num_classes, top.given_prob.float()
     counts = torch.bincount(given, minlength=num_classes).float()
-    p_given = probs.gather(1, given[:, None])[:, 0]
     sums = torch.zeros(num_classes).index_add_(0, given, p_given)
     thresholds = torch.where(counts > 0, sums / counts.clamp_min(1), torch.ones(num_classes))
-    confident = probs >= thresholds
-    best = torch.where(confident, probs, torch.full_like(probs, -1.0)).argmax(1)
+    confident = top.probs >= thresholds[top.classes]  # (N, k), most probable first
     has_confident = confident.any(1)
-    suggested = torch.where(has_confident, best, probs.argmax(1))
+    best = top.classes.gather(1, confident.int().argmax(1, keepdim=True))[:, 0]
+    suggested = torch.where(has_confident, best, top.classes[:, 0])
     is_issue = has_confident & (best != given)
+    undecided = 0
+    if not top.full:
+        undecided = int((~has_confident & (top.probs[:, -1] >= thresholds.min())).sum())
     for label in given.unique().tolist():
         members = (given == label).nonzero()[:, 0]
         keep = min(min_examples_per_class, len(members))
@@ -101,13 +278,15 @@ def find_label_issues(probs: Tensor, given: Tensor, min_examples_per_class: int 
         if missing > 0:  # un-flag the flagged members most likely to be right
             flagged = members[is_issue[members]]
             is_issue[flagged[p_given[flagged].argsort(descending=True)[:missing]]] = False
-    return LabelIssues(is_issue, suggested, thresholds)
+    return LabelIssues(is_issue, suggested, thresholds, undecided)
 
 
 @dataclass
 class IssueTable:
     """What ``label_issues.csv`` holds, as tensors (one row per example).
 
+    ``probs``: the class probabilities as :class:`TopClasses` (``(N, K)`` probabilities given
+    here are kept whole);
     ``caution``: why the row's flag cannot be trusted (empty where no reason is known), see
     :func:`cautions`; ``uncertainty``: the loss's per-example uncertainty (LN: the largest
     standard deviation of its Gaussian), where it has one (shown in ``label_issues.html``);
@@ -135,12 +314,16 @@ class IssueTable:
     split: list[str]
     given: Tensor
     clean: Tensor
-    probs: Tensor
+    probs: TopClasses | Tensor
     score: Tensor
     paths: list[str] | None = None
     caution: list[str] | None = None
     uncertainty: Tensor | None = None
     id_column: str = "path"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.probs, TopClasses):  # (N, K) probabilities: keep them all
+            self.probs = TopClasses.from_probs(self.probs, self.given)
 
 
 #: A class with fewer labelled examples than this has a threshold too noisy to trust.
@@ -228,17 +411,29 @@ def write_label_issues(
     ``split`` (``train`` / ``val``), ``given_label``, ``suggested_label``, ``score``,
     ``is_issue`` (the confident-learning verdict), ``clean_label`` and ``is_noisy`` (where the
     truth is known), ``caution`` (why the row's flag cannot be trusted yet, empty when no reason
-    is known; :func:`cautions`), and ``p_<class>`` for every class.
+    is known; :func:`cautions`), then the probabilities: ``p_<class>`` for every class where the
+    table keeps them all (:attr:`TopClasses.full`, up to :data:`PROB_COLUMNS` classes from
+    ``ln-fit``), else ``p_given`` and the ``k`` most probable classes, ``top1_label``,
+    ``top1_p``, ... ``topk_label``, ``topk_p`` (K x N numbers would not fit a CSV at K = 21,843);
+    ``classes.txt`` beside it then lists the class names in index order.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     known = table.clean != UNKNOWN
+    top: TopClasses = table.probs
     header = ["rank", "index"] + ([table.id_column] if table.paths is not None else [])
     header += ["split", "given_label", "suggested_label", "score", "is_issue"]
     if known.any():
         header += ["clean_label", "is_noisy"]
     header += ["caution"]
-    header += [f"p_{name}" for name in class_names]
+    if top.full:
+        header += [f"p_{name}" for name in class_names]
+        dense = top.dense()
+    else:
+        k = top.probs.shape[1]
+        header += ["p_given"]
+        header += [f"top{j}_{what}" for j in range(1, k + 1) for what in ("label", "p")]
+        write_class_names(class_names, path.parent / CLASSES_FILE)
     order = table.score.argsort(descending=True, stable=True).tolist()
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -259,8 +454,24 @@ def write_label_issues(
                 noisy = "" if clean == UNKNOWN else int(clean != int(table.given[i]))
                 row += [_name(class_names, clean), noisy]
             row.append(table.caution[i] if table.caution is not None else "")
-            row += [f"{p:.6g}" for p in table.probs[i].tolist()]
+            if top.full:
+                row += [f"{p:.6g}" for p in dense[i].tolist()]
+            else:
+                row.append(f"{float(top.given_prob[i]):.6g}")
+                for label, p in zip(top.classes[i].tolist(), top.probs[i].tolist(), strict=True):
+                    row += [class_names[label], f"{p:.6g}"]
             writer.writerow(row)
+    return path
+
+
+#: The class names of a ``label_issues.csv`` with top-k columns, one per line in index order.
+CLASSES_FILE = "classes.txt"
+
+
+def write_class_names(class_names: Sequence[str], path: str | Path) -> Path:
+    """One class name per line, in index order (the columns of ``pred_probs.npy``)."""
+    path = Path(path)
+    path.write_text("".join(f"{name}\n" for name in class_names), encoding="utf-8")
     return path
 
 
@@ -268,26 +479,53 @@ def read_label_issues(path: str | Path) -> tuple[IssueTable, list[str]]:
     """Read back what :func:`write_label_issues` wrote (to merge the folds of a cross-validation).
 
     Returns:
-        The table (its ``score`` column as written) and the class names (from ``p_<class>``).
+        The table (its ``score`` column as written) and the class names (from ``p_<class>``,
+        or from ``classes.txt`` beside a file with top-k columns).
     """
-    with Path(path).open(newline="") as handle:
+    path = Path(path)
+    with path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     if not rows:
         raise ValueError(f"{path} holds no rows.")
-    names = [key[2:] for key in rows[0] if key.startswith("p_")]
+    full = "p_given" not in rows[0]
+    if full:
+        names = [key[2:] for key in rows[0] if key.startswith("p_")]
+    else:
+        classes = path.parent / CLASSES_FILE
+        if not classes.is_file():
+            raise FileNotFoundError(
+                f"{path} keeps only each row's top classes, and {classes}, which names all of "
+                "them, is missing: copy it from the run folder that wrote the file."
+            )
+        names = classes.read_text(encoding="utf-8").splitlines()
     index = {name: i for i, name in enumerate(names)}
     id_column = next((key for key in ("path", "row_id") if key in rows[0]), None)
 
     def label(value: str | None) -> int:
         return index[value] if value else UNKNOWN
 
+    given = torch.tensor([label(r["given_label"]) for r in rows])
+    if full:
+        probs: TopClasses | Tensor = torch.tensor(
+            [[float(r[f"p_{n}"]) for n in names] for r in rows]
+        )
+    else:
+        k = sum(1 for key in rows[0] if key.startswith("top") and key.endswith("_label"))
+        probs = TopClasses(
+            given_prob=torch.tensor([float(r["p_given"]) for r in rows]),
+            probs=torch.tensor([[float(r[f"top{j}_p"]) for j in range(1, k + 1)] for r in rows]),
+            classes=torch.tensor(
+                [[index[r[f"top{j}_label"]] for j in range(1, k + 1)] for r in rows]
+            ),
+            num_classes=len(names),
+        )
     return (
         IssueTable(
             index=torch.tensor([int(r["index"]) for r in rows]),
             split=[r["split"] for r in rows],
-            given=torch.tensor([label(r["given_label"]) for r in rows]),
+            given=given,
             clean=torch.tensor([label(r.get("clean_label")) for r in rows]),
-            probs=torch.tensor([[float(r[f"p_{n}"]) for n in names] for r in rows]),
+            probs=probs,
             score=torch.tensor([float(r["score"]) for r in rows]),
             paths=[r[id_column] for r in rows] if id_column else None,
             caution=[r.get("caution") or "" for r in rows],
@@ -340,25 +578,30 @@ def write_cleaned_labels(
     return path
 
 
-def write_cleanlab_inputs(table: IssueTable, folder: str | Path) -> tuple[Path, Path]:
-    """``pred_probs.npy`` (``(N, K)`` float32) and ``labels.npy`` (``(N,)`` int64, the given
-    labels) in ``folder``: every scored example, in the order of its ``index`` (row ``i`` is the
-    example with the ``i``-th smallest index of ``label_issues.csv``; for a whole training pool,
-    example ``i``), as cleanlab's ``find_label_issues(labels, pred_probs)`` and ``Datalab``
-    take them.
+def write_cleanlab_inputs(
+    table: IssueTable, folder: str | Path, pred_probs: bool = True
+) -> tuple[Path | None, Path]:
+    """``pred_probs.npy`` (``(N, K)`` float32, when ``pred_probs`` and the table keeps every
+    probability) and ``labels.npy`` (``(N,)`` int64, the given labels) in ``folder``: every
+    scored example, in the order of its ``index`` (row ``i`` is the example with the ``i``-th
+    smallest index of ``label_issues.csv``; for a whole training pool, example ``i``), as
+    cleanlab's ``find_label_issues(labels, pred_probs)`` and ``Datalab`` take them.
+    :class:`PredProbsFile` writes ``pred_probs.npy`` batch by batch instead (large K, float16).
 
     From one ``ln-fit fit`` the probabilities are in-sample (the model trained on most of these
     labels); from ``ln-fit-sweep folds`` they are out-of-sample, what cleanlab asks for.
 
     Returns:
-        The two paths.
+        The two paths (``None`` for ``pred_probs.npy`` when not written here).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     order = table.index.argsort()
     probs, labels = folder / "pred_probs.npy", folder / "labels.npy"
-    np.save(probs, table.probs[order].float().numpy())
     np.save(labels, table.given[order].long().numpy())
+    if not (pred_probs and table.probs.full):
+        return None, labels
+    np.save(probs, table.probs.dense()[order].float().numpy())
     return probs, labels
 
 
@@ -368,9 +611,16 @@ def summary(issues: LabelIssues, class_names: Sequence[str], given: Tensor) -> s
     thresholds = issues.thresholds.clone()
     low = int(torch.where(present, thresholds, torch.full_like(thresholds, 2.0)).argmin())
     high = int(torch.where(present, thresholds, torch.full_like(thresholds, -1.0)).argmax())
+    undecided = ""
+    if issues.undecided:
+        undecided = (
+            f"; for {issues.undecided} of them a class beyond the top ones kept might also "
+            "reach its threshold (they count as not confident; keep more classes with "
+            "MislabelReport's top_classes)"
+        )
     return (
         f"{int(issues.is_issue.sum())} of {len(given)} labels look wrong (confident learning: "
         "another class's probability reaches that class's mean probability over its own "
         f"labelled examples; thresholds from {thresholds[low]:.2f} ({class_names[low]}) to "
-        f"{thresholds[high]:.2f} ({class_names[high]}))"
+        f"{thresholds[high]:.2f} ({class_names[high]}){undecided})"
     )

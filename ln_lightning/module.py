@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -369,20 +369,26 @@ class NoisyLabelClassifier(pl.LightningModule):
         cached = self._split_predictions_cache
         if cached is not None and key[0] is not None and cached[0] == key:
             return cached[1]
-        if callable(getattr(datamodule, "split", None)):
-            dataset = datamodule.split(split, eval_transform=True)
-            batches: Any = DataLoader(dataset, batch_size=datamodule.batch_size, shuffle=False)
-        elif split == "train" and trainer is not None and trainer.train_dataloader is not None:
-            batches = trainer.train_dataloader
-        else:
-            raise ValueError(
-                "split_predictions() needs a NoisyLabelDataModule (trainer.fit(model, "
-                "datamodule=...) or split_predictions(datamodule=...)) or a fitting trainer."
-            )
-        predictions = predict_split(self, batches)
+        predictions = predict_split(self, self.split_batches(split, datamodule))
         if key[0] is not None:
             self._split_predictions_cache = (key, predictions)
         return predictions
+
+    def split_batches(self, split: str = "train", datamodule: Any = None) -> Iterable[Any]:
+        """The batches of :meth:`split_predictions`'s pass: a loader over the data module's
+        split with the evaluation transform, in a fixed order (for a pass of your own, e.g.
+        :func:`ln_lightning.inference.predict_batches`)."""
+        trainer = attached_trainer(self)
+        datamodule = datamodule if datamodule is not None else getattr(trainer, "datamodule", None)
+        if callable(getattr(datamodule, "split", None)):
+            dataset = datamodule.split(split, eval_transform=True)
+            return DataLoader(dataset, batch_size=datamodule.batch_size, shuffle=False)
+        if split == "train" and trainer is not None and trainer.train_dataloader is not None:
+            return trainer.train_dataloader
+        raise ValueError(
+            "split_predictions() needs a NoisyLabelDataModule (trainer.fit(model, "
+            "datamodule=...) or split_predictions(datamodule=...)) or a fitting trainer."
+        )
 
     def _log_accuracies(
         self,

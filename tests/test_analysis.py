@@ -257,3 +257,92 @@ def test_figures_render(tmp_path):
     assert image.shape == (2, 3) and image[1, 2] == pytest.approx(100 * (0.5 + 0.1 + 0.01))
     for name in ("hist", "boundary"):
         assert (tmp_path / f"{name}.png").stat().st_size > 5000
+
+
+def test_top_classes_give_the_full_verdict_and_count_the_rows_they_cannot_decide():
+    from ln_lightning.label_issues import TopClasses, find_label_issues, summary
+
+    generator = torch.Generator().manual_seed(0)
+    truth = torch.randint(0, 50, (3000,), generator=generator)
+    wrong = torch.rand(3000, generator=generator) < 0.2
+    given = torch.where(wrong, torch.randint(0, 50, (3000,), generator=generator), truth)
+    logits = torch.randn(3000, 50, generator=generator)
+    logits[torch.arange(3000), truth] += 6.0  # a trained model: peaked on the true class
+    probs = torch.softmax(logits, 1)
+    full = find_label_issues(probs, given)
+    assert full.undecided == 0 and 0 < int(full.is_issue.sum()) < 3000
+    top = find_label_issues(TopClasses.from_probs(probs, given, k=5), given)
+    assert top.undecided == 0  # the 5th probability is below every threshold: exact
+    assert torch.equal(top.is_issue, full.is_issue) and torch.equal(top.suggested, full.suggested)
+    torch.testing.assert_close(top.thresholds, full.thresholds)
+    # Class 3 is never believed (t_3 = 0.1): beyond each row's top class it still reaches its
+    # threshold where the top class does not reach its own.
+    hand = torch.tensor(
+        [[0.9, 0.05, 0.03, 0.02]] * 2 + [[0.05, 0.9, 0.03, 0.02]] * 2
+        + [[0.05, 0.03, 0.9, 0.02]] * 2 + [[0.6, 0.1, 0.2, 0.1], [0.5, 0.3, 0.1, 0.1]]
+        + [[0.5, 0.1, 0.1, 0.3]]
+    )  # fmt: skip
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3, 0])
+    exact = find_label_issues(hand, labels)
+    cut = find_label_issues(TopClasses.from_probs(hand, labels, k=1), labels)
+    assert exact.suggested.tolist()[6:] == [3, 3, 3] and exact.is_issue.tolist()[6:] == [0, 0, 1]
+    assert cut.suggested.tolist()[6:] == [0, 0, 0] and cut.is_issue.tolist()[6:] == [0, 0, 0]
+    assert cut.undecided == 3  # exactly the rows that differ
+    assert exact.undecided == 0
+    names = ["a", "b", "c", "d"]
+    assert "for 3 of them a class beyond the top ones" in summary(cut, names, labels)
+    with pytest.raises(ValueError, match="only the top 1 of 4 classes are kept"):
+        TopClasses.from_probs(hand, labels, k=1).dense()
+
+
+def test_top_k_files_name_the_top_classes_read_back_and_write_pred_probs_row_by_row(tmp_path):
+    import numpy as np
+
+    from ln_lightning.label_issues import (
+        IssueTable,
+        PredProbsFile,
+        TopClasses,
+        find_label_issues,
+        read_label_issues,
+        write_label_issues,
+    )
+
+    generator = torch.Generator().manual_seed(1)
+    given = torch.randint(0, 30, (200,), generator=generator)
+    probs = torch.softmax(torch.randn(200, 30, generator=generator) * 3, 1)
+    names = [f"class {k}" for k in range(30)]
+    index = torch.randperm(200, generator=generator) + 1000
+    top = TopClasses.from_probs(probs, given, k=3)
+    table = IssueTable(
+        index=index, split=["train"] * 200, given=given, clean=torch.full((200,), -1),
+        probs=top, score=1 - top.given_prob,
+    )  # fmt: skip
+    issues = find_label_issues(table.probs, given)
+    path = write_label_issues(table, issues, names, tmp_path / "label_issues.csv")
+    with path.open() as handle:
+        header = next(csv.reader(handle))
+    assert header[-7:] == [
+        "p_given", "top1_label", "top1_p", "top2_label", "top2_p", "top3_label", "top3_p"
+    ]  # fmt: skip
+    assert not any(column.startswith("p_class") for column in header)  # not 30 columns
+    assert (tmp_path / "classes.txt").read_text().splitlines() == names
+    back, back_names = read_label_issues(path)
+    assert back_names == names and not back.probs.full
+    order = back.index.argsort()
+    expected = table.index.argsort()
+    assert torch.equal(back.probs.classes[order], top.classes[expected])
+    torch.testing.assert_close(back.probs.probs[order], top.probs[expected], atol=1e-5, rtol=0)
+    torch.testing.assert_close(back.probs.given_prob[order], top.given_prob[expected])
+    (tmp_path / "classes.txt").unlink()
+    with pytest.raises(FileNotFoundError, match=r"keeps only each row's top classes.*classes\.txt"):
+        read_label_issues(path)
+    # pred_probs.npy, batch by batch and out of order: row i is the i-th smallest index.
+    for dtype, tolerance in (("float32", 0.0), ("float16", 1e-3)):
+        with PredProbsFile(tmp_path / f"{dtype}.npy", index, 30, dtype) as file:
+            for start in range(0, 200, 64):
+                file.write(index[start : start + 64], probs[start : start + 64])
+        written = np.load(tmp_path / f"{dtype}.npy")
+        assert written.dtype == np.dtype(dtype) and written.shape == (200, 30)
+        np.testing.assert_allclose(written, probs[index.argsort()].numpy(), atol=tolerance)
+    with pytest.raises(ValueError, match="dtype must be float32 or float16"):
+        PredProbsFile(tmp_path / "x.npy", index, 30, "float64")

@@ -186,3 +186,27 @@ def test_gallery_speed(script, capsys):
         table_rows(out, "28 x 28 in memory (embedded)"),
     )
     assert float(linked[2]) < float(embedded[2])  # links are smaller than embedded pictures
+
+
+@pytest.mark.slow  # keeps the default run under 5 minutes
+def test_data_setup(script, capsys, tmp_path):
+    args = f"--images 40 --classes 4 --workers 0 --folder {tmp_path}".split()
+    script("data_setup").main(args)
+    (row,) = table_rows(capsys.readouterr().out, "40")
+    scan, header, decode, none, epoch, share = row[1:]
+    assert min(map(float, (scan, header, decode, none, epoch))) >= 0
+    assert float(share.rstrip("%")) == pytest.approx(
+        100 * (float(scan) + float(header)) / float(epoch), abs=100 * 0.01 / float(epoch) + 1
+    )
+    assert len(list((tmp_path / "png_40").rglob("*.png"))) == 40
+
+
+@pytest.mark.slow  # three fresh processes
+def test_label_issue_memory(script, capsys):
+    args = ["--classes", "50", "--examples", "600", "--batch-size", "128", "--top-classes", "3"]
+    script("label_issue_memory").main(args)
+    rows = table_rows(capsys.readouterr().out, "50")
+    assert [row[1] for row in rows] == ["stream", "stream + pred_probs", "hold"]
+    stream, written, held = (int(row[6]) for row in rows)
+    assert stream == written and abs(held - stream) <= int(rows[0][7])  # but the undecided
+    assert float(rows[1][5]) >= 0 and float(rows[0][4]) > 0  # a pred_probs file, a CSV

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from ln_lightning.cli import run_cli
@@ -266,3 +267,53 @@ def test_wandb_offline_run_records_config_metrics_noise_and_figures(tmp_path, mo
     assert (folder / "label_issues.csv").is_file() and (folder / "checkpoints").is_dir()
     # config.yaml too: in the shared save_dir every W&B run would overwrite the last one's.
     assert (folder / "config.yaml").is_file() and not (tmp_path / "config.yaml").exists()
+
+
+def test_beyond_prob_columns_the_report_keeps_the_top_classes_and_pred_probs_on_request(tmp_path):
+    import numpy as np
+
+    cli = fit(
+        tmp_path, *quick(epochs=2),
+        "--trainer.callbacks+=ln_lightning.callbacks.MislabelReport",
+        "--trainer.callbacks.prob_columns=5", "--trainer.callbacks.top_classes=3",
+        "--trainer.callbacks.pred_probs=float16",
+    )  # fmt: skip
+    run = Path(cli.trainer.log_dir)
+    with (run / "label_issues.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 1437 and "p_0" not in rows[0] and "top3_label" in rows[0]
+    assert (run / "classes.txt").read_text().split() == [str(k) for k in range(10)]
+    written = np.load(run / "pred_probs.npy")
+    assert written.dtype == np.float16 and written.shape == (1437, 10)
+    # The rows are the model's probabilities, by index; each row's top classes are its largest.
+    model = cli.model
+    model.eval()
+    expected = model.split_predictions("train", cli.datamodule)
+    order = expected.indices
+    np.testing.assert_allclose(written[order.numpy()], expected.probs.numpy(), atol=2e-3)
+    for row in rows[:50]:
+        probs = written[int(row["index"])].astype(float)
+        assert int(row["top1_label"]) == int(probs.argmax())
+        assert float(row["p_given"]) == pytest.approx(probs[int(row["given_label"])], abs=2e-3)
+    # The verdict equals the one over all ten classes, but for the rows counted undecided.
+    from ln_lightning.label_issues import find_label_issues
+
+    report = next(c for c in cli.trainer.callbacks if type(c).__name__ == "MislabelReport")
+    val = model.split_predictions("val", cli.datamodule)
+    every = torch.cat([expected.indices, val.indices]).argsort()
+    full = find_label_issues(
+        torch.cat([expected.probs, val.probs])[every], torch.cat([expected.given, val.given])[every]
+    )
+    flags = torch.zeros(1437, dtype=torch.long)
+    for row in rows:
+        flags[int(row["index"])] = int(row["is_issue"])
+    assert int((full.is_issue.long() != flags).sum()) <= report.issues.undecided
+    # Asked for nothing beyond prob_columns: no N x K file.
+    again = fit(
+        tmp_path / "again", *quick(epochs=1, train_batches=1),
+        "--trainer.callbacks+=ln_lightning.callbacks.MislabelReport",
+        "--trainer.callbacks.prob_columns=5",
+    )  # fmt: skip
+    folder = Path(again.trainer.log_dir)
+    assert (folder / "label_issues.csv").is_file() and not (folder / "pred_probs.npy").exists()
+    assert (folder / "labels.npy").is_file()

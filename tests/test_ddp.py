@@ -86,7 +86,7 @@ def test_a_mid_epoch_ddp_checkpoint_holds_both_ranks_running_metrics(ddp_run):
     out, _, _ = ddp_run
     checkpoint = torch.load(out / "steps" / "epoch=0-step=3.ckpt", weights_only=False)
     assert checkpoint["DigitsDataModule"]["train_position"] == {
-        "epoch": 0, "batches": 3, "epoch_done": False
+        "epoch": 0, "batches": 3, "epoch_done": False, "world_size": 2
     }  # fmt: skip
     state = checkpoint["state_dict"]
     assert state["train_loss_mean.weight"] == 2 * 3 * 128  # examples, 3 batches on each rank

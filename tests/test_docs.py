@@ -48,14 +48,17 @@ SHELL = re.compile(r"^```bash\n(.*?)^```", re.S | re.M)
 
 
 def shell_commands(program: str) -> list[tuple[str, list[str]]]:
-    """(page, argv) of every ``program`` command in the docs' bash blocks (continuations joined)."""
+    """(page, argv) of every ``program`` command in the docs' bash blocks (continuations joined;
+    ``srun ln-fit ...`` and ``torchrun ... -m ln_lightning.cli ...`` count as ``ln-fit``)."""
     import shlex
 
     found = []
     for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         for block in SHELL.findall(page.read_text()):
             for line in block.replace("\\\n", " ").splitlines():
-                line = line.split(" #", 1)[0].strip()
+                line = line.split(" #", 1)[0].strip().removeprefix("srun ")  # SLURM
+                if line.startswith("torchrun ") and " -m ln_lightning.cli " in line:
+                    line = "ln-fit " + line.split(" -m ln_lightning.cli ", 1)[1]  # each node's
                 if line.startswith(program + " "):
                     found.append((page.name, shlex.split(line)[1:]))
     return found

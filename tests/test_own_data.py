@@ -64,6 +64,7 @@ def read(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow  # four documented commands, the folds among them: about 50 s
 def test_the_documented_own_data_commands(tree, monkeypatch, capsys, lightning_log):
     root, wrong = tree
     monkeypatch.chdir(root)

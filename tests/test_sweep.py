@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -289,3 +290,44 @@ def test_merged_folds_keep_each_folds_cautions_and_judge_class_sizes_again(tmp_p
     near = [r for r in rows if r["caution"].startswith("the model is near chance")]
     assert len(near) == 46 and {int(r["index"]) for r in near} == set(range(46))
     assert all(r["caution"] == "" for r in rows if int(r["index"]) >= 46)
+
+
+def test_merged_folds_with_top_classes_merge_their_pred_probs_files_by_index(tmp_path):
+    import torch
+
+    from ln_lightning.label_issues import (
+        IssueTable,
+        PredProbsFile,
+        TopClasses,
+        find_label_issues,
+        write_label_issues,
+    )
+    from ln_lightning.sweep import merge_fold_issues
+
+    names = [f"c{k}" for k in range(8)]
+    generator = torch.Generator().manual_seed(0)
+    pool = torch.randperm(60, generator=generator)
+    probs = torch.softmax(torch.randn(60, 8, generator=generator) * 3, 1)
+    given = torch.randint(0, 8, (60,), generator=generator)
+    paths = []
+    for fold, rows in enumerate((pool[:30], pool[30:])):  # each fold: its held-out indices
+        top = TopClasses.from_probs(probs[rows], given[rows], k=3 if fold else 2)
+        table = IssueTable(
+            index=rows, split=["val"] * 30, given=given[rows], clean=torch.full((30,), -1),
+            probs=top, score=1 - top.given_prob,
+        )  # fmt: skip
+        folder = tmp_path / f"fold{fold}"
+        paths.append(write_label_issues(table, find_label_issues(top, given[rows]), names,
+                                        folder / "label_issues.csv"))  # fmt: skip
+        with PredProbsFile(folder / "pred_probs.npy", rows, 8, "float16") as file:
+            file.write(rows, probs[rows])
+    text = merge_fold_issues(paths, tmp_path / "merged")
+    assert re.search(r"\d+ of 60 labels look wrong", text)
+    merged = np.load(tmp_path / "merged" / "pred_probs.npy")
+    assert merged.dtype == np.float16 and merged.shape == (60, 8)
+    np.testing.assert_allclose(merged, probs.numpy(), atol=1e-3)  # row i is index i
+    assert (tmp_path / "merged" / "classes.txt").read_text().split() == names
+    with (tmp_path / "merged" / "label_issues.csv").open() as handle:
+        header = handle.readline().strip().split(",")
+    assert header[-5:] == ["p_given", "top1_label", "top1_p", "top2_label", "top2_p"]
+    assert "top3_p" not in header  # the fewest classes any fold kept

@@ -14,6 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from ln_lightning import analysis, gallery, label_issues
 from ln_lightning.callbacks._common import require_datamodule
+from ln_lightning.inference import predict_batches
 from ln_lightning.labels import UNKNOWN, corrupted_mask
 from ln_lightning.metrics import VAL, metric_name
 from ln_lightning.outputs import log_metrics, run_dir
@@ -41,7 +42,8 @@ class MislabelReport(Callback):
       ``label_issues.png``, a contact sheet of the first ``contact_sheet`` of them;
     * ``pred_probs.npy`` and ``labels.npy``: the predicted probabilities and the given labels
       in the order of ``index``, for cleanlab (``find_label_issues(labels, pred_probs)``,
-      ``Datalab``; :func:`ln_lightning.label_issues.write_cleanlab_inputs`);
+      ``Datalab``; :func:`ln_lightning.label_issues.write_cleanlab_inputs`), and
+      ``classes.txt``, the class names of its columns;
 
     and prints ``N of M labels look wrong`` with the thresholds used, followed by ``Do not trust
     these flags yet: ...`` when the model is near chance on the noisy validation split, was
@@ -57,6 +59,15 @@ class MislabelReport(Callback):
     their images and labels, and their images with ``given -> suggested (score)`` captions as
     ``mislabel/flagged_images`` (W&B keeps no images inside tables of offline runs, its issue
     #4611). ``ln-fit`` adds this callback to every run.
+
+    Large label sets: the pass keeps of each example only ``p(given label)`` and its most
+    probable classes, batch by batch (memory O(N k) instead of O(N K)). Up to ``prob_columns``
+    classes it keeps them all (the verdict is exact and the CSV has a ``p_<class>`` column per
+    class); beyond, the ``top_classes`` most probable (the CSV then has ``p_given``,
+    ``top1_label``, ``top1_p``, ...; the summary says for how many rows a class beyond them
+    could have changed the verdict), and ``pred_probs.npy`` (N x K numbers: 87 GB in float32
+    at a million images and K = 21,843) is written only when asked for, ``float16`` halving
+    it, row by row as the pass goes (docs/performance.md has the memory measured).
 
     A network that has memorised the noise is confident about the wrong labels too, so a score
     taken only at the end of training finds fewer of them (CE on digits: AUROC 0.64-0.70 at the
@@ -74,6 +85,11 @@ class MislabelReport(Callback):
             sheet take its stem).
         gallery: Write ``label_issues.html``.
         contact_sheet: Examples in ``label_issues.png`` (0: no sheet).
+        prob_columns: Up to this many classes every probability is kept and written as a
+            column; beyond, only the ``top_classes`` most probable of each example.
+        top_classes: Classes kept per example beyond ``prob_columns`` classes.
+        pred_probs: ``pred_probs.npy`` as ``float32``, ``float16`` or ``none``; ``auto``:
+            ``float32`` up to ``prob_columns`` classes, else none.
 
     Example:
         >>> import tempfile, lightning.pytorch as pl
@@ -88,8 +104,8 @@ class MislabelReport(Callback):
         >>> data = DigitsDataModule(noise_type="symmetric", noise_rate=0.4)
         >>> trainer.fit(NoisyLabelClassifier(input_shape=(1, 8, 8)), datamodule=data)
         >>> sorted(path.name for path in folder.glob("*.*"))  # doctest: +NORMALIZE_WHITESPACE
-        ['cleaned_labels.csv', 'label_issues.csv', 'label_issues.html', 'label_issues.png',
-         'labels.npy', 'pred_probs.npy']
+        ['classes.txt', 'cleaned_labels.csv', 'label_issues.csv', 'label_issues.html',
+         'label_issues.png', 'labels.npy', 'pred_probs.npy']
     """
 
     def __init__(
@@ -101,19 +117,28 @@ class MislabelReport(Callback):
         file_name: str = "label_issues.csv",
         gallery: bool = True,
         contact_sheet: int = 24,
+        prob_columns: int = label_issues.PROB_COLUMNS,
+        top_classes: int = label_issues.TOP_CLASSES,
+        pred_probs: str = "auto",
     ) -> None:
         if score not in analysis.SCORES:
             raise ValueError(f"score must be one of {analysis.SCORES}; got {score!r}.")
-        if min(top_k, every_n_epochs, contact_sheet) < 0:
+        if min(top_k, every_n_epochs, contact_sheet, prob_columns) < 0 or top_classes < 1:
             raise ValueError(
-                f"top_k, every_n_epochs and contact_sheet must be >= 0; got {top_k}, "
-                f"{every_n_epochs} and {contact_sheet}."
+                "top_k, every_n_epochs, contact_sheet and prob_columns must be >= 0 and "
+                f"top_classes >= 1; got {top_k}, {every_n_epochs}, {contact_sheet}, "
+                f"{prob_columns} and {top_classes}."
             )
         if cleaning not in label_issues.CLEANING:
             raise ValueError(f"cleaning must be one of {label_issues.CLEANING}; got {cleaning!r}.")
+        if pred_probs not in label_issues.PRED_PROBS:
+            raise ValueError(
+                f"pred_probs must be one of {label_issues.PRED_PROBS}; got {pred_probs!r}."
+            )
         self.score, self.every_n_epochs, self.top_k = score, every_n_epochs, top_k
         self.cleaning, self.file_name = cleaning, file_name
         self.gallery, self.contact_sheet = gallery, contact_sheet
+        self.prob_columns, self.top_classes, self.pred_probs = prob_columns, top_classes, pred_probs
         self.metrics: dict[str, float] = {}
         self.issues: label_issues.LabelIssues | None = None
         self._history: list[torch.Tensor] = []
@@ -139,36 +164,101 @@ class MislabelReport(Callback):
         from_pool = datamodule.split("val").inputs is datamodule.split("train").inputs
         return ("train", "val") if from_pool else ("train",)
 
-    def _predictions(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> tuple:
+    def _pass(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, pred_probs: Path | None = None
+    ) -> tuple[Any, label_issues.IssueTable]:
+        """One inference pass over the scored splits, batch by batch, keeping of each example
+        its score, uncertainty and top classes (every class up to ``prob_columns`` classes),
+        and writing ``pred_probs`` rows as they come: memory O(N k), not O(N K)."""
         datamodule = require_datamodule(trainer, self)
-        parts = [(name, pl_module.split_predictions(name)) for name in self._splits(datamodule)]
-        scores = torch.cat([analysis.mislabel_scores(p, self.score) for _, p in parts])
-        return datamodule, parts, scores
+        splits = self._splits(datamodule)
+        num_classes = int(datamodule.num_classes)
+        keep = num_classes if num_classes <= self.prob_columns else self.top_classes
+        dtype = self._pred_probs_dtype(num_classes)
+        file = None
+        if pred_probs is not None and dtype is not None:
+            indices = torch.cat([datamodule.split(name).indices for name in splits])
+            file = label_issues.PredProbsFile(pred_probs, indices, num_classes, dtype)
+        rows = sum(len(datamodule.split(name)) for name in splits)
+        # One allocation per column, filled batch by batch (see TopClasses.empty).
+        top = label_issues.TopClasses.empty(rows, num_classes, keep)
+        columns = {
+            name: torch.zeros(rows, dtype=torch.long) for name in ("index", "given", "clean")
+        }
+        score, uncertainty = torch.zeros(rows), torch.zeros(rows)
+        has_uncertainty, split_names, start = True, [], 0
+        try:
+            for name in splits:
+                if keep == num_classes:  # all kept anyway: share the module's cached pass
+                    parts: Any = [pl_module.split_predictions(name, datamodule)]
+                else:
+                    parts = predict_batches(pl_module, pl_module.split_batches(name, datamodule))
+                for part in parts:
+                    stop = start + len(part.indices)
+                    top.put(start, label_issues.TopClasses.from_probs(part.probs, part.given, keep))
+                    score[start:stop] = analysis.mislabel_scores(part, self.score)
+                    columns["index"][start:stop] = part.indices
+                    columns["given"][start:stop] = part.given
+                    columns["clean"][start:stop] = part.clean
+                    if part.uncertainty is None:
+                        has_uncertainty = False
+                    else:
+                        uncertainty[start:stop] = part.uncertainty
+                    split_names += [name] * len(part.indices)
+                    if file is not None:
+                        file.write(part.indices, part.probs)
+                    start = stop
+        finally:
+            if file is not None:
+                file.close()
+        table = label_issues.IssueTable(
+            index=columns["index"],
+            split=split_names,
+            given=columns["given"],
+            clean=columns["clean"],
+            probs=top,
+            score=score,
+            uncertainty=uncertainty if has_uncertainty else None,
+            id_column=getattr(datamodule, "example_id_column", "path"),
+        )
+        ids = {name: datamodule.example_ids(name) for name in splits}
+        if all(ids[name] is not None for name in splits):
+            table.paths = [
+                str(ids[name][int(i)]) for name, i in zip(table.split, table.index, strict=True)
+            ]
+        return datamodule, table
+
+    def _pred_probs_dtype(self, num_classes: int) -> str | None:
+        """What ``pred_probs.npy`` is written as (``None``: not written)."""
+        if self.pred_probs == "auto":
+            return "float32" if num_classes <= self.prob_columns else None
+        return None if self.pred_probs == "none" else self.pred_probs
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
         if self.every_n_epochs and epoch % self.every_n_epochs == 0 and trainer.is_global_zero:
-            self._history.append(self._predictions(trainer, pl_module)[2])
+            self._history.append(self._pass(trainer, pl_module)[1].score)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        datamodule, parts, scores = self._predictions(trainer, pl_module)
+        folder = run_dir(trainer)
+        datamodule, table = self._pass(trainer, pl_module, folder / "pred_probs.npy")
+        scores = table.score
         if self._history:
-            scores = torch.stack([*self._history, scores]).mean(0)
-        table = self._table(datamodule, parts, scores)
-        names = list(datamodule.class_names or [str(k) for k in range(table.probs.shape[1])])
+            scores = table.score = torch.stack([*self._history, scores]).mean(0)
+        names = list(datamodule.class_names or [str(k) for k in range(table.probs.num_classes)])
         overall, by_class = label_issues.cautions(table.given, names, self.val_accuracy)
         table.caution = label_issues.caution_rows(table.given, overall, by_class)
         self.issues = label_issues.find_label_issues(table.probs, table.given)
-        folder = run_dir(trainer)
         path = label_issues.write_label_issues(table, self.issues, names, folder / self.file_name)
         message = (
             label_issues.summary(self.issues, names, table.given)
             + label_issues.caution_text(table.caution)
             + f". Ranked: {path}"
         )
-        label_issues.write_cleanlab_inputs(table, folder)  # pred_probs.npy, labels.npy
+        label_issues.write_cleanlab_inputs(table, folder, pred_probs=False)  # labels.npy
+        label_issues.write_class_names(names, folder / label_issues.CLASSES_FILE)
         images = self._images(datamodule, table)
         stem = folder / Path(self.file_name).stem
         if self.gallery:
@@ -198,28 +288,6 @@ class MislabelReport(Callback):
                         key="mislabel/flagged_images", images=[image for image, _ in shown],
                         caption=[caption for _, caption in shown], step=trainer.global_step,
                     )  # fmt: skip
-
-    @staticmethod
-    def _table(datamodule: Any, parts: list, scores: torch.Tensor) -> label_issues.IssueTable:
-        ids = {name: datamodule.example_ids(name) for name, _ in parts}
-        paths = None
-        if all(ids[name] is not None for name, _ in parts):
-            paths = [str(ids[name][int(i)]) for name, p in parts for i in p.indices]
-        return label_issues.IssueTable(
-            index=torch.cat([p.indices for _, p in parts]),
-            split=[name for name, p in parts for _ in range(len(p.indices))],
-            given=torch.cat([p.given for _, p in parts]),
-            clean=torch.cat([p.clean for _, p in parts]),
-            probs=torch.cat([p.probs for _, p in parts]),
-            score=scores,
-            paths=paths,
-            uncertainty=(
-                torch.cat([p.uncertainty for _, p in parts])
-                if all(p.uncertainty is not None for _, p in parts)
-                else None
-            ),
-            id_column=getattr(datamodule, "example_id_column", "path"),
-        )
 
     def _log_detection(
         self, trainer: pl.Trainer, table: label_issues.IssueTable, scores: torch.Tensor

@@ -15,7 +15,7 @@ import os
 from abc import abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import lightning.pytorch as pl
 import torch
@@ -46,6 +46,7 @@ from ln_lightning.resume.lightning import is_fitting
 __all__ = ["PREDICT_SPLITS", "NoisyLabelDataModule", "Transform"]
 
 Transform = Callable[[Any], Any]
+T = TypeVar("T")
 #: The splits ``predict_split`` can name.
 PREDICT_SPLITS = ("test", "val", "train")
 
@@ -351,11 +352,40 @@ class NoisyLabelDataModule(pl.LightningDataModule):
 
     def loader_workers(self, dataset: NoisyLabelDataset) -> int:
         """The loaders' worker processes: ``num_workers``, or the default it documents."""
+        if self.num_workers is None and isinstance(dataset.inputs, Tensor):
+            return 0
+        return self.file_workers()
+
+    def file_workers(self) -> int:
+        """Worker processes for data read from files: ``num_workers``, or one per CPU core but
+        one (at most 8)."""
         if self.num_workers is not None:
             return self.num_workers
-        if isinstance(dataset.inputs, Tensor):
-            return 0
         return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+    def on_rank_zero(self, compute: Callable[[], T]) -> T:
+        """``compute()`` run by global rank 0 only, its result (or its error) sent to every rank:
+        for work done once per run, like checking a million image files. Without a trainer, or
+        with one process, it simply runs here.
+
+        Example:
+            >>> from ln_lightning import DigitsDataModule
+            >>> DigitsDataModule().on_rank_zero(lambda: "checked once")
+            'checked once'
+        """
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or trainer.world_size == 1:
+            return compute()
+        result: Any = None
+        if trainer.is_global_zero:
+            try:
+                result = (compute(), None)
+            except Exception as error:  # every rank raises it, none waits forever
+                result = (None, error)
+        value, error = trainer.strategy.broadcast(result, src=0)
+        if error is not None:
+            raise error
+        return value
 
     def _to_gpu(self) -> bool:
         trainer = getattr(self, "trainer", None)

@@ -17,11 +17,13 @@ from torch import nn
 from ln_lightning.data.base import NoisyLabelDataModule, Transform
 from ln_lightning.data.dataset import NoisyLabelDataset
 from ln_lightning.data.images import (
+    IMAGE_CHECKS,
     IMAGE_SUFFIXES,
     SKIP_HINT,
     ImageFiles,
     LabelledImages,
     doubtful_classes,
+    image_files,
     read_labels_file,
     scan_image_folder,
     unreadable_images,
@@ -176,6 +178,11 @@ class ImageFolderDataModule(TimmImageTransforms, NoisyLabelDataModule):
             default (timm's 0.875 or the pretrained config's); 1.0 keeps it all.
         skip_unreadable: Leave out images that cannot be read (counted and named) instead of
             stopping with an error.
+        check_images: How set-up finds unreadable images (:data:`IMAGE_CHECKS`): ``header``
+            (default) opens every file and reads its header, ``decode`` decodes every pixel too
+            (also finds files cut short), ``none`` checks nothing (a bad file then stops the run
+            when a batch meets it). Done once per run, by global rank 0, on ``num_workers``
+            processes.
         **kwargs: See :class:`NoisyLabelDataModule`.
 
     Example:
@@ -202,6 +209,7 @@ class ImageFolderDataModule(TimmImageTransforms, NoisyLabelDataModule):
         augment: bool = True,
         crop_pct: float | None = None,
         skip_unreadable: bool = False,
+        check_images: str = "header",
         noise_type: str = "none",
         noise_rate: float = 0.0,
         **kwargs: Any,
@@ -219,12 +227,14 @@ class ImageFolderDataModule(TimmImageTransforms, NoisyLabelDataModule):
         if test_root is not None and test_labels_file is not None:
             raise ValueError("give the test set as test_root or as test_labels_file, not both.")
         self._image_options(image_size, augment, crop_pct)
+        if check_images not in IMAGE_CHECKS:
+            raise ValueError(f"check_images must be one of {IMAGE_CHECKS}; got {check_images!r}.")
         self.injected = noise_type != "none"  # read by has_real_noise() in the base's checks
         super().__init__(noise_type=noise_type, noise_rate=noise_rate, **kwargs)
         self.root, self.labels_file = root, labels_file
         self.test_root, self.test_labels_file = test_root, test_labels_file
         self.predict_root = predict_root
-        self.skip_unreadable = skip_unreadable
+        self.skip_unreadable, self.check_images = skip_unreadable, check_images
         self.train_images: LabelledImages | None = None
         if not self._prediction_only:
             self.train_images = (
@@ -308,7 +318,11 @@ class ImageFolderDataModule(TimmImageTransforms, NoisyLabelDataModule):
 
     # ------------------------------------------------------------ loading
     def _readable(self, images: LabelledImages, what: str) -> LabelledImages:
-        bad = unreadable_images(images.paths)
+        """``images`` without the unreadable ones (``skip_unreadable``), or an error naming
+        them; checked once per run, by global rank 0 (:meth:`on_rank_zero`)."""
+        bad = self.on_rank_zero(
+            lambda: unreadable_images(images.paths, self.check_images, self.file_workers())
+        )
         if not bad:
             return images
         example, reason = bad[0]
@@ -322,7 +336,8 @@ class ImageFolderDataModule(TimmImageTransforms, NoisyLabelDataModule):
             f"(--data.skip_unreadable): {', '.join(str(p) for p, _ in bad[:5])}"
             + (" ..." if len(bad) > 5 else "")
         )
-        keep = [i for i, path in enumerate(images.paths) if path not in {p for p, _ in bad}]
+        unreadable = {path for path, _ in bad}
+        keep = [i for i, path in enumerate(images.paths) if path not in unreadable]
         clean = images.clean_labels
         return LabelledImages(
             [images.paths[i] for i in keep],
@@ -371,7 +386,7 @@ class ImageFolderDataModule(TimmImageTransforms, NoisyLabelDataModule):
         folder = Path(self.predict_root).expanduser()
         if not folder.is_dir():
             raise FileNotFoundError(f"the folder of images to predict, {folder}, does not exist.")
-        paths = sorted(p.resolve() for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        paths = image_files(folder.resolve())
         if not paths:
             raise ValueError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
         return paths

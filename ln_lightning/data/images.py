@@ -9,8 +9,12 @@ the row or the class, and what to do.
 from __future__ import annotations
 
 import csv
+import multiprocessing
+import os
+import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
@@ -19,10 +23,12 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 __all__ = [
+    "IMAGE_CHECKS",
     "IMAGE_SUFFIXES",
     "ImageFiles",
     "LabelledImages",
     "doubtful_classes",
+    "image_files",
     "read_labels_file",
     "scan_image_folder",
     "unreadable_images",
@@ -69,7 +75,12 @@ class ImageFiles(Dataset):
             with Image.open(path) as image:
                 return image.convert(self.mode)
         except (OSError, UnidentifiedImageError) as error:
-            raise ValueError(f"cannot read the image {path}: {error}. {SKIP_HINT}") from None
+            raise ValueError(
+                f"cannot read the image {path}: {error}. Remove or replace it, or find every "
+                "such file before training with --data.check_images decode (set-up checks only "
+                "the headers by default) and leave them out with --data.skip_unreadable true; "
+                "--ckpt_path last continues the run from its last checkpoint."
+            ) from None
 
 
 @dataclass
@@ -122,17 +133,30 @@ def scan_image_folder(root: str | Path, option: str = "--data.root") -> Labelled
             f"{root} has no class sub-folders: put the images of each class in a folder named "
             "after the class (root/cat/1.png, root/dog/2.png), or use --data.labels_file."
         )
+    root = root.resolve()  # once: resolving a million paths one by one takes a minute
     paths, labels = [], []
     for name in classes:
-        images = sorted(p for p in (root / name).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        images = image_files(root / name)
         if not images:
             raise ValueError(
                 f"the class folder {root / name} holds no images ({', '.join(IMAGE_SUFFIXES)}): "
                 "remove it or add its images."
             )
-        paths += [p.resolve() for p in images]
+        paths += images
         labels += [name] * len(images)
     return LabelledImages(paths, labels)
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files under ``folder`` (searched recursively, by their endings,
+    :data:`IMAGE_SUFFIXES`), sorted as ``sorted(paths)`` sorts ``Path`` objects."""
+    found = [
+        os.path.join(parent, name)
+        for parent, _, names in os.walk(folder, followlinks=True)
+        for name in names
+        if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+    ]
+    return [Path(path) for path in sorted(found, key=lambda path: path.split(os.sep))]
 
 
 def _dialect(path: Path, head: str) -> str:
@@ -165,14 +189,14 @@ def read_labels_file(path: str | Path) -> LabelledImages:
         )
     if not rows:
         raise ValueError(f"{path} lists no images: add one path,label row per image.")
-    folder = path.parent
+    folder = path.parent.resolve()
     paths, labels, clean = [], [], []
     has_clean = "clean_label" in columns
     for line, row in enumerate(rows, start=2):
         file, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
         if not file or not label:
             raise ValueError(f"{path}:{line}: every row needs a path and a label; got {row}.")
-        paths.append((folder / file).resolve())
+        paths.append(Path(os.path.normpath(os.path.join(folder, file))))
         labels.append(label)
         if has_clean:
             clean.append((row.get("clean_label") or "").strip() or None)
@@ -191,16 +215,67 @@ def read_labels_file(path: str | Path) -> LabelledImages:
     return LabelledImages(paths, labels, clean if has_clean else None)
 
 
-def unreadable_images(paths: Sequence[Path]) -> list[tuple[Path, str]]:
-    """The images PIL cannot open and decode, with the reason (each file is read once)."""
+#: How set-up checks that the images can be read: ``header`` opens each file and reads its
+#: header (format and size: finds missing, empty, non-image and broken-header files),
+#: ``decode`` also decodes every pixel (finds files cut short too, as long as an epoch's
+#: decoding), ``none`` checks nothing (a bad file then stops the run when a batch meets it).
+IMAGE_CHECKS = ("header", "decode", "none")
+#: Files one worker checks at a time.
+CHECK_CHUNK = 512
+
+
+def _unreadable_in(paths: Sequence[Path], decode: bool) -> list[tuple[Path, str]]:
     bad = []
     for path in paths:
         try:
             with Image.open(path) as image:
-                image.load()
+                if decode:
+                    image.load()
         except (OSError, UnidentifiedImageError, ValueError) as error:
             bad.append((Path(path), str(error) or type(error).__name__))
     return bad
+
+
+def unreadable_images(
+    paths: Sequence[Path], check: str = "header", workers: int = 0
+) -> list[tuple[Path, str]]:
+    """The images PIL cannot open (``check="header"``) or decode (``"decode"``), with the
+    reason, in the order given.
+
+    With two or more ``workers`` the files are checked in chunks by that many forked processes
+    (on Linux, as DataLoader workers are; elsewhere in this process): reading a header is
+    mostly Python, so threads would wait on each other.
+
+    Args:
+        paths: The image files.
+        check: One of :data:`IMAGE_CHECKS` (``"none"`` returns ``[]``).
+        workers: Processes (0 or 1: check in this process).
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from ln_lightning.data.synthetic import write_image_files
+        >>> root = Path(tempfile.mkdtemp())
+        >>> paths, _, _ = write_image_files(root, per_class=2)
+        >>> _ = (root / "notes.png").write_text("not an image")
+        >>> bad = unreadable_images([*paths, root / "notes.png"], check="decode", workers=2)
+        >>> [(path.name, reason.split(" ")[0]) for path, reason in bad]
+        [('notes.png', 'cannot')]
+    """
+    if check not in IMAGE_CHECKS:
+        raise ValueError(f"check must be one of {IMAGE_CHECKS}; got {check!r}.")
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0; got {workers}.")
+    if check == "none":
+        return []
+    decode = check == "decode"
+    chunks = [paths[i : i + CHECK_CHUNK] for i in range(0, len(paths), CHECK_CHUNK)]
+    if workers < 2 or len(chunks) < 2 or sys.platform != "linux":
+        return _unreadable_in(paths, decode)
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=context) as pool:
+        found = pool.map(_unreadable_in, chunks, [decode] * len(chunks))
+        return [item for chunk in found for item in chunk]
 
 
 def _within_edits(first: str, second: str, limit: int) -> bool:

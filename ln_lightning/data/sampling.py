@@ -79,12 +79,18 @@ class ResumableSampler(DistributedSampler):
             self._skip = 0
         else:
             self.set_epoch(position.epoch)
-            self._skip = min(position.batches * batch_size, self.num_samples)
+            ranks = position.world_size or self.num_replicas
+            # Rank r took order[r::ranks]: together the first batches * batch_size * ranks.
+            self._skip = min(position.batches * batch_size * ranks, self.total_size)
 
     def __iter__(self) -> Iterator[int]:
         order = self.epoch_order()
         if len(order) < self.total_size:  # pad so every rank gets num_samples indices
             order = order.repeat(math.ceil(self.total_size / len(order)))
-        shard = order[: self.total_size][self.rank :: self.num_replicas]
+        order = order[: self.total_size]
         skip, self._skip = self._skip, 0
-        return iter(shard[skip:].tolist())
+        rest = order[skip:]  # what the epoch has left, on any number of ranks
+        remaining = math.ceil(len(rest) / self.num_replicas) * self.num_replicas
+        if len(rest) < remaining:  # pad from the start of the order, as a whole epoch is
+            rest = torch.cat([rest, order[: remaining - len(rest)]])
+        return iter(rest[self.rank :: self.num_replicas].tolist())

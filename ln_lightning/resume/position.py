@@ -35,11 +35,14 @@ class TrainingPosition:
         epoch: The epoch in progress.
         batches: Training batches of that epoch already taken (optimiser stepped).
         epoch_done: Whether every batch of the epoch was taken (the next run starts ``epoch + 1``).
+        world_size: Processes that each took ``batches`` batches (``None``: unknown, taken to be
+            the resuming run's), so a run continued on another number of nodes or devices
+            skips every example already trained on, no more, no fewer.
 
     Example:
         >>> position = TrainingPosition(epoch=3, batches=40)
         >>> position.state_dict()
-        {'epoch': 3, 'batches': 40, 'epoch_done': False}
+        {'epoch': 3, 'batches': 40, 'epoch_done': False, 'world_size': None}
         >>> TrainingPosition.from_state_dict(position.state_dict()) == position
         True
     """
@@ -47,13 +50,18 @@ class TrainingPosition:
     epoch: int
     batches: int
     epoch_done: bool = False
+    world_size: int | None = None
 
     def state_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_state_dict(cls, state: Mapping[str, Any]) -> TrainingPosition:
-        return cls(int(state["epoch"]), int(state["batches"]), bool(state["epoch_done"]))
+        ranks = state.get("world_size")  # absent from checkpoints before 2026-12
+        return cls(
+            int(state["epoch"]), int(state["batches"]), bool(state["epoch_done"]),
+            int(ranks) if ranks is not None else None,
+        )  # fmt: skip
 
 
 def training_position(trainer: pl.Trainer) -> TrainingPosition:
@@ -63,6 +71,7 @@ def training_position(trainer: pl.Trainer) -> TrainingPosition:
         epoch=trainer.current_epoch,
         batches=batches,
         epoch_done=batches >= trainer.num_training_batches,
+        world_size=trainer.world_size,
     )
 
 

@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ln_lightning import gallery, label_issues
@@ -16,6 +17,9 @@ from ln_lightning.sweep.spec import Run
 from zoo.paths import resolve_config_args
 
 __all__ = ["folds", "merge_fold_issues"]
+
+#: Rows of a fold's ``pred_probs.npy`` copied at a time.
+MERGE_CHUNK = 4096
 
 
 def folds(args: argparse.Namespace) -> None:
@@ -57,7 +61,7 @@ def merge_fold_issues(paths: Sequence[Path], out: Path, cleaning: str = "remove"
         split=[f"fold{i}" for i, t in enumerate(parts) for _ in range(len(t.index))],
         given=torch.cat([t.given for t in parts]),
         clean=torch.cat([t.clean for t in parts]),
-        probs=torch.cat([t.probs for t in parts]),
+        probs=label_issues.TopClasses.cat(_same_width([t.probs for t in parts])),
         score=torch.cat([t.score for t in parts]),
         paths=None if any(t.paths is None for t in parts) else [p for t in parts for p in t.paths],
         id_column=parts[0].id_column,
@@ -80,7 +84,11 @@ def merge_fold_issues(paths: Sequence[Path], out: Path, cleaning: str = "remove"
         raise ValueError("the folds hold some examples twice: were they run with the same seed?")
     issues = label_issues.find_label_issues(table.probs, table.given)
     found = label_issues.write_label_issues(table, issues, names, out / "label_issues.csv")
-    label_issues.write_cleanlab_inputs(table, out)  # out-of-sample pred_probs.npy, labels.npy
+    # Out-of-sample pred_probs.npy (from the CSVs, or from the folds' own files at large K)
+    written, _ = label_issues.write_cleanlab_inputs(table, out)
+    label_issues.write_class_names(names, out / label_issues.CLASSES_FILE)
+    if written is None:
+        _merge_pred_probs([path.parent for path in paths], parts, out / "pred_probs.npy")
     files = (lambda i: Path(table.paths[i])) if table.id_column == "path" and table.paths else None
     page = gallery.write_gallery(
         table,
@@ -102,3 +110,34 @@ def merge_fold_issues(paths: Sequence[Path], out: Path, cleaning: str = "remove"
         metrics = detection_metrics(table.score, corrupted, known)
         text += f"; AUROC {metrics['auroc']:.3f} against the known true labels"
     return f"{text}.\nRanked: {found}\nTo look at them: {page}\nCleaned labels: {cleaned}"
+
+
+def _same_width(parts: list[label_issues.TopClasses]) -> list[label_issues.TopClasses]:
+    """The folds' top classes cut to the fewest any fold kept (they may have kept all, or k)."""
+    width = min(part.probs.shape[1] for part in parts)
+    return [
+        label_issues.TopClasses(
+            part.given_prob, part.probs[:, :width], part.classes[:, :width], part.num_classes
+        )
+        for part in parts
+    ]
+
+
+def _merge_pred_probs(
+    folders: Sequence[Path], parts: Sequence[label_issues.IssueTable], out: Path
+) -> None:
+    """One ``pred_probs.npy`` of every fold's held-out rows, where each fold wrote one (at large
+    K only on request), copied in chunks of rows (bounded memory)."""
+    files = [folder / "pred_probs.npy" for folder in folders]
+    if not all(file.is_file() for file in files):
+        return
+    arrays = [np.load(file, mmap_mode="r") for file in files]
+    indices = torch.cat([part.index for part in parts])
+    with label_issues.PredProbsFile(
+        out, indices, arrays[0].shape[1], str(arrays[0].dtype)
+    ) as merged:
+        for array, part in zip(arrays, parts, strict=True):
+            rows = part.index.sort().values  # a fold's file is in the order of its indices
+            for start in range(0, len(rows), MERGE_CHUNK):
+                chunk = torch.from_numpy(np.asarray(array[start : start + MERGE_CHUNK]))
+                merged.write(rows[start : start + MERGE_CHUNK], chunk)

@@ -78,3 +78,25 @@ def test_a_sampler_that_cannot_resume_warns(monkeypatch):
     data.load_state_dict({"train_position": {"epoch": 1, "batches": 3, "epoch_done": False}})
     with pytest.warns(UserWarning, match="cannot skip what was trained"):
         data.train_dataloader()
+
+
+@pytest.mark.parametrize(("before", "after"), [(2, 1), (1, 2), (2, 3), (3, 2)])
+def test_a_run_resumed_on_another_number_of_ranks_trains_each_remaining_example_once(before, after):
+    """Rank r takes order[r::W]: after b batches on W ranks the first b*B*W of the epoch's order
+    are trained, whatever W the run continues with."""
+    dataset, batch, taken = range(1000), 16, 5
+    ranks = [ResumableSampler(dataset, seed=3, num_replicas=before, rank=r) for r in range(before)]
+    for sampler in ranks:
+        sampler.set_epoch(2)
+    seen = [i for sampler in ranks for i in list(sampler)[: taken * batch]]
+    position = TrainingPosition(epoch=2, batches=taken, world_size=before)
+    resumed = []
+    for rank in range(after):
+        sampler = ResumableSampler(dataset, seed=3, num_replicas=after, rank=rank)
+        sampler.resume(position, batch_size=batch)
+        resumed.append(list(sampler))
+    assert len({len(shard) for shard in resumed}) == 1  # equal shards: no rank waits for another
+    rest = [i for shard in resumed for i in shard]
+    assert set(seen) | set(rest) == set(dataset)  # every example of the epoch
+    assert len(rest) - len(set(rest)) < after  # each remaining one once (DDP pads up to W - 1)
+    assert len(set(seen) & set(rest)) < after
