@@ -157,14 +157,12 @@ def predict_split(model: Predictor, batches: Iterable[Any]) -> SplitPredictions:
             batches are indexed by their position in the pass.
     """
     parts = list(predict_batches(model, batches))
-    names = [field.name for field in fields(SplitPredictions)]
-    return SplitPredictions(
-        **{
-            name: torch.cat(values) if values and values[0] is not None else None
-            for name in names
-            for values in [[getattr(part, name) for part in parts]]
-        }
-    )
+
+    def joined(name: str) -> Tensor | None:
+        values = [getattr(part, name) for part in parts]
+        return torch.cat(values) if values and values[0] is not None else None
+
+    return SplitPredictions(**{f.name: joined(f.name) for f in fields(SplitPredictions)})
 
 
 @dataclass

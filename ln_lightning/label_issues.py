@@ -414,8 +414,9 @@ def write_label_issues(
     is known; :func:`cautions`), then the probabilities: ``p_<class>`` for every class where the
     table keeps them all (:attr:`TopClasses.full`, up to :data:`PROB_COLUMNS` classes from
     ``ln-fit``), else ``p_given`` and the ``k`` most probable classes, ``top1_label``,
-    ``top1_p``, ... ``topk_label``, ``topk_p`` (K x N numbers would not fit a CSV at K = 21,843);
-    ``classes.txt`` beside it then lists the class names in index order.
+    ``top1_p``, ... ``topk_label``, ``topk_p`` (K x N numbers would not fit a CSV at K = 21,843).
+    ``classes.txt`` beside it lists the class names in index order (the columns of
+    ``pred_probs.npy``; what :func:`read_label_issues` reads for top-k columns).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -433,7 +434,7 @@ def write_label_issues(
         k = top.probs.shape[1]
         header += ["p_given"]
         header += [f"top{j}_{what}" for j in range(1, k + 1) for what in ("label", "p")]
-        write_class_names(class_names, path.parent / CLASSES_FILE)
+    write_class_names(class_names, path.parent / CLASSES_FILE)
     order = table.score.argsort(descending=True, stable=True).tolist()
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -586,7 +587,7 @@ def write_cleanlab_inputs(
     scored example, in the order of its ``index`` (row ``i`` is the example with the ``i``-th
     smallest index of ``label_issues.csv``; for a whole training pool, example ``i``), as
     cleanlab's ``find_label_issues(labels, pred_probs)`` and ``Datalab`` take them.
-    :class:`PredProbsFile` writes ``pred_probs.npy`` batch by batch instead (large K, float16).
+    Both go through :class:`PredProbsFile`, as the batch-by-batch pass of large K does.
 
     From one ``ln-fit fit`` the probabilities are in-sample (the model trained on most of these
     labels); from ``ln-fit-sweep folds`` they are out-of-sample, what cleanlab asks for.
@@ -601,7 +602,8 @@ def write_cleanlab_inputs(
     np.save(labels, table.given[order].long().numpy())
     if not (pred_probs and table.probs.full):
         return None, labels
-    np.save(probs, table.probs.dense()[order].float().numpy())
+    with PredProbsFile(probs, table.index, table.probs.num_classes) as file:
+        file.write(table.index, table.probs.dense())
     return probs, labels
 
 

@@ -258,7 +258,6 @@ class MislabelReport(Callback):
             + f". Ranked: {path}"
         )
         label_issues.write_cleanlab_inputs(table, folder, pred_probs=False)  # labels.npy
-        label_issues.write_class_names(names, folder / label_issues.CLASSES_FILE)
         images = self._images(datamodule, table)
         stem = folder / Path(self.file_name).stem
         if self.gallery:

@@ -86,7 +86,6 @@ def merge_fold_issues(paths: Sequence[Path], out: Path, cleaning: str = "remove"
     found = label_issues.write_label_issues(table, issues, names, out / "label_issues.csv")
     # Out-of-sample pred_probs.npy (from the CSVs, or from the folds' own files at large K)
     written, _ = label_issues.write_cleanlab_inputs(table, out)
-    label_issues.write_class_names(names, out / label_issues.CLASSES_FILE)
     if written is None:
         _merge_pred_probs([path.parent for path in paths], parts, out / "pred_probs.npy")
     files = (lambda i: Path(table.paths[i])) if table.id_column == "path" and table.paths else None
