@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ln_lightning.files import atomic_write, save_figure
 from ln_lightning.label_issues import IssueTable, LabelIssues, caution_text
 
 __all__ = [
@@ -168,7 +169,8 @@ def write_gallery(
         "rows": records,
     }
     payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
-    path.write_text(_PAGE.replace("__TITLE__", html.escape(title)).replace("__DATA__", payload))
+    with atomic_write(path) as handle:
+        handle.write(_PAGE.replace("__TITLE__", html.escape(title)).replace("__DATA__", payload))
     return path
 
 
@@ -219,8 +221,7 @@ def write_contact_sheet(
         axis.set_title(f"{given} -> {suggested}\n{float(table.score[i]):.2f}", fontsize=7)
     figure.suptitle(f"Most suspicious labels ({len(shown)} shown)", fontsize=9)
     figure.tight_layout()
-    path = Path(path)
-    figure.savefig(path, dpi=100)
+    path = save_figure(figure, path, dpi=100)
     plt.close(figure)
     return path
 

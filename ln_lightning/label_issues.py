@@ -16,15 +16,18 @@ Everything here is plain tensors and CSV, usable without Lightning.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ln_lightning.files import atomic_write
 from ln_lightning.labels import UNKNOWN
 
 __all__ = [
@@ -181,12 +184,13 @@ class PredProbsFile:
         if dtype not in ("float32", "float16"):
             raise ValueError(f"dtype must be float32 or float16; got {dtype!r}.")
         self.path, self.dtype = Path(path), np.dtype(dtype)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.sorted_indices = torch.as_tensor(indices).long().sort().values
         self.row_bytes = num_classes * self.dtype.itemsize
         header = {"descr": self.dtype.str, "fortran_order": False,
                   "shape": (len(self.sorted_indices), num_classes)}  # fmt: skip
-        self._file = self.path.open("wb")
+        # Whole or not at all: rows go to a temporary file, renamed over the path on close.
+        self._writing = atomic_write(self.path, "wb")
+        self._file = self._writing.__enter__()
         np.lib.format.write_array_header_2_0(self._file, header)
         self.offset = self._file.tell()
         self._file.truncate(self.offset + len(self.sorted_indices) * self.row_bytes)
@@ -202,13 +206,25 @@ class PredProbsFile:
             self._file.write(run_values.astype(self.dtype).tobytes())
 
     def close(self) -> None:
-        self._file.close()
+        """Finish the file: it appears at :attr:`path` now, whole."""
+        self.__exit__(None, None, None)
+
+    def abort(self, error: BaseException | None = None) -> None:
+        """Give the file up (a failed pass): :attr:`path` keeps what it held."""
+        self.__exit__(type(error or RuntimeError()), error or RuntimeError("aborted"), None)
 
     def __enter__(self) -> PredProbsFile:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
+        writing, self._writing = self._writing, None
+        if writing is None:
+            return  # closed already
+        if kind is None:
+            writing.__exit__(None, None, None)
+            return
+        with contextlib.suppress(BaseException):
+            writing.__exit__(kind, error, traceback)  # removes the temporary file
 
 
 @dataclass
@@ -419,7 +435,6 @@ def write_label_issues(
     ``pred_probs.npy``; what :func:`read_label_issues` reads for top-k columns).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     known = table.clean != UNKNOWN
     top: TopClasses = table.probs
     header = ["rank", "index"] + ([table.id_column] if table.paths is not None else [])
@@ -436,7 +451,7 @@ def write_label_issues(
         header += [f"top{j}_{what}" for j in range(1, k + 1) for what in ("label", "p")]
     write_class_names(class_names, path.parent / CLASSES_FILE)
     order = table.score.argsort(descending=True, stable=True).tolist()
-    with path.open("w", newline="") as handle:
+    with atomic_write(path, newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         for rank, i in enumerate(order, start=1):
@@ -472,7 +487,8 @@ CLASSES_FILE = "classes.txt"
 def write_class_names(class_names: Sequence[str], path: str | Path) -> Path:
     """One class name per line, in index order (the columns of ``pred_probs.npy``)."""
     path = Path(path)
-    path.write_text("".join(f"{name}\n" for name in class_names), encoding="utf-8")
+    with atomic_write(path) as handle:
+        handle.write("".join(f"{name}\n" for name in class_names))
     return path
 
 
@@ -556,10 +572,9 @@ def write_cleaned_labels(
     if cleaning not in CLEANING:
         raise ValueError(f"cleaning must be one of {CLEANING}; got {cleaning!r}.")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     cleaned = torch.where(issues.is_issue, issues.suggested, table.given)
     order = table.index.argsort().tolist()
-    with path.open("w", newline="") as handle:
+    with atomic_write(path, newline="") as handle:
         writer = csv.writer(handle)
         if table.paths is None:
             writer.writerow(["index", "clean_label", "noisy_label"])
@@ -596,10 +611,10 @@ def write_cleanlab_inputs(
         The two paths (``None`` for ``pred_probs.npy`` when not written here).
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     order = table.index.argsort()
     probs, labels = folder / "pred_probs.npy", folder / "labels.npy"
-    np.save(labels, table.given[order].long().numpy())
+    with atomic_write(labels, "wb") as handle:
+        np.save(handle, table.given[order].long().numpy())
     if not (pred_probs and table.probs.full):
         return None, labels
     with PredProbsFile(probs, table.index, table.probs.num_classes) as file:

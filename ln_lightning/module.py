@@ -42,7 +42,7 @@ from ln_lightning.metrics import (
 from ln_lightning.resume.lightning import (
     attached_trainer,
     hyperparameters_from_cli,
-    load_checkpoint,
+    hyperparameters_from_file,
     module_from_checkpoint,
 )
 
@@ -60,6 +60,21 @@ def check_checkpoint_heads(state_dict: dict[str, Tensor], module: NoisyLabelClas
                 f"{type(module.loss).__name__}, which builds {sorted(built)}",
             )
         )
+
+
+def check_checkpoint_shapes(state_dict: dict[str, Tensor], module: nn.Module) -> None:
+    """Raise ``ValueError`` naming the first weight whose shape differs between a checkpoint
+    and ``module`` (another backbone, number of classes or input size), instead of the
+    state-dict report of every mismatch."""
+    own = module.state_dict()
+    for key, value in state_dict.items():
+        if key in own and hasattr(value, "shape") and value.shape != own[key].shape:
+            raise ValueError(
+                f"the checkpoint's weights do not fit this model: {key} is "
+                f"{tuple(value.shape)} there and {tuple(own[key].shape)} here (another backbone, "
+                "number of classes or input size). Use the run's config.yaml (ln-fit ... "
+                "--config <run>/config.yaml), or NoisyLabelClassifier.load_from_checkpoint(path)."
+            )
 
 
 def non_finite_loss_message(
@@ -557,6 +572,7 @@ class NoisyLabelClassifier(pl.LightningModule):
         source = getattr(attached_trainer(self), "ckpt_path", None)
         resume.check_loaded_record(checkpoint, self, str(source) if source else "the checkpoint")
         check_checkpoint_heads(checkpoint["state_dict"], self)
+        check_checkpoint_shapes(checkpoint["state_dict"], self)
         resume.restore_epoch_metrics(
             checkpoint, list(self._epoch_train_metrics()), self.global_rank
         )
@@ -571,21 +587,24 @@ class NoisyLabelClassifier(pl.LightningModule):
         weights_only: bool | None = None,
         **kwargs: Any,
     ) -> NoisyLabelClassifier:
-        """Lightning's ``load_from_checkpoint``, rebuilding the loss from the checkpoint's record.
+        """Lightning's ``load_from_checkpoint``, reading the file safely and rebuilding the loss
+        from the checkpoint's record.
 
+        The file is read once, with ``weights_only=True`` (plain data only, no code runs)
+        unless ``weights_only=False`` is given for a file you trust; an unreadable file raises
+        :class:`~ln_lightning.resume.CheckpointError`, one line naming it and what is wrong.
         A model built by ``ln-fit`` saves its whole config, loss included; one built in Python
         cannot pickle its loss into the hyper-parameters, so its loss is rebuilt from the run
-        record every checkpoint carries (class path and arguments). The file is read once.
-        Pass ``loss=...`` to override.
+        record every checkpoint carries (class path and arguments). Pass ``loss=...`` to
+        override.
         """
-        if "loss" in kwargs or hparams_file is not None:
-            return super().load_from_checkpoint(
-                checkpoint_path, map_location, hparams_file, strict, weights_only, **kwargs
-            )
-        checkpoint = load_checkpoint(checkpoint_path, map_location, weights_only)
-        loss = resume.loss_from_checkpoint(checkpoint)
-        if loss is not None:
-            kwargs["loss"] = loss
+        checkpoint = resume.read_checkpoint(checkpoint_path, map_location, weights_only)
+        if hparams_file is not None:  # replaces the saved ones, as in Lightning
+            checkpoint[cls.CHECKPOINT_HYPER_PARAMS_KEY] = hyperparameters_from_file(hparams_file)
+        if "loss" not in kwargs:
+            loss = resume.loss_from_checkpoint(checkpoint)
+            if loss is not None:
+                kwargs["loss"] = loss
         return module_from_checkpoint(cls, checkpoint, strict, **kwargs)
 
     # ---------------------------------------------------------------- optimisation

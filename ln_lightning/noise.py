@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ln_lightning.files import atomic_write
 from ln_lightning.labels import UNKNOWN, check_labels, check_transition_matrix, corrupted_mask
 
 #: MNIST asymmetric map of the paper (App. C): 7->1, 2->7, 5<->6, 3->8.
@@ -381,12 +382,11 @@ def save_noisy_labels(path: str | Path, clean_labels: Tensor, noisy_labels: Tens
     """Write ``index,clean_label,noisy_label`` rows to a CSV file another run or tool can read."""
     if len(clean_labels) != len(noisy_labels):
         raise ValueError("clean_labels and noisy_labels must have the same length.")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     rows = torch.stack([torch.arange(len(clean_labels)), clean_labels, noisy_labels], 1).tolist()
-    path.write_text(
-        "index,clean_label,noisy_label\n" + "".join(f"{i},{c},{n}\n" for i, c, n in rows)
-    )
+    with atomic_write(path) as handle:
+        handle.write(
+            "index,clean_label,noisy_label\n" + "".join(f"{i},{c},{n}\n" for i, c, n in rows)
+        )
 
 
 def load_noisy_labels(path: str | Path) -> tuple[Tensor, Tensor]:

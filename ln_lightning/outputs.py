@@ -14,6 +14,8 @@ import lightning.pytorch as pl
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from torch import Tensor
 
+from ln_lightning.files import atomic_write, save_figure
+
 __all__ = ["log_figure", "log_metrics", "remove_empty_run_dir", "run_dir", "write_table"]
 
 
@@ -48,9 +50,7 @@ def log_figure(trainer: pl.Trainer, name: str, figure: Any) -> Path:
     """Save ``figure`` as ``<run dir>/figures/<name>.png`` and log it to image-capable loggers."""
     import matplotlib.pyplot as plt
 
-    path = run_dir(trainer) / "figures" / f"{name.replace('/', '_')}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    path = save_figure(figure, run_dir(trainer) / "figures" / f"{name.replace('/', '_')}.png")
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
             logger.log_image(key=name, images=[str(path)], step=trainer.global_step)
@@ -71,8 +71,7 @@ def write_table(trainer: pl.Trainer, name: str, table: Tensor) -> Path:
     """Write a 2-D tensor as ``<run dir>/<name>.csv`` (rank zero only); returns the path."""
     path = run_dir(trainer) / f"{name}.csv"
     if trainer.is_global_zero:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="") as handle:
+        with atomic_write(path, newline="") as handle:
             csv.writer(handle).writerows(
                 [f"{value:.6g}" for value in row] for row in table.tolist()
             )

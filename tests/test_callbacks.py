@@ -317,3 +317,19 @@ def test_beyond_prob_columns_the_report_keeps_the_top_classes_and_pred_probs_on_
     folder = Path(again.trainer.log_dir)
     assert (folder / "label_issues.csv").is_file() and not (folder / "pred_probs.npy").exists()
     assert (folder / "labels.npy").is_file()
+
+
+def test_mislabel_report_finds_an_unwritable_run_folder_before_training(tmp_path):
+    """In a Trainer of your own (no ln-fit), the report's folder is checked at set-up: a
+    blocked folder fails before the first step, not after the last epoch."""
+    from ln_lightning import DigitsDataModule, NoisyLabelClassifier
+    from ln_lightning.callbacks import MislabelReport
+    from ln_lightning.files import WriteError
+    from tests.helpers import quick_trainer
+
+    (tmp_path / "blocked").write_text("a file where the run folder should be")
+    trainer = quick_trainer(tmp_path / "blocked" / "run", callbacks=[MislabelReport()])
+    model = NoisyLabelClassifier(num_classes=10, input_shape=(1, 8, 8))
+    with pytest.raises(WriteError, match=r"cannot write label_issues\.csv .*blocked is a file"):
+        trainer.fit(model, datamodule=DigitsDataModule())
+    assert trainer.global_step == 0

@@ -7,7 +7,9 @@ names the problem and the way out. ``ln-fit`` prints one line instead of a trace
 from __future__ import annotations
 
 import ast
+import errno
 import math
+import os
 import re
 import sys
 from pathlib import Path
@@ -17,6 +19,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
+import ln_lightning.files as files
 from ln_lightning import CrossEntropy, LogisticNormalLoss, NoisyLabelClassifier, losses
 from ln_lightning.cli import main
 from ln_lightning.data import ArrayDataModule, DigitsDataModule
@@ -103,6 +106,71 @@ def test_the_traceback_is_there_when_asked_for(monkeypatch, tmp_path):
     monkeypatch.setenv("LN_TRACEBACK", "1")
     with pytest.raises(ValueError, match="noise_rate"):
         main()
+
+
+# ----------------------------------------------------------------------------- output files
+def ln_fit_run_error(monkeypatch, capsys, tmp_path, *args: str) -> str:
+    """``ln-fit fit --config cli.yaml`` (with its CSV logger) that must fail: its one line."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["ln-fit", "fit", "--config", CONFIG, *QUICK, *args])
+    monkeypatch.delenv("LN_TRACEBACK", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    text = str(exit_info.value.code)
+    assert text.startswith("ln-fit: error: ") and "Traceback" not in text, text[-2000:]
+    assert len(text.splitlines()) == 2, text  # the line, and where the traceback is
+    return text.splitlines()[0]
+
+
+def test_a_run_folder_blocked_by_a_file_fails_before_anything_runs(monkeypatch, capsys, tmp_path):
+    (tmp_path / "runs").write_text("not a folder")
+    line = ln_fit_run_error(
+        monkeypatch, capsys, tmp_path, "--trainer.logger.init_args.save_dir=runs/here"
+    )
+    assert "cannot write the run's files to runs/here/digits/version_0" in line
+    assert "runs is a file, not a folder" in line
+    assert "Epoch" not in capsys.readouterr().out  # no training started
+
+
+def test_a_run_folder_without_permission_fails_before_anything_runs(monkeypatch, capsys, tmp_path):
+    from tests.test_files import _unwritable_folder
+
+    folder = _unwritable_folder() if os.geteuid() == 0 else None
+    if folder is None:
+        folder = tmp_path / "read-only"
+        folder.mkdir()
+        folder.chmod(0o500)
+        if os.access(folder, os.W_OK):
+            pytest.skip("this user may write into any folder, and no folder refuses it")
+    line = ln_fit_run_error(
+        monkeypatch, capsys, tmp_path, f"--trainer.logger.init_args.save_dir={folder}/ln-runs"
+    )
+    assert f"cannot write the run's files to {folder}/ln-runs/digits/version_0" in line
+    assert "no permission to write there" in line and "save_dir" in line
+
+
+def test_a_full_disk_at_the_end_of_training_is_one_line_and_no_partial_file(
+    monkeypatch, capsys, tmp_path
+):
+    """The disk fills up as label_issues.csv is flushed: one line, no label_issues.csv (not
+    a shorter one), no temporary file; the checkpoints are there to continue from."""
+    fsync = files.os.fsync
+
+    def full(descriptor: int) -> None:
+        if "label_issues.csv" in os.readlink(f"/proc/self/fd/{descriptor}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        fsync(descriptor)
+
+    monkeypatch.setattr(files.os, "fsync", full)
+    line = ln_fit_run_error(monkeypatch, capsys, tmp_path)
+    assert re.search(
+        r"could not write runs/digits/version_0/label_issues\.csv: no space left", line
+    )
+    assert "nothing was written. The trained model is in the run's checkpoints" in line
+    assert line.endswith("--ckpt_path last writes these files again without training.")
+    run = tmp_path / "runs/digits/version_0"
+    assert not (run / "label_issues.csv").exists() and (run / "checkpoints/last.ckpt").is_file()
+    assert not list(run.rglob("*.tmp"))
 
 
 # ----------------------------------------------------------------------------- data

@@ -3,6 +3,7 @@ cleaned labels."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from ln_lightning import analysis, gallery, label_issues
 from ln_lightning.callbacks._common import require_datamodule
+from ln_lightning.files import WriteError, check_writable
 from ln_lightning.inference import predict_batches
 from ln_lightning.labels import UNKNOWN, corrupted_mask
 from ln_lightning.metrics import VAL, metric_name
@@ -150,6 +152,12 @@ class MislabelReport(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.val_accuracy = list(state_dict.get("val_accuracy", []))
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Before training: a run folder that cannot be written fails now, not after the
+        last epoch."""
+        if stage == "fit" and trainer.is_global_zero:
+            check_writable(run_dir(trainer), "label_issues.csv and the other label-issue files")
+
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         value = trainer.callback_metrics.get(metric_name(VAL, "acc_noisy"))
         if value is not None and not trainer.sanity_checking:
@@ -187,7 +195,8 @@ class MislabelReport(Callback):
         }
         score, uncertainty = torch.zeros(rows), torch.zeros(rows)
         has_uncertainty, split_names, start = True, [], 0
-        try:
+        # A pass that fails leaves no pred_probs.npy (PredProbsFile writes whole or not at all).
+        with file if file is not None else contextlib.nullcontext():
             for name in splits:
                 if keep == num_classes:  # all kept anyway: share the module's cached pass
                     parts: Any = [pl_module.split_predictions(name, datamodule)]
@@ -208,9 +217,6 @@ class MislabelReport(Callback):
                     if file is not None:
                         file.write(part.indices, part.probs)
                     start = stop
-        finally:
-            if file is not None:
-                file.close()
         table = label_issues.IssueTable(
             index=columns["index"],
             split=split_names,
@@ -242,6 +248,16 @@ class MislabelReport(Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
+        try:
+            self._report(trainer, pl_module)
+        except WriteError as error:  # a full disk: say that the training itself is kept
+            raise WriteError(
+                f"{error} The trained model is in the run's checkpoints: once that is fixed, "
+                "ln-fit fit ... --ckpt_path last writes these files again without training."
+            ) from error
+
+    def _report(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The pass, the files, the summary line and the logged detection metrics."""
         folder = run_dir(trainer)
         datamodule, table = self._pass(trainer, pl_module, folder / "pred_probs.npy")
         scores = table.score

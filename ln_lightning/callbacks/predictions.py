@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 from collections.abc import Sequence
@@ -13,6 +14,8 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
+
+from ln_lightning.files import atomic_write
 
 __all__ = ["PredictionWriter"]
 
@@ -64,6 +67,7 @@ class PredictionWriter(BasePredictionWriter):
         self.file_format = file_format
         self.path: Path | None = None
         self.rows = 0
+        self._writing: contextlib.AbstractContextManager[Any] | None = None
         self._handle: TextIO | None = None
         self._writer: Any = None
         self._names: Sequence[str] | None = None
@@ -90,8 +94,9 @@ class PredictionWriter(BasePredictionWriter):
         ids = getattr(datamodule, "example_ids", None)
         self._ids = ids(split) if callable(ids) else None
         self.path = self._target(trainer, split)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = self.path.open("w", newline="")
+        # Whole or not at all: rows go to a temporary file, renamed over the path at the end.
+        self._writing = atomic_write(self.path, newline="")
+        self._handle = self._writing.__enter__()
         self._writer, self.rows = None, 0
 
     def _label(self, value: int) -> str:
@@ -163,7 +168,16 @@ class PredictionWriter(BasePredictionWriter):
         self.rows += len(probs)
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        if self._writing is not None:
+            writing, self._writing, self._handle = self._writing, None, None
+            writing.__exit__(None, None, None)
             rank_zero_info(f"Predictions: {self.path} ({self.rows} rows)")
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        """A failed prediction leaves no file (and an earlier one as it was)."""
+        if self._writing is not None:
+            writing, self._writing, self._handle = self._writing, None, None
+            with contextlib.suppress(BaseException):
+                writing.__exit__(type(exception), exception, exception.__traceback__)

@@ -37,6 +37,7 @@ import zoo  # noqa: F401  (registers the zoo's backbones in timm)
 from ln_lightning.callbacks import MislabelReport, PredictionWriter
 from ln_lightning.cli.errors import explain, optimizer_error, parse_error_message
 from ln_lightning.data.base import NoisyLabelDataModule
+from ln_lightning.files import atomic_write, check_writable
 from ln_lightning.metrics import SELECTED_TEST
 from ln_lightning.module import NoisyLabelClassifier
 from ln_lightning.outputs import remove_empty_run_dir, run_dir
@@ -44,11 +45,18 @@ from ln_lightning.resume import (
     LastCheckpoint,
     find_last_checkpoint,
     last_checkpoint_callback,
+    read_checkpoint,
     read_record,
     run_record,
     selected_checkpoint,
+    use_safe_checkpoint_io,
 )
-from ln_lightning.resume.lightning import LOCAL_LOGGERS, QUIET_WARNINGS, RANK_ZERO_LOGGERS
+from ln_lightning.resume.lightning import (
+    LOCAL_LOGGERS,
+    QUIET_WARNINGS,
+    RANK_ZERO_LOGGERS,
+    config_with_checkpoint_hyperparameters,
+)
 from zoo.paths import resolve_config_args
 
 __all__ = ["LNArgumentParser", "LNLightningCLI", "LoggerSaveConfigCallback", "main", "run_cli"]
@@ -116,12 +124,15 @@ class LoggerSaveConfigCallback(SaveConfigCallback):
         if trainer.is_global_zero:
             self.save_config(trainer, pl_module, stage)  # starts the W&B run: its id names the
             if self.save_to_log_dir:  # folder
-                folder = run_dir(trainer)
-                folder.mkdir(parents=True, exist_ok=True)
-                self.parser.save(
-                    self.config, str(folder / self.config_filename), skip_none=False,
-                    overwrite=self.overwrite, multifile=self.multifile,
-                )  # fmt: skip
+                path = run_dir(trainer) / self.config_filename
+                if self.multifile:
+                    self.parser.save(
+                        self.config, str(path), skip_none=False, overwrite=self.overwrite,
+                        multifile=True,
+                    )  # fmt: skip
+                else:  # whole or not at all: it is what a later run is given (--config)
+                    with atomic_write(path) as handle:
+                        handle.write(self.parser.dump(self.config, skip_none=False))
             self.already_saved = True
 
 
@@ -189,6 +200,26 @@ class LNLightningCLI(LightningCLI):
             "the monitored ModelCheckpoint (test_selected/*) on the clean test split.",
         )
 
+    def _parse_ckpt_path(self) -> None:
+        """The model's hyper-parameters from ``--ckpt_path``, the file read safely.
+
+        LightningCLI (2.6.6) reads them here with a ``torch.load`` of its own, which ignores
+        ``--weights_only`` and prints a raw traceback for a bad file. Read instead with
+        :func:`~ln_lightning.resume.read_checkpoint`: plain data only unless
+        ``--weights_only false`` is given, and one line naming the file for every fault.
+        """
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        settings = self.config[subcommand]
+        path = settings.get("ckpt_path")
+        if not path or not Path(path).is_file():  # last, best, remote or missing: the trainer's
+            return
+        checkpoint = read_checkpoint(path, weights_only=settings.get("weights_only"), mmap=True)
+        self.config = config_with_checkpoint_hyperparameters(
+            self.parser, self.config, subcommand, checkpoint
+        )
+
     def before_instantiate_classes(self) -> None:
         """``test``/``predict``/``validate`` on a checkpoint log beside that checkpoint's run."""
         subcommand = str(self.subcommand)
@@ -245,6 +276,8 @@ class LNLightningCLI(LightningCLI):
         """
         self.check_instantiated()
         trainer = super().instantiate_trainer(**kwargs)
+        use_safe_checkpoint_io(trainer)
+        check_output_folders(trainer)
         if not any(isinstance(c, MislabelReport) for c in trainer.callbacks):
             trainer.callbacks.insert(0, MislabelReport())
         trainer.callbacks.insert(0, EmptyRunCleanup())  # checkpoint callbacks stay last
@@ -259,7 +292,11 @@ class LNLightningCLI(LightningCLI):
     def before_fit(self) -> None:
         if self.config_init["fit"].get("ckpt_path") != "last":
             return
-        found = find_last_checkpoint(self.trainer, run_record(self.model, self.datamodule))
+        found = find_last_checkpoint(
+            self.trainer,
+            run_record(self.model, self.datamodule),
+            self.config_init["fit"].get("weights_only"),
+        )
         if found is not None:
             rank_zero_info(f"Resuming from {found} (--ckpt_path last)")
             self.config_init["fit"]["ckpt_path"] = str(found)
@@ -281,6 +318,19 @@ class LNLightningCLI(LightningCLI):
                 self.trainer.test(
                     self.model, datamodule=self.datamodule, ckpt_path=selected.best_model_path
                 )
+
+
+def check_output_folders(trainer: pl.Trainer) -> None:
+    """Fail now, before any data loads or any epoch runs, when the run's folder or a checkpoint
+    folder cannot be written (read-only, no permission, a file in the way): one line naming it.
+    Only local folders are checked (a remote ``save_dir`` is the logger's business)."""
+    folders = {run_dir(trainer): "the run's files"}
+    for callback in trainer.checkpoint_callbacks:
+        if callback.dirpath:
+            folders.setdefault(Path(callback.dirpath), "the checkpoints")
+    for folder, what in folders.items():
+        if "://" not in str(folder):
+            check_writable(folder, what)
 
 
 def _on_terminal() -> bool:
@@ -307,6 +357,8 @@ def settings_from_checkpoint(args: list[str]) -> list[str]:
     CSV logger beside the run. Flags given still apply on top, so ``ln-fit predict --ckpt_path
     RUN/checkpoints/last.ckpt --data.predict_root new_photos`` alone labels new images without
     the training images. (Lightning takes the model's hyper-parameters from the checkpoint.)
+    The checkpoint is read as the trainer will read it: plain data only unless
+    ``--weights_only false`` is given.
     """
     if not args or args[0] != "predict":
         return args
@@ -316,7 +368,8 @@ def settings_from_checkpoint(args: list[str]) -> list[str]:
         return args
     if any(a in given or a.startswith(tuple(f"{g}=" for g in given)) for a in args):
         return args
-    data = read_record(checkpoint).get("data")
+    trusted = _option(args, "--weights_only")
+    data = read_record(checkpoint, weights_only=trusted not in ("false", "False")).get("data")
     if not data:
         return args
     logger = {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "."}}
@@ -398,7 +451,7 @@ def main() -> None:
             run_cli()
         except SIGTERMException:  # Lightning stops quietly; a terminated run must not look finished
             sys.exit(128 + signal.SIGTERM)
-        except (ValueError, FileNotFoundError, KeyError, FloatingPointError) as error:
+        except (ValueError, OSError, KeyError, FloatingPointError) as error:
             if os.environ.get("LN_TRACEBACK"):
                 raise
             sys.exit(f"ln-fit: error: {explain(error)}\n(LN_TRACEBACK=1 shows the traceback.)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 from typing import ClassVar
 
@@ -21,12 +22,75 @@ CIFAR_N_URL = (
 )
 
 
+#: The only objects CIFAR's files build when unpickled: numpy arrays (as pickled by numpy 1 and
+#: 2). Anything else in such a file is refused: unpickling it would run code.
+_NUMPY_ARRAY_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+}
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """An unpickler that builds plain data and numpy arrays only (Python's "restricting
+    globals" recipe)."""
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) in _NUMPY_ARRAY_GLOBALS or (
+            module == "numpy.dtypes" and name.endswith("DType")
+        ):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it holds {module}.{name}, which loading would run as code")
+
+
+def load_data_pickle(path: Path) -> object:
+    """A CIFAR python batch or ``meta`` file, read without running code.
+
+    Raises:
+        ValueError: The file holds anything but plain data and numpy arrays.
+    """
+    with open(path, "rb") as handle:
+        try:
+            return _ArraysOnly(handle, encoding="latin1").load()
+        except pickle.UnpicklingError as error:
+            raise ValueError(f"refused to load {path}: {error}; it is no CIFAR file.") from None
+
+
+def load_cifar_n_file(path: Path) -> object:
+    """An official CIFAR-N ``*_human.pt`` file (a dict of numpy arrays, ``torch.save``d),
+    read with ``weights_only=True`` and numpy's arrays allowed, so it cannot run code.
+
+    Raises:
+        ValueError: The file holds anything else.
+    """
+    reconstruct = getattr(np, "_core", None)
+    reconstruct = (reconstruct or np.core).multiarray._reconstruct
+    allowed = [
+        (reconstruct, "numpy.core.multiarray._reconstruct"),
+        (reconstruct, "numpy._core.multiarray._reconstruct"),
+        np.ndarray,
+        np.dtype,
+        *{type(np.dtype(kind)) for kind in ("int64", "int32", "uint8", "int16", "int8")},
+    ]
+    try:
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as error:
+        found = re.findall(r"GLOBAL ([\w.]+)", str(error))
+        raise ValueError(
+            f"refused to load {path}: it holds {', '.join(found) or 'objects'}, which loading "
+            "would run as code; the official CIFAR-N files hold numpy arrays only."
+        ) from None
+
+
 def read_cifar_batches(paths: list[Path], label_key: str) -> tuple[Tensor, Tensor]:
     """Images ``(N, 3, 32, 32)`` uint8 and labels from CIFAR python pickle batch files."""
     images, labels = [], []
     for path in paths:
-        with open(path, "rb") as handle:
-            batch = pickle.load(handle, encoding="latin1")
+        batch = load_data_pickle(path)
         if label_key not in batch or "data" not in batch:
             raise ValueError(
                 f"{path} is not a CIFAR batch with '{label_key}' (keys: {sorted(batch)})."
@@ -126,8 +190,7 @@ class CIFAR10DataModule(NoisyLabelDataModule):
         for name in ("batches.meta", "meta"):
             path = self.root / name
             if path.is_file():
-                with open(path, "rb") as handle:
-                    meta = pickle.load(handle, encoding="latin1")
+                meta = load_data_pickle(path)
                 if isinstance(meta, dict) and key in meta:
                     return [str(n) for n in meta[key]]
         return list(self.class_names) if self.class_names is not None else None
@@ -241,7 +304,7 @@ def read_cifar_n(path: Path, noisy_key: str, clean_key: str) -> tuple[Tensor, Te
             f"CIFAR-N label file {path} not found. Download it from {CIFAR_N_URL} and pass "
             "--data.labels_file PATH (or put it in data_dir)."
         )
-    content = torch.load(path, weights_only=False, map_location="cpu")
+    content = load_cifar_n_file(path)
     if not isinstance(content, dict) or noisy_key not in content or clean_key not in content:
         keys = sorted(content) if isinstance(content, dict) else type(content).__name__
         raise ValueError(f"{path} has no '{noisy_key}' / '{clean_key}' entries (found {keys}).")

@@ -10,12 +10,21 @@ One home for exact resume, one file per concern:
   run, after every epoch, every n steps if asked, and at Ctrl-C or SIGTERM;
 * ``record.py``: **which run a checkpoint belongs to** (the run record every checkpoint
   carries) and the loss it was trained with;
+* ``checkpoint_io.py``: **checkpoint files**, read without running code (``weights_only``)
+  with every unreadable file named in one line, and written whole (:class:`SafeCheckpointIO`);
 * ``lookup.py``: ``--ckpt_path last`` (:func:`find_last_checkpoint`) and a run folder's
   ``last.ckpt``;
 * ``lightning.py``: every read of Lightning internals in the package, checked against
   Lightning 2.6 (``lightning.pytorch`` 2.6.6).
 """
 
+from ln_lightning.resume.checkpoint_io import (
+    CheckpointError,
+    SafeCheckpointIO,
+    read_checkpoint,
+    read_record,
+    use_safe_checkpoint_io,
+)
 from ln_lightning.resume.epoch_metrics import restore_epoch_metrics, save_epoch_metrics
 from ln_lightning.resume.last_checkpoint import (
     LastCheckpoint,
@@ -42,7 +51,6 @@ from ln_lightning.resume.record import (
     check_loaded_record,
     class_path,
     loss_from_checkpoint,
-    read_record,
     record_mismatch,
     run_record,
     wrong_loss_message,
@@ -51,7 +59,9 @@ from ln_lightning.resume.record import (
 __all__ = [
     "RECORD_KEY",
     "RUN_KEYS",
+    "CheckpointError",
     "LastCheckpoint",
+    "SafeCheckpointIO",
     "TrainingPosition",
     "carry_best_checkpoints",
     "check_loaded_record",
@@ -62,6 +72,7 @@ __all__ = [
     "last_checkpoint_of_run",
     "loss_from_checkpoint",
     "newest_checkpoint_path",
+    "read_checkpoint",
     "read_record",
     "record_mismatch",
     "restore_epoch_metrics",
@@ -72,5 +83,6 @@ __all__ = [
     "training_position",
     "training_position_from_state",
     "training_position_state",
+    "use_safe_checkpoint_io",
     "wrong_loss_message",
 ]

@@ -3,7 +3,6 @@ Ctrl-C or SIGTERM; and which checkpoint a run wrote last or selected."""
 
 from __future__ import annotations
 
-import shutil
 import signal
 import threading
 from collections.abc import Mapping
@@ -16,6 +15,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from ln_lightning.files import atomic_copy
 from ln_lightning.outputs import run_dir
 from ln_lightning.resume.lightning import (
     checkpoint_state_key,
@@ -214,8 +214,7 @@ def carry_best_checkpoints(trainer: pl.Trainer, states: Mapping[str, Any]) -> No
             if Path(path).is_file():
                 copies[path] = str(Path(callback.dirpath) / Path(path).name)
                 if trainer.is_global_zero:
-                    Path(callback.dirpath).mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(path, copies[path])
+                    atomic_copy(path, copies[path])
         trainer.strategy.barrier("carry_best_checkpoints")
         if not copies:
             continue

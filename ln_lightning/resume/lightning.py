@@ -9,6 +9,8 @@ exercise each of them).
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 from typing import IO, Any
 
@@ -16,7 +18,12 @@ import lightning.pytorch as pl
 from lightning.fabric.utilities.cloud_io import _load as pl_load
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
-from lightning.pytorch.core.saving import _default_map_location, _load_state
+from lightning.pytorch.core.saving import (
+    _default_map_location,
+    _load_state,
+    load_hparams_from_tags_csv,
+    load_hparams_from_yaml,
+)
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.migration.utils import _pl_migrate_checkpoint, pl_legacy_patch
 
@@ -28,9 +35,12 @@ __all__ = [
     "attached_trainer",
     "batches_processed",
     "checkpoint_state_key",
+    "config_with_checkpoint_hyperparameters",
     "hyperparameters_from_cli",
+    "hyperparameters_from_file",
     "is_fitting",
     "load_checkpoint",
+    "migrate_checkpoint",
     "module_from_checkpoint",
     "save_at_epoch_end",
     "step_or_time_triggered",
@@ -95,17 +105,57 @@ def step_or_time_triggered(callback: ModelCheckpoint) -> bool:
 
 
 def load_checkpoint(
-    path: str | Path | IO, map_location: Any = None, weights_only: bool | None = None
-) -> dict[str, Any]:
-    """A checkpoint read as Lightning reads it (local or remote path, legacy formats
-    migrated)."""
-    with pl_legacy_patch():
-        checkpoint = pl_load(
+    path: str | Path | IO,
+    map_location: Any = None,
+    weights_only: bool | None = None,
+    legacy: bool = True,
+) -> Any:
+    """A checkpoint file read as Lightning reads it (local or remote path), inside Lightning's
+    ``pl_legacy_patch`` unless ``legacy=False`` (the trainer's checkpoint IO: its caller holds
+    that non-reentrant lock already). Not migrated: see :func:`migrate_checkpoint`."""
+    with pl_legacy_patch() if legacy else contextlib.nullcontext():
+        return pl_load(
             path, map_location=map_location or _default_map_location, weights_only=weights_only
         )
+
+
+def migrate_checkpoint(checkpoint: dict[str, Any], path: str | Path | IO) -> dict[str, Any]:
+    """A Lightning checkpoint of an older Lightning brought to the current layout."""
     return _pl_migrate_checkpoint(
         checkpoint, checkpoint_path=path if isinstance(path, str | Path) else None
     )
+
+
+def config_with_checkpoint_hyperparameters(
+    parser: Any, config: Any, subcommand: str, checkpoint: dict[str, Any]
+) -> Any:
+    """``config`` with the model's hyper-parameters saved in ``checkpoint`` merged in, as
+    ``LightningCLI._parse_ckpt_path`` merges them after reading the file with a ``torch.load``
+    of its own (``ln-fit`` reads the file safely and hands the result here)."""
+    hyperparameters = dict(checkpoint.get("hyper_parameters") or {})
+    hyperparameters.pop("_instantiator", None)
+    if not hyperparameters:
+        return config
+    if "_class_path" in hyperparameters:
+        hyperparameters = {
+            "class_path": hyperparameters.pop("_class_path"),
+            "dict_kwargs": hyperparameters,
+        }
+    try:
+        return parser.parse_object({subcommand: {"model": hyperparameters}}, config)
+    except SystemExit:
+        sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
+        raise
+
+
+def hyperparameters_from_file(path: str | Path) -> dict[str, Any]:
+    """Hyper-parameters from a ``.yaml`` or ``.csv`` file, as ``load_from_checkpoint``'s
+    ``hparams_file`` reads them."""
+    if str(path).lower().endswith(".csv"):
+        return dict(load_hparams_from_tags_csv(str(path)))
+    if str(path).lower().endswith((".yml", ".yaml")):
+        return dict(load_hparams_from_yaml(str(path)))
+    raise ValueError(f"hparams_file {path}: give a .yaml, .yml or .csv file.")
 
 
 def module_from_checkpoint(

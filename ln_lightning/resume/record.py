@@ -4,19 +4,19 @@ data), whether a checkpoint belongs to this run, and the loss it was trained wit
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
+import importlib.metadata
 from typing import Any
 
-import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
 __all__ = [
+    "CHECKPOINT_FORMAT",
     "RECORD_KEY",
     "RUN_KEYS",
     "check_loaded_record",
     "class_path",
+    "library_version",
     "loss_from_checkpoint",
-    "read_record",
     "record_mismatch",
     "run_record",
     "wrong_loss_message",
@@ -28,6 +28,18 @@ RECORD_KEY = "ln_lightning"
 #: What must agree for ``--ckpt_path last`` to continue a checkpoint (the loss's arguments may
 #: change between runs; its class may not).
 RUN_KEYS = ("backbone", "loss", "num_classes", "datamodule")
+#: The layout of the checkpoints this version writes, in their record. A version that changes
+#: what a checkpoint holds raises it, so an older version refuses the file with one line
+#: instead of failing inside (records without it are format 1).
+CHECKPOINT_FORMAT = 1
+
+
+def library_version() -> str:
+    """The installed version of ln-lightning (``"unknown"`` when run from an uninstalled copy)."""
+    try:
+        return importlib.metadata.version("ln-lightning")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def class_path(obj: Any) -> str:
@@ -44,6 +56,8 @@ def run_record(model: Any, datamodule: Any = None) -> dict[str, Any]:
         datamodule: The data module it trains on, if any.
     """
     return {
+        "format": CHECKPOINT_FORMAT,
+        "version": library_version(),
         "backbone": model.backbone_name,
         "loss": model.loss.config(),
         "num_classes": int(model.num_classes),
@@ -79,25 +93,6 @@ def record_mismatch(saved: dict[str, Any], expected: dict[str, Any]) -> str | No
         if a is not None and b is not None and a != b:
             return f"{key} {a} (checkpoint) != {b} (this run)"
     return None
-
-
-def read_record(path: str | Path) -> dict[str, Any]:
-    """The run record of a checkpoint file; for older checkpoints, what its hyper-parameters say.
-
-    Loads the file memory-mapped on the CPU, so reading a large checkpoint costs little.
-    """
-    checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
-    record = checkpoint.get(RECORD_KEY)
-    if record is not None:
-        return record
-    hparams = checkpoint.get("hyper_parameters") or {}
-    loss = hparams.get("loss")
-    return {
-        "backbone": hparams.get("backbone") if isinstance(hparams.get("backbone"), str) else None,
-        "loss": loss if isinstance(loss, dict) else None,
-        "num_classes": hparams.get("num_classes"),
-        "datamodule": None,
-    }
 
 
 def loss_from_checkpoint(checkpoint: dict[str, Any]) -> Any:

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import yaml
 
+from ln_lightning.files import atomic_write
 from ln_lightning.sweep import runner
 from ln_lightning.sweep.folds import folds, merge_fold_issues
 from ln_lightning.sweep.report import (
@@ -79,7 +80,8 @@ def table(args: argparse.Namespace, spec: TableSpec) -> None:
         return
     text = report(spec, rows)
     print(f"\n{text}")
-    (args.out / "results.md").write_text(f"{text}\n")
+    with atomic_write(args.out / "results.md") as handle:
+        handle.write(f"{text}\n")
     write_csv(rows, args.out / "results.csv", spec)
     written = [args.out / "results.md", args.out / "results.csv"]
     figure = memorisation_figure(rows, args.out / "memorisation.png")

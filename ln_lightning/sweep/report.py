@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ln_lightning.files import atomic_write, save_figure
 from ln_lightning.sweep.spec import TableSpec
 
 __all__ = [
@@ -161,15 +162,12 @@ def memorisation_figure(rows: Sequence[dict[str, Any]], path: Path) -> Path | No
     from ln_lightning.analysis import plot_memorisation
 
     figure = plot_memorisation(curves)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    return path
+    return save_figure(figure, path)
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: Path, spec: TableSpec) -> None:
     """Per-run results with the paper's number of the cell (empty when the paper has none)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
+    with atomic_write(path, newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=[*rows[0], "paper"])
         writer.writeheader()
         for row in rows:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from ln_lightning.files import atomic_write
 from ln_lightning.resume import last_checkpoint_of_run
 from ln_lightning.sweep.spec import FINISHED, RESULTS, Run, last_value
 
@@ -69,7 +70,8 @@ def run_once(run: Run, extra: Sequence[str], env: dict[str, str], log: Callable)
             f"{run.setting} / {run.method} / seed {run.seed} failed (exit {result.returncode}); "
             f"log: {run.run_dir / 'stdout.log'}\n{tail}\ncommand: {shlex.join(command)}"
         )
-    (run.run_dir / FINISHED).write_text(f"{seconds:.1f} s\n")
+    with atomic_write(run.run_dir / FINISHED) as handle:  # the mark that skips the run later
+        handle.write(f"{seconds:.1f} s\n")
     log(f"done     {run.run_dir} ({seconds:.0f} s)")
     return seconds
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from ln_lightning.files import atomic_write, save_figure
 from ln_lightning.sweep import runner
 from ln_lightning.sweep.report import mean_std
 from ln_lightning.sweep.spec import Run, TableSpec, slug
@@ -99,13 +100,15 @@ def search(args: argparse.Namespace, spec: TableSpec) -> None:
         figure = plot_grid_heatmap(
             cells, keys[1], keys[0], ["noisy val acc (%)", "clean test acc (%)"]
         )
-        figure.savefig(search_dir / "heatmap.png", dpi=120)
+        save_figure(figure, search_dir / "heatmap.png")
         print(f"Heat map: {search_dir / 'heatmap.png'}")
     best_file = search_dir / "best.yaml"
-    best_file.write_text(
-        f"# {args.method} on {args.setting}: best of {len(points)} grid points by noisy "
-        f"validation accuracy (seeds {seeds}).\n" + yaml.safe_dump(nested(best), sort_keys=False)
-    )
+    with atomic_write(best_file) as handle:  # a config later runs are given
+        handle.write(
+            f"# {args.method} on {args.setting}: best of {len(points)} grid points by noisy "
+            f"validation accuracy (seeds {seeds}).\n"
+            + yaml.safe_dump(nested(best), sort_keys=False)
+        )
     print(f"\n## {args.method} on {args.setting}: grid search\n\n{table}\n")
     print("Selected by noisy validation accuracy; the clean test column is for information only.")
     print(f"Best point written as a config: {best_file}")

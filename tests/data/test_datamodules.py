@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +157,33 @@ def test_cifar10n_synthetic_file(tmp_path):
         CIFAR10NDataModule(data_dir=str(tmp_path), labels_file=str(tmp_path / "nope.pt")).setup()
     with pytest.raises(ValueError, match="label_set must be one of"):
         CIFAR10NDataModule(label_set="best")
+
+
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_cifar_files_that_would_run_code_are_refused(tmp_path):
+    """CIFAR's batches are pickles and CIFAR-N's label files ``torch.save`` dicts: both are read
+    so that only plain data and numpy arrays come out of them, never code."""
+    write_cifar10n(tmp_path)
+    marker = tmp_path / "marker"
+    content = torch.load(tmp_path / "CIFAR-10_human.pt", weights_only=False)
+    torch.save({**content, "extra": _Payload(marker)}, tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match=r"refused to load .*evil\.pt: it holds posix\.system"):
+        CIFAR10NDataModule(data_dir=str(tmp_path), labels_file=str(tmp_path / "evil.pt")).setup()
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_1"
+    with batch.open("rb") as handle:
+        data = pickle.load(handle, encoding="latin1")
+    with batch.open("wb") as handle:
+        pickle.dump({**data, "extra": _Payload(marker)}, handle)
+    with pytest.raises(ValueError, match=r"refused to load .*data_batch_1: it holds posix\.system"):
+        CIFAR10DataModule(data_dir=str(tmp_path)).setup()
+    assert not marker.exists()
 
 
 def test_cifar100n_synthetic_file_coarse(tmp_path):
