@@ -22,6 +22,8 @@ _EXPORTS = {
     "NoisyLabelDataModule": "ln_lightning.data.base",
     "NoisyLabelLoss": "ln_lightning.losses.base",
     "NoisySample": "ln_lightning.data.dataset",
+    "list_datamodules": "ln_lightning.registry",
+    "list_methods": "ln_lightning.registry",
 }
 
 
