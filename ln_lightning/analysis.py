@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from ln_lightning.deprecation import moved_names
 from ln_lightning.inference import SplitPredictions
 
 if TYPE_CHECKING:
@@ -210,21 +211,8 @@ def plot_memorisation(curves: dict[str, dict[str, list[tuple[int, float]]]]) -> 
     return figure
 
 
-#: Names that moved to :mod:`ln_lightning.label_issues` (deprecated aliases).
-_MOVED = ("SCORES", "detection_metrics", "mislabel_scores")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        import warnings
-
-        from ln_lightning import label_issues
-
-        warnings.warn(
-            f"ln_lightning.analysis.{name} moved to ln_lightning.label_issues.{name}; the old "
-            "name goes in the next release.",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return getattr(label_issues, name)
-    raise AttributeError(f"module 'ln_lightning.analysis' has no attribute {name!r}")
+#: Names that moved to :mod:`ln_lightning.label_issues` (deprecated aliases, for one release).
+__getattr__ = moved_names(
+    __name__,
+    dict.fromkeys(("SCORES", "detection_metrics", "mislabel_scores"), "ln_lightning.label_issues"),
+)

@@ -9,14 +9,8 @@ Example:
     'ln_lightning.label_issues.gallery'
 """
 
-import warnings
-
+from ln_lightning.deprecation import moved
 from ln_lightning.label_issues.gallery import *  # noqa: F403
 from ln_lightning.label_issues.gallery import __all__  # noqa: F401
 
-warnings.warn(
-    "ln_lightning.gallery moved to ln_lightning.label_issues.gallery; the old name goes in the "
-    "next release.",
-    DeprecationWarning,
-    stacklevel=2,
-)
+moved("ln_lightning.gallery", "ln_lightning.label_issues.gallery")

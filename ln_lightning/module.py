@@ -16,8 +16,9 @@ from typing_extensions import override
 from ln_lightning import resume
 from ln_lightning.data.contract import check_data_contract
 from ln_lightning.data.dataset import unpack_batch
+from ln_lightning.deprecation import moved_names
 from ln_lightning.inference import ImagePredictions, SplitPredictions
-from ln_lightning.lightning_internals import attached_trainer, hyperparameters_from_cli
+from ln_lightning.lightning_internals import attached_trainer
 from ln_lightning.losses.base import NoisyLabelLoss
 from ln_lightning.losses.logistic_normal import LogisticNormalLoss
 from ln_lightning.metrics import TRAIN, VAL_LOSS
@@ -29,38 +30,18 @@ from ln_lightning.model.stage_metrics import TestMetrics, TrainMetrics, ValMetri
 from ln_lightning.model.step_checks import check_finite_loss
 
 
-def _unpicklable_hparams(init_args: dict[str, Any]) -> list[str]:
-    """Arguments to leave out of ``hparams`` when the model is built in Python: under
-    LightningCLI the hyper-parameters saved are the parsed config (plain data); built in Python,
-    modules and callables would be pickled into the checkpoint, which ``weights_only`` loading
-    refuses; pass them again to ``load_from_checkpoint`` instead."""
-    if hyperparameters_from_cli():
-        return []
-    plain = (str, int, float, bool, type(None), tuple, list, dict)
-    return [name for name, value in init_args.items() if not isinstance(value, plain)]
-
-
 class NoisyLabelClassifier(pl.LightningModule):
     """A classifier trained with any :class:`NoisyLabelLoss`; Logistic-Normal by default.
 
-    The model is ``backbone -> features -> heads`` (:class:`~ln_lightning.model.network.Network`);
-    the heads are whatever ``loss.head_shapes(num_classes)`` asks for, so switching the loss
-    switches the heads. Predictions come from ``loss.predict_proba`` (for LN: ``S_C(mu / tau)``,
-    the mean mapped back through the target's bijector, over the K real classes, Sec. 3.3).
-    What trains the network is its :attr:`method` (:mod:`ln_lightning.model.method`; a loss:
-    :class:`~ln_lightning.model.method.LossMethod`).
-
-    Logged metrics (per epoch, synchronised across DDP ranks; :mod:`ln_lightning.model
-    .stage_metrics`): ``train/loss``, ``train/acc_noisy`` and ``train/acc_clean`` (accuracy
-    against the observed and the true training labels), the memorisation curves of Fig. 4
-    (``train/acc_uncorrupted``, ``train/acc_corrupted_vs_noisy``,
-    ``train/acc_corrupted_vs_true``), ``val/loss``, ``val/acc_noisy`` (accuracy on the noisy
-    validation split, the paper's model-selection metric), ``val/acc_clean``, and on the clean
-    test set ``test/acc``, ``test/loss``, ``test/nll``, ``test/ece`` (15 bins) and
-    ``test/brier``. With a loss that asks for an EMA teacher (``loss.teacher_decay``, SGN) the
-    network keeps one, updated after every optimiser step, whose outputs the loss reads and
-    whose accuracies are logged beside the network's (``val/acc_noisy_teacher``,
-    ``val/acc_clean_teacher``, ``test/acc_teacher``). Predictions are always the network's.
+    Thin Lightning hooks over its parts (:mod:`ln_lightning.model`): the network (backbone,
+    the heads its loss asks for, an EMA teacher when the loss asks for one, SGN), the method
+    that trains it (a loss), the metrics of each stage and the checkpoint's record. Predictions
+    come from ``loss.predict_proba`` (for LN: ``S_C(mu / tau)``, Sec. 3.3), always the
+    network's. Logged per epoch, synchronised across DDP ranks: ``train/loss``,
+    ``train/acc_noisy``, ``train/acc_clean``, the memorisation curves of Fig. 4, ``val/loss``,
+    ``val/acc_noisy`` (the paper's model-selection metric), ``val/acc_clean``, and ``test/acc``,
+    ``test/nll``, ``test/ece``, ``test/brier``, ``test/loss`` (and the teacher's accuracies;
+    :mod:`ln_lightning.model.stage_metrics`).
 
     Args:
         backbone: A timm model name (created with ``num_classes=0``; ``import zoo`` adds the zoo's
@@ -112,7 +93,9 @@ class NoisyLabelClassifier(pl.LightningModule):
             raise ValueError(f"num_classes must be >= 2; got {num_classes}.")
         objects = {"backbone": backbone, "loss": loss, "optimizer": optimizer}
         self.save_hyperparameters(
-            ignore=_unpicklable_hparams({**objects, "lr_scheduler": lr_scheduler})
+            ignore=checkpoints.unpicklable_hyperparameters(
+                {**objects, "lr_scheduler": lr_scheduler}
+            )
         )
         self.num_classes = num_classes
         self.input_shape = tuple(input_shape) if input_shape is not None else None
@@ -269,11 +252,9 @@ class NoisyLabelClassifier(pl.LightningModule):
     def predict_step(
         self, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> dict[str, Tensor]:
-        """The prediction of a batch, as a dict of tensors with one row per example: ``probs``
-        ``(B, K)`` always; for the library's batches also ``index``, ``given`` and ``clean``
-        (``-1`` where unknown); ``uncertainty`` when the loss has one (LN: the largest standard
-        deviation of its Gaussian). :class:`~ln_lightning.callbacks.PredictionWriter` writes
-        them to a file."""
+        """``probs`` ``(B, K)``; ``index``, ``given`` and ``clean`` (``-1`` where unknown) for
+        the library's batches; ``uncertainty`` when the loss has one (what
+        :class:`~ln_lightning.callbacks.PredictionWriter` writes)."""
         sample = None if isinstance(batch, Tensor) else unpack_batch(batch)
         outputs = self(batch if sample is None else sample.input)
         prediction = {"probs": self.loss.predict_proba(outputs)}
@@ -337,25 +318,13 @@ class NoisyLabelClassifier(pl.LightningModule):
         }
 
 
-#: Names that moved to :mod:`ln_lightning.model` -> their module (deprecated aliases).
-_MOVED = {
-    "ema_teacher": "ln_lightning.model.network",
-    "check_checkpoint_heads": "ln_lightning.model.checkpoints",
-    "check_checkpoint_shapes": "ln_lightning.model.checkpoints",
-    "non_finite_loss_message": "ln_lightning.model.step_checks",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _MOVED:
-        raise AttributeError(f"module 'ln_lightning.module' has no attribute {name!r}")
-    import importlib
-    import warnings
-
-    warnings.warn(
-        f"ln_lightning.module.{name} moved to {_MOVED[name]}.{name}; the old name goes in the "
-        "next release.",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return getattr(importlib.import_module(_MOVED[name]), name)
+#: Names that moved to :mod:`ln_lightning.model` (deprecated aliases, for one release).
+__getattr__ = moved_names(
+    __name__,
+    {
+        "ema_teacher": "ln_lightning.model.network",
+        "check_checkpoint_heads": "ln_lightning.model.checkpoints",
+        "check_checkpoint_shapes": "ln_lightning.model.checkpoints",
+        "non_finite_loss_message": "ln_lightning.model.step_checks",
+    },
+)

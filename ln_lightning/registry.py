@@ -17,7 +17,8 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import importlib
-from collections.abc import Callable, Mapping
+import pkgutil
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -28,6 +29,7 @@ __all__ = [
     "find_class",
     "get_datamodule",
     "get_method",
+    "import_package",
     "list_datamodules",
     "list_methods",
     "register_datamodule",
@@ -178,6 +180,20 @@ def find_class(name: str) -> type | None:
             if entry.cls.__name__ == name:
                 return entry.cls
     return None
+
+
+def import_package(package: str, path: Iterable[str], kind: str) -> dict[str, type]:
+    """Import every module of ``package`` (its ``__path__``), which registers what they define,
+    and return the classes of ``kind`` by class name: what the package exports.
+    ``ln_lightning.losses`` and ``ln_lightning.data`` call it from their ``__init__``, so a new
+    file there needs no line elsewhere."""
+    for module in pkgutil.iter_modules(path):
+        importlib.import_module(f"{package}.{module.name}")
+    return {
+        entry.cls.__name__: entry.cls
+        for entry in _ENTRIES[kind].values()
+        if entry.cls.__module__.startswith(f"{package}.")
+    }
 
 
 def class_names(kind: str) -> list[str]:

@@ -5,18 +5,13 @@ Every module of this package is imported here, and each method in it registers i
 names. A new loss needs its file here, nothing in this file.
 """
 
-import importlib as _importlib
-import pkgutil as _pkgutil
-
 from ln_lightning.losses import functional
 from ln_lightning.losses.base import LossReport, NoisyLabelLoss, TrainingContext, teacher_key
 from ln_lightning.losses.softmax import SoftmaxLoss
-from ln_lightning.registry import class_names as _class_names
-from ln_lightning.registry import registered as _registered
+from ln_lightning.registry import import_package as _import_package
 
-for _module in _pkgutil.iter_modules(__path__):
-    _importlib.import_module(f"{__name__}.{_module.name}")
-globals().update({entry.cls.__name__: entry.cls for entry in _registered("method")})
+_REGISTERED = _import_package(__name__, __path__, "method")
+globals().update(_REGISTERED)
 
 __all__ = [
     "LossReport",
@@ -26,4 +21,4 @@ __all__ = [
     "functional",
     "teacher_key",
 ]
-__all__ += _class_names("method")  # the registered methods
+__all__ += sorted(_REGISTERED)  # the registered methods

@@ -14,6 +14,7 @@ from torchmetrics import Metric
 from ln_lightning import resume
 from ln_lightning.lightning_internals import (
     attached_trainer,
+    hyperparameters_from_cli,
     hyperparameters_from_file,
     module_from_checkpoint,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "migrate_state_dict",
     "on_load",
     "on_save",
+    "unpicklable_hyperparameters",
 ]
 
 #: How the weights were named in checkpoints of format 1 (before the network and the stage
@@ -39,6 +41,24 @@ FORMAT_1_PREFIXES = {
     "train_acc_clean.": "train_metrics.accuracies.clean.",
     "train_noise_split.": "train_metrics.noise_split.",
 }
+
+
+def unpicklable_hyperparameters(init_args: dict[str, Any]) -> list[str]:
+    """Arguments to leave out of ``hparams`` when the model is built in Python: under
+    LightningCLI the hyper-parameters saved are the parsed config (plain data); built in Python,
+    modules and callables would be pickled into the checkpoint, which ``weights_only`` loading
+    refuses; they are passed again to ``load_from_checkpoint`` instead (the loss is rebuilt from
+    the record).
+
+    Example:
+        >>> import torch
+        >>> unpicklable_hyperparameters({"backbone": "small_cnn", "loss": torch.nn.MSELoss()})
+        ['loss']
+    """
+    if hyperparameters_from_cli():
+        return []
+    plain = (str, int, float, bool, type(None), tuple, list, dict)
+    return [name for name, value in init_args.items() if not isinstance(value, plain)]
 
 
 def migrate_state_dict(checkpoint: dict[str, Any]) -> None:

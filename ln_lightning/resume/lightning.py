@@ -9,14 +9,8 @@ Example:
     False
 """
 
-import warnings
-
+from ln_lightning.deprecation import moved
 from ln_lightning.lightning_internals import *  # noqa: F403
 from ln_lightning.lightning_internals import __all__  # noqa: F401
 
-warnings.warn(
-    "ln_lightning.resume.lightning moved to ln_lightning.lightning_internals; the old name goes "
-    "in the next release.",
-    DeprecationWarning,
-    stacklevel=2,
-)
+moved("ln_lightning.resume.lightning", "ln_lightning.lightning_internals")
