@@ -35,7 +35,7 @@ from PIL import Image
 
 from ln_lightning.data import ImageFolderDataModule
 from ln_lightning.data.images import IMAGE_CHECKS
-from ln_lightning.resume.lightning import RANK_ZERO_LOGGERS
+from ln_lightning.lightning_internals import RANK_ZERO_LOGGERS
 
 SIZES = {"png": (28, 28), "jpg": (375, 500)}
 

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from ln_lightning.data.synthetic import write_image_files
-from ln_lightning.gallery import example_image, write_contact_sheet, write_gallery
 from ln_lightning.label_issues import IssueTable, find_label_issues
+from ln_lightning.label_issues.gallery import example_image, write_contact_sheet, write_gallery
 
 
 def scored(rows: int, classes: int = 10) -> tuple[IssueTable, object]:

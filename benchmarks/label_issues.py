@@ -45,10 +45,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ln_lightning.analysis import detection_metrics
 from ln_lightning.data.mnist import FILES, read_idx
 from ln_lightning.label_issues import (
     LabelIssues,
+    detection_metrics,
     read_label_issues,
     write_cleaned_labels,
     write_label_issues,

@@ -30,8 +30,8 @@ import lightning.pytorch as pl
 import torch
 
 from ln_lightning import CrossEntropy, LogisticNormalLoss, NoisyLabelClassifier
-from ln_lightning.analysis import detection_metrics, mislabel_scores
 from ln_lightning.data import DigitsDataModule, FashionMNISTDataModule
+from ln_lightning.label_issues import detection_metrics, mislabel_scores
 
 SETUPS = {
     # data set -> (data module factory, backbone, batch size, default epochs, score every)

@@ -1,90 +1,55 @@
-"""ln-lightning: Logistic-Normal likelihoods for heteroscedastic label noise, for Lightning.
+"""ln-lightning: train classifiers that stay accurate when their labels are wrong.
 
 The names below are imported on first use (PEP 562), so ``import ln_lightning.losses.functional``
-loads torch alone and ``ln-fit`` can configure the process before torch starts.
+loads torch alone and ``ln-fit`` can configure the process before torch starts. Besides the few
+named here, every registered method (``ln_lightning.CrossEntropy``, ...) and data module
+(``ln_lightning.DigitsDataModule``, ...) is exported under its class name, from the registry
+(:mod:`ln_lightning.registry`): a new loss needs nothing in this file.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 __version__ = "0.1.0"
 
-#: Public name -> the module that defines it.
+#: Public names that are not registered methods or data modules -> their defining module.
 _EXPORTS = {
-    "CrossEntropy": "ln_lightning.losses",
-    "ForwardCorrection": "ln_lightning.losses",
-    "GeneralizedCrossEntropy": "ln_lightning.losses",
-    "Heteroscedastic": "ln_lightning.losses",
-    "HeteroscedasticLowRank": "ln_lightning.losses",
-    "HeteroscedasticTemperature": "ln_lightning.losses",
-    "LabelSmoothing": "ln_lightning.losses",
-    "LogisticNormalLoss": "ln_lightning.losses",
-    "NoiseAgainstNoise": "ln_lightning.losses",
-    "NoisyLabelLoss": "ln_lightning.losses",
-    "ShiftedGaussianNoise": "ln_lightning.losses",
-    "DigitsDataModule": "ln_lightning.data",
-    "NoisyLabelDataModule": "ln_lightning.data",
-    "NoisySample": "ln_lightning.data",
-    "NoiseSpec": "ln_lightning.noise",
     "LinearHeads": "ln_lightning.heads",
+    "NoiseSpec": "ln_lightning.noise",
     "NoisyLabelClassifier": "ln_lightning.module",
+    "NoisyLabelDataModule": "ln_lightning.data.base",
+    "NoisyLabelLoss": "ln_lightning.losses.base",
+    "NoisySample": "ln_lightning.data.dataset",
+    "list_datamodules": "ln_lightning.registry",
+    "list_methods": "ln_lightning.registry",
 }
 
-__all__ = [
-    "CrossEntropy",
-    "DigitsDataModule",
-    "ForwardCorrection",
-    "GeneralizedCrossEntropy",
-    "Heteroscedastic",
-    "HeteroscedasticLowRank",
-    "HeteroscedasticTemperature",
-    "LabelSmoothing",
-    "LinearHeads",
-    "LogisticNormalLoss",
-    "NoiseAgainstNoise",
-    "NoiseSpec",
-    "NoisyLabelClassifier",
-    "NoisyLabelDataModule",
-    "NoisyLabelLoss",
-    "NoisySample",
-    "ShiftedGaussianNoise",
-    "__version__",
-]
 
-if TYPE_CHECKING:  # the defining modules, for type checkers and editors
-    from ln_lightning.data.base import NoisyLabelDataModule
-    from ln_lightning.data.dataset import NoisySample
-    from ln_lightning.data.digits import DigitsDataModule
-    from ln_lightning.heads import LinearHeads
-    from ln_lightning.losses.base import NoisyLabelLoss
-    from ln_lightning.losses.forward import ForwardCorrection
-    from ln_lightning.losses.heteroscedastic import (
-        Heteroscedastic,
-        HeteroscedasticLowRank,
-        HeteroscedasticTemperature,
-    )
-    from ln_lightning.losses.logistic_normal import LogisticNormalLoss
-    from ln_lightning.losses.shifted_gaussian import ShiftedGaussianNoise
-    from ln_lightning.losses.softmax import (
-        CrossEntropy,
-        GeneralizedCrossEntropy,
-        LabelSmoothing,
-        NoiseAgainstNoise,
-    )
-    from ln_lightning.module import NoisyLabelClassifier
-    from ln_lightning.noise import NoiseSpec
+def _public_names() -> list[str]:
+    from ln_lightning.registry import class_names
+
+    return sorted({*_EXPORTS, *class_names("method"), *class_names("datamodule"), "__version__"})
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
+    if name == "__all__":  # computed on first use: the registry is filled by importing
+        globals()["__all__"] = value = _public_names()
+        return value
+    if name.startswith("__"):
         raise AttributeError(f"module 'ln_lightning' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    else:
+        from ln_lightning.registry import find_class
+
+        value = find_class(name)
+        if value is None:
+            raise AttributeError(f"module 'ln_lightning' has no attribute {name!r}")
     globals()[name] = value  # later look-ups skip this function
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+    return sorted({*globals(), *_public_names()})

@@ -1,12 +1,10 @@
-"""The paper's analyses and mislabelled-example detection, as plain functions.
+"""The paper's analyses, as plain functions: the annotators' NLL and the figures.
 
 The callbacks in :mod:`ln_lightning.callbacks` call these at the end of training on the model's
 :meth:`~ln_lightning.module.NoisyLabelClassifier.split_predictions`; they work as well on any
-trained model:
-
->>> predictions = model.split_predictions(datamodule=datamodule)            # doctest: +SKIP
->>> scores = mislabel_scores(predictions)                           # doctest: +SKIP
->>> detection_metrics(scores, predictions.corrupted)                # doctest: +SKIP
+trained model. The scores of mislabelled examples (``mislabel_scores``,
+``detection_metrics``) moved to :mod:`ln_lightning.label_issues`; their old names here are
+deprecated aliases, gone in the next release.
 """
 
 from __future__ import annotations
@@ -16,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
-from torchmetrics.functional.classification import binary_auroc, binary_average_precision
 
+from ln_lightning.deprecation import moved_names
 from ln_lightning.inference import SplitPredictions
 
 if TYPE_CHECKING:
@@ -26,77 +24,12 @@ if TYPE_CHECKING:
     from ln_lightning.module import NoisyLabelClassifier
 
 __all__ = [
-    "SCORES",
     "annotator_nll",
-    "detection_metrics",
-    "mislabel_scores",
     "plot_decision_boundary",
     "plot_grid_heatmap",
     "plot_memorisation",
     "plot_residual_histograms",
 ]
-
-SCORES = ("auto", "self_confidence", "residual", "whitened_residual")
-
-
-def mislabel_scores(predictions: SplitPredictions, score: str = "auto") -> Tensor:
-    """How likely each given label is wrong (higher = more suspicious).
-
-    Args:
-        predictions: From :func:`ln_lightning.inference.predict_split`.
-        score: ``self_confidence``: ``1 - p(given label)`` (works for every loss; the usual
-            baseline, as in cleanlab's self-confidence ranking); ``residual``: LN's squared
-            residual ``r^T r`` of the label; ``whitened_residual``: ``r^T Sigma^{-1} r`` under the
-            learned covariance; ``auto``: ``self_confidence``, which ranked the corrupted labels
-            best for LN models too (docs/analysis.md).
-
-    Raises:
-        ValueError: For an unknown score, or a residual score without LN predictions.
-    """
-    if score not in SCORES:
-        raise ValueError(f"score must be one of {SCORES}; got {score!r}.")
-    if score == "auto":
-        score = "self_confidence"
-    if score == "self_confidence":
-        return 1.0 - predictions.probs.gather(1, predictions.given[:, None]).squeeze(1)
-    values = getattr(predictions, score)
-    if values is None:
-        raise ValueError(
-            f"score={score!r} needs a model trained with LogisticNormalLoss; use "
-            "'self_confidence' for other losses."
-        )
-    return values
-
-
-def detection_metrics(scores: Tensor, corrupted: Tensor, known: Tensor | None = None) -> dict:
-    """How well ``scores`` rank the corrupted labels first (examples with a known clean label).
-
-    Returns:
-        ``auroc``, ``average_precision`` and ``precision_at_n`` (precision of the top ``n``
-        scores, ``n`` the number of corrupted labels; equal to the recall there), plus
-        ``num_corrupted`` and ``num_examples``.
-
-    Raises:
-        ValueError: If there is nothing to detect (no corrupted or no clean examples).
-    """
-    if known is not None:
-        scores, corrupted = scores[known], corrupted[known]
-    corrupted = corrupted.bool()
-    num = int(corrupted.sum())
-    if num == 0 or num == len(corrupted):
-        raise ValueError(
-            f"detection needs both corrupted and clean labels; got {num} corrupted of "
-            f"{len(corrupted)}."
-        )
-    scores = scores.float()
-    top = scores.topk(num).indices
-    return {
-        "auroc": float(binary_auroc(scores, corrupted.long())),
-        "average_precision": float(binary_average_precision(scores, corrupted.long())),
-        "precision_at_n": float(corrupted[top].float().mean()),
-        "num_corrupted": num,
-        "num_examples": len(corrupted),
-    }
 
 
 def annotator_nll(probs: Tensor, annotator_labels: Tensor) -> Tensor:
@@ -276,3 +209,10 @@ def plot_memorisation(curves: dict[str, dict[str, list[tuple[int, float]]]]) -> 
     axes[0][-1].legend()
     figure.tight_layout()
     return figure
+
+
+#: Names that moved to :mod:`ln_lightning.label_issues` (deprecated aliases, for one release).
+__getattr__ = moved_names(
+    __name__,
+    dict.fromkeys(("SCORES", "detection_metrics", "mislabel_scores"), "ln_lightning.label_issues"),
+)

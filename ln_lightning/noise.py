@@ -356,20 +356,10 @@ def inject_noise(
     seed: int = 0,
     transition_matrix: Tensor | None = None,
 ) -> NoiseResult:
-    """Inject the noise named by ``noise_type`` (one of :data:`NOISE_TYPES`):
-    ``NoiseSpec(noise_type, noise_rate, class_map, transition_matrix, seed).draw(labels,
-    num_classes)``.
-
-    Args:
-        labels: Clean labels, shape ``(N,)``.
-        num_classes: Number of classes ``K``.
-        noise_type: ``none``, ``symmetric``, ``symmetric_other``, ``asymmetric``, ``pairflip``
-            or ``transition``.
-        noise_rate: Corruption probability in [0, 1) (unused by ``transition``).
-        class_map: Source -> target class, for ``asymmetric``.
-        seed: Seed of the generator: the same seed gives the same labels in every process.
-        transition_matrix: ``K x K`` row-stochastic matrix, for ``transition``.
-    """
+    """Inject the noise named by ``noise_type`` (one of :data:`NOISE_TYPES`) into ``labels``
+    ``(N,)`` of ``num_classes`` classes: ``NoiseSpec(noise_type, noise_rate, class_map,
+    transition_matrix, seed).draw(labels, num_classes)`` (the arguments as in
+    :class:`NoiseSpec`; the same seed gives the same labels in every process)."""
     spec = NoiseSpec(noise_type, noise_rate, class_map, _rows(transition_matrix), seed)
     return spec.draw(labels, num_classes)
 
@@ -384,9 +374,8 @@ def save_noisy_labels(path: str | Path, clean_labels: Tensor, noisy_labels: Tens
         raise ValueError("clean_labels and noisy_labels must have the same length.")
     rows = torch.stack([torch.arange(len(clean_labels)), clean_labels, noisy_labels], 1).tolist()
     with atomic_write(path) as handle:
-        handle.write(
-            "index,clean_label,noisy_label\n" + "".join(f"{i},{c},{n}\n" for i, c, n in rows)
-        )
+        handle.write("index,clean_label,noisy_label\n")
+        handle.writelines(f"{i},{c},{n}\n" for i, c, n in rows)
 
 
 def load_noisy_labels(path: str | Path) -> tuple[Tensor, Tensor]:

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from ln_lightning import losses as L
 from ln_lightning.losses import NoisyLabelLoss, TrainingContext, teacher_key
+from ln_lightning.registry import registered
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "cli.yaml")
@@ -46,18 +47,10 @@ SMALL_IMAGES = [
     "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
 ]  # fmt: skip
 
-#: Every loss of the library (LN in three variants, SGN late in training), by a short name;
-#: factories, so each test gets a fresh module.
+#: Every loss of the library by its registered name, as its registered quick example, plus LN's
+#: variants and SGN late in training; factories, so each test gets a fresh module.
 LOSSES = {
-    "ce": lambda: L.CrossEntropy(),
-    "ls": lambda: L.LabelSmoothing(),
-    "gce": lambda: L.GeneralizedCrossEntropy(),
-    "nan": lambda: L.NoiseAgainstNoise(),
-    "forward": lambda: L.ForwardCorrection(),
-    "het": lambda: L.Heteroscedastic(num_samples=20),
-    "het_tau": lambda: L.HeteroscedasticTemperature(num_samples=20),
-    "het_tau_full": lambda: L.HeteroscedasticLowRank(num_samples=20),
-    "ln": lambda: L.LogisticNormalLoss(min_scale=0.1),
+    **{entry.name: entry.build for entry in registered("method")},
     "ln_no_dummy": lambda: L.LogisticNormalLoss(min_scale=0.1, dummy_class=False),
     "ln_diagonal": lambda: L.LogisticNormalLoss(min_scale=0.1, covariance="diagonal"),
     "sgn": lambda: sgn_late_in_training(),

@@ -11,12 +11,11 @@ import torch
 from ln_lightning.analysis import (
     SplitPredictions,
     annotator_nll,
-    detection_metrics,
-    mislabel_scores,
     plot_decision_boundary,
     plot_grid_heatmap,
     plot_residual_histograms,
 )
+from ln_lightning.label_issues import detection_metrics, mislabel_scores
 from ln_lightning.losses import functional as LF
 
 

@@ -34,12 +34,12 @@ def fit(tmp_path: Path, *args: str):
 
 
 def test_ln_run_writes_residual_histograms_and_logs_its_config(tmp_path, monkeypatch):
-    from ln_lightning import module
+    from ln_lightning.model import passes
 
     calls = []
-    predict = module.predict_split
+    predict = passes.predict_split
     monkeypatch.setattr(
-        module,
+        passes,
         "predict_split",
         lambda m, batches: calls.append(batches) or predict(m, batches),
     )

@@ -289,7 +289,8 @@ def test_weights_of_another_shape_are_one_sentence(tmp_path, last):
         num_classes=10, input_shape=(1, 8, 8), backbone_kwargs={"width": 16}
     )  # half the channels of the checkpoint's small_cnn
     expected = (
-        r"do not fit this model: backbone\.\S+ is \(32, 1, 3, 3\) there and \(16, 1, 3, 3\) here"
+        r"do not fit this model: network\.backbone\.\S+ is \(32, 1, 3, 3\) there and "
+        r"\(16, 1, 3, 3\) here"
     )
     with pytest.raises(ValueError, match=expected):
         quick_trainer(tmp_path).validate(model, datamodule=DigitsDataModule(), ckpt_path=last)
@@ -303,7 +304,7 @@ def test_every_loss_writes_checkpoints_of_plain_data(tmp_path, loss):
     model = NoisyLabelClassifier(num_classes=10, input_shape=(1, 8, 8), loss=LOSSES[loss]())
     trainer.fit(model, datamodule=DigitsDataModule())
     trainer.save_checkpoint(tmp_path / "a.ckpt")
-    assert read_record(tmp_path / "a.ckpt")["format"] == 1
+    assert read_record(tmp_path / "a.ckpt")["format"] == 2
     restored = NoisyLabelClassifier.load_from_checkpoint(tmp_path / "a.ckpt")
     assert type(restored.loss) is type(model.loss)
 

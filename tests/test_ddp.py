@@ -52,7 +52,7 @@ def test_the_ema_teacher_is_the_same_on_both_ranks(tmp_path):
     assert rank0["metrics"]["val/acc_noisy_teacher"] == rank1["metrics"]["val/acc_noisy_teacher"]
     (checkpoint,) = out.glob("logs/digits/*/checkpoints/last.ckpt")
     state = torch.load(checkpoint, weights_only=False)
-    assert state["state_dict"]["teacher.n_averaged"] == state["global_step"] + 1
+    assert state["state_dict"]["network.teacher.n_averaged"] == state["global_step"] + 1
 
 
 def test_both_ranks_train_on_the_same_noisy_labels_and_report_the_same_metrics(ddp_run):
@@ -89,6 +89,9 @@ def test_a_mid_epoch_ddp_checkpoint_holds_both_ranks_running_metrics(ddp_run):
         "epoch": 0, "batches": 3, "epoch_done": False, "world_size": 2
     }  # fmt: skip
     state = checkpoint["state_dict"]
-    assert state["train_loss_mean.weight"] == 2 * 3 * 128  # examples, 3 batches on each rank
-    counts = state["train_acc_noisy.tp"] + state["train_acc_noisy.fn"]
+    assert (
+        state["train_metrics.loss_mean.weight"] == 2 * 3 * 128
+    )  # examples, 3 batches on each rank
+    noisy = "train_metrics.accuracies.noisy"
+    counts = state[f"{noisy}.tp"] + state[f"{noisy}.fn"]
     assert counts.sum() == 2 * 3 * 128

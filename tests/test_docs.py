@@ -128,10 +128,10 @@ def test_the_site_builds_and_lists_every_page(tmp_path):
     assert (tmp_path / "site" / "troubleshooting" / "index.html").exists()
 
 
-def test_the_readme_layout_names_every_module():
-    """The tree under "Where things are" matches the package: each module is named there."""
-    readme = (ROOT / "README.md").read_text()
-    layout = readme.split("## Where things are", 1)[1].split("```text", 1)[1].split("```", 1)[0]
+def test_the_architecture_page_names_every_module():
+    """The tree of docs/architecture.md matches the package: each module is named there."""
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    layout = page.split("## The tree", 1)[1].split("```text", 1)[1].split("```", 1)[0]
     words = set(re.findall(r"[\w.]+", layout))
     modules = [
         path
@@ -142,7 +142,7 @@ def test_the_readme_layout_names_every_module():
     missing = [
         str(p.relative_to(ROOT)) for p in modules if p.name not in words and p.stem not in words
     ]
-    assert not missing, f"README's layout does not name {missing}"
+    assert not missing, f"docs/architecture.md does not name {missing}"
     named = {w for w in words if w.endswith(".py")}
     existing = {p.name for p in modules}
     assert named <= existing | {"__init__.py", "__main__.py"}, named - existing
@@ -170,3 +170,31 @@ def test_every_public_class_has_a_runnable_example():
     assert not missing, f"public classes without an example: {missing}"
     options = (ROOT / "pyproject.toml").read_text()
     assert "--doctest-modules" in options and '"ln_lightning"' in options
+
+
+@pytest.mark.parametrize(("kind", "page"), [("method", "losses.md"), ("datamodule", "data.md")])
+def test_the_docs_describe_every_registered_method_and_data_module(kind, page):
+    """Adding a loss is its file, its config and its section: the docs check reads the registry."""
+    from ln_lightning.registry import registered
+
+    text = (ROOT / "docs" / page).read_text()
+    missing = [entry.cls.__name__ for entry in registered(kind) if entry.cls.__name__ not in text]
+    assert not missing, f"docs/{page} does not describe {missing}"
+
+
+def test_the_paper_is_cited_exactly():
+    import yaml
+
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    authors = citation["preferred-citation"]["authors"]
+    assert [a["family-names"] for a in authors] == ["Englesson", "Mehrpanah", "Azizpour"]
+    assert citation["cff-version"] == "1.2.0" and citation["version"] == ln_version()
+    pages = [ROOT / "README.md", *ROOT.glob("docs/*.md"), *ROOT.glob("ln_lightning/**/*.py")]
+    assert not [p.name for p in pages if "Mehrjou" in p.read_text()]
+    assert "Mehrpanah, Amir" in (ROOT / "docs/citation.md").read_text()
+
+
+def ln_version() -> str:
+    import ln_lightning
+
+    return ln_lightning.__version__

@@ -20,8 +20,8 @@ from ln_lightning import NoisyLabelClassifier
 from ln_lightning.callbacks import MislabelReport
 from ln_lightning.data import ImageFolderDataModule
 from ln_lightning.data.synthetic import IMAGE_CLASSES, write_image_files
-from ln_lightning.gallery import example_image, write_contact_sheet, write_gallery
 from ln_lightning.label_issues import IssueTable, find_label_issues
+from ln_lightning.label_issues.gallery import example_image, write_contact_sheet, write_gallery
 
 CHROMIUM = next(
     (found for name in ("chromium", "chromium-browser", "google-chrome")

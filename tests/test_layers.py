@@ -61,7 +61,7 @@ def test_lower_layers_do_not_import_the_model_callbacks_or_cli(path):
 
 @pytest.mark.parametrize("path", files("losses"), ids=lambda p: p.relative_to(PACKAGE).as_posix())
 def test_losses_depend_on_torch_alone(path):
-    allowed = ("torch", "ln_lightning.losses", "ln_lightning.labels")
+    allowed = ("torch", "ln_lightning.losses", "ln_lightning.labels", "ln_lightning.registry")
     third_party = {
         m
         for m in imported_modules(path)
@@ -80,7 +80,7 @@ def test_importing_the_functional_losses_loads_neither_lightning_nor_timm():
     assert result.stdout.strip() == "[]", result.stderr[-2000:]
 
 
-# ------------------------------------------------------------------ the README's layers
+# ------------------------------------------------------------------ docs/architecture.md's layers
 def module_name(path: Path) -> str:
     parts = path.relative_to(ROOT).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
@@ -108,10 +108,10 @@ def project_imports(path: Path) -> set[str]:
 
 
 def readme_layers() -> dict[str, int]:
-    """Each entry of the README's "Where things are" tree (``ln_lightning.data.base``,
+    """Each entry of docs/architecture.md's tree (``ln_lightning.data.base``,
     ``ln_lightning.callbacks``, ``zoo``) -> its line, the lower the line the lower the layer."""
-    readme = (ROOT / "README.md").read_text()
-    layout = readme.split("## Where things are", 1)[1].split("```text", 1)[1].split("```", 1)[0]
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    layout = page.split("## The tree", 1)[1].split("```text", 1)[1].split("```", 1)[0]
     ranks: dict[str, int] = {}
     stack: list[tuple[int, str]] = []  # (indent, package) of the folders we are in
     for number, line in enumerate(layout.splitlines()):
@@ -138,13 +138,13 @@ def layer_of(module: str, ranks: dict[str, int]) -> int:
     """A module's line: its own, else that of the nearest folder listed above it."""
     name = module
     while name not in ranks:
-        assert "." in name, f"the README's layout does not list {module}"
+        assert "." in name, f"docs/architecture.md does not list {module}"
         name = name.rsplit(".", 1)[0]
     return ranks[name]
 
 
-def test_the_readme_layout_lists_the_layers_in_import_order():
-    """Every import points up the README's list: a module imports only modules on earlier
+def test_the_architecture_page_lists_the_layers_in_import_order():
+    """Every import points up docs/architecture.md's list: a module imports only modules on earlier
     lines (files on one line may import each other), a package's ``__init__`` and
     ``__main__`` also their own package's files, and a package imported whole counts as its
     last file (its ``__init__`` may load them all)."""
@@ -169,7 +169,7 @@ def test_the_readme_layout_lists_the_layers_in_import_order():
                 continue
             if rank(imported) > layer_of(module, ranks):
                 upward.append(f"{module} -> {imported}")
-    assert not upward, f"imports pointing down the README's list: {sorted(upward)}"
+    assert not upward, f"imports pointing down docs/architecture.md's list: {sorted(upward)}"
 
 
 def test_the_one_circle_is_gone():

@@ -11,16 +11,21 @@ import yaml
 
 from ln_lightning import NoisyLabelLoss
 from ln_lightning.cli import run_cli
+from ln_lightning.registry import registered
 from tests.helpers import QUICK, quick
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "zoo/configs/losses").glob("*.yaml"))
-METHODS = {"ce", "ls", "gce", "nan", "forward", "het", "het_tau", "het_tau_full", "ln", "sgn"}
+METHODS = {entry.name: entry for entry in registered("method")}
 VARIANTS = {"ln_annealed"}  # LN with its annealed min_scale
 
 
 def test_every_method_ships_a_config():
-    assert {path.stem for path in CONFIGS} == METHODS | VARIANTS
+    assert {path.stem for path in CONFIGS} == set(METHODS) | VARIANTS
+    for entry in METHODS.values():  # and the config names the registered class
+        config = yaml.safe_load((ROOT / entry.config).read_text())
+        loss = config["model"]["init_args"]["loss"]["class_path"]
+        assert loss.rsplit(".", 1)[-1] == entry.cls.__name__, (entry.name, loss)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)

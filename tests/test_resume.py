@@ -158,7 +158,7 @@ def test_resumed_run_ends_with_the_same_weights_and_metrics(runs):
     for key, value in whole["state_dict"].items():
         torch.testing.assert_close(resumed["state_dict"][key], value, rtol=0, atol=1e-6, msg=key)
     if out.name.startswith("sgn"):  # the teacher is in the weights compared, one update a step
-        assert whole["state_dict"]["teacher.n_averaged"] == whole["global_step"] + 1
+        assert whole["state_dict"]["network.teacher.n_averaged"] == whole["global_step"] + 1
     expected, got = metrics(out, "whole"), metrics(out, "resumed")
     resumed_epoch = SCHEDULES[schedule][1] // BATCHES
     for (step, key), value in expected.items():

@@ -280,7 +280,7 @@ def test_merged_folds_keep_each_folds_cautions_and_judge_class_sizes_again(tmp_p
         issues = find_label_issues(probs, given)
         paths.append(write_label_issues(table, issues, names, tmp_path / f"f{fold}.csv"))
     text = merge_fold_issues(paths, tmp_path / "merged")
-    assert (tmp_path / "merged" / "label_issues.html").is_file() and "To look at them" in text
+    assert (tmp_path / "merged" / "label_issues.html").is_file() and "to look at them" in text
     probs = np.load(tmp_path / "merged" / "pred_probs.npy")  # out of sample, by index
     assert probs.shape == (92, 3) and np.load(tmp_path / "merged" / "labels.npy").shape == (92,)
     assert "Do not trust these flags yet: the model is near chance" in text

@@ -129,7 +129,7 @@ def test_the_teacher_is_saved_restored_and_left_out_of_exports(tmp_path, datamod
     path = tmp_path / "sgn.ckpt"
     run.save_checkpoint(path)
     saved = torch.load(path, weights_only=True)["state_dict"]
-    assert saved["teacher.n_averaged"] == 4
+    assert saved["network.teacher.n_averaged"] == 4
     restored = NoisyLabelClassifier.load_from_checkpoint(path)
     assert isinstance(restored.loss, ShiftedGaussianNoise) and restored.loss.ema_decay == 0.9
     for name, value in teacher_state(model).items():
@@ -142,6 +142,6 @@ def test_the_teacher_is_saved_restored_and_left_out_of_exports(tmp_path, datamod
     before = restored.eval().predict_proba(inputs)
     restored.drop_auxiliary_heads()
     assert restored.teacher is None
-    assert not any(key.startswith("teacher.") for key in restored.state_dict())
+    assert not any(key.startswith("network.teacher.") for key in restored.state_dict())
     assert set(restored.heads.heads) == {"mean"}
     torch.testing.assert_close(restored.predict_proba(inputs), before)

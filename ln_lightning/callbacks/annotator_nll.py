@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
+from typing_extensions import override
 
 from ln_lightning import analysis
 from ln_lightning.callbacks._common import require_datamodule
@@ -46,11 +47,13 @@ class AnnotatorNLL(Callback):
         self.value = float(analysis.annotator_nll(predictions.probs, labels[predictions.indices]))
         log_metrics(trainer, {"train/annotator_nll": self.value})
 
+    @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
         if self.every_n_epochs and epoch % self.every_n_epochs == 0 and trainer.is_global_zero:
             self._measure(trainer, pl_module)
 
+    @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
             self._measure(trainer, pl_module)

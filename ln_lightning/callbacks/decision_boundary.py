@@ -6,6 +6,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from typing_extensions import override
 
 from ln_lightning import analysis
 from ln_lightning.callbacks._common import require_datamodule
@@ -31,6 +32,7 @@ class DecisionBoundaryPlot(Callback):
             raise ValueError(f"resolution must be >= 10; got {resolution}.")
         self.resolution = resolution
 
+    @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return

@@ -3,7 +3,6 @@ cleaned labels."""
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +11,13 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
+from typing_extensions import override
 
-from ln_lightning import analysis, gallery, label_issues
+from ln_lightning import label_issues
 from ln_lightning.callbacks._common import require_datamodule
 from ln_lightning.files import WriteError, check_writable
-from ln_lightning.inference import predict_batches
-from ln_lightning.labels import UNKNOWN, corrupted_mask
+from ln_lightning.label_issues import gallery, report
+from ln_lightning.labels import UNKNOWN
 from ln_lightning.metrics import VAL, metric_name
 from ln_lightning.outputs import log_metrics, run_dir
 
@@ -40,7 +40,7 @@ class MislabelReport(Callback):
       otherwise), for retraining or for a person to review;
     * ``label_issues.html``: the flagged examples with their pictures, most suspicious first,
       filters by given and suggested class, a per-class summary and the caution, in one
-      self-contained page (:func:`ln_lightning.gallery.write_gallery`), and
+      self-contained page (:func:`ln_lightning.label_issues.gallery.write_gallery`), and
       ``label_issues.png``, a contact sheet of the first ``contact_sheet`` of them;
     * ``pred_probs.npy`` and ``labels.npy``: the predicted probabilities and the given labels
       in the order of ``index``, for cleanlab (``find_label_issues(labels, pred_probs)``,
@@ -123,8 +123,8 @@ class MislabelReport(Callback):
         top_classes: int = label_issues.TOP_CLASSES,
         pred_probs: str = "auto",
     ) -> None:
-        if score not in analysis.SCORES:
-            raise ValueError(f"score must be one of {analysis.SCORES}; got {score!r}.")
+        if score not in label_issues.SCORES:
+            raise ValueError(f"score must be one of {label_issues.SCORES}; got {score!r}.")
         if min(top_k, every_n_epochs, contact_sheet, prob_columns) < 0 or top_classes < 1:
             raise ValueError(
                 "top_k, every_n_epochs, contact_sheet and prob_columns must be >= 0 and "
@@ -146,18 +146,22 @@ class MislabelReport(Callback):
         self._history: list[torch.Tensor] = []
         self.val_accuracy: list[float] = []  # val/acc_noisy after each validation, for cautions
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {"val_accuracy": list(self.val_accuracy)}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.val_accuracy = list(state_dict.get("val_accuracy", []))
 
+    @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Before training: a run folder that cannot be written fails now, not after the
         last epoch."""
         if stage == "fit" and trainer.is_global_zero:
             check_writable(run_dir(trainer), "label_issues.csv and the other label-issue files")
 
+    @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         value = trainer.callback_metrics.get(metric_name(VAL, "acc_noisy"))
         if value is not None and not trainer.sanity_checking:
@@ -167,7 +171,7 @@ class MislabelReport(Callback):
     def _splits(datamodule: Any) -> tuple[str, ...]:
         """The labelled splits of the training pool: the held-out fold of a k-fold run, else
         the training split and the validation split when it was cut from the pool."""
-        if getattr(datamodule, "num_folds", 0):
+        if datamodule.num_folds:
             return ("val",)
         from_pool = datamodule.split("val").inputs is datamodule.split("train").inputs
         return ("train", "val") if from_pool else ("train",)
@@ -175,9 +179,9 @@ class MislabelReport(Callback):
     def _pass(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, pred_probs: Path | None = None
     ) -> tuple[Any, label_issues.IssueTable]:
-        """One inference pass over the scored splits, batch by batch, keeping of each example
-        its score, uncertainty and top classes (every class up to ``prob_columns`` classes),
-        and writing ``pred_probs`` rows as they come: memory O(N k), not O(N K)."""
+        """One inference pass over the scored splits (:func:`report.score_splits`), keeping of
+        each example its score, uncertainty and top classes (every class up to
+        ``prob_columns`` classes), and writing ``pred_probs`` rows as they come."""
         datamodule = require_datamodule(trainer, self)
         splits = self._splits(datamodule)
         num_classes = int(datamodule.num_classes)
@@ -187,51 +191,7 @@ class MislabelReport(Callback):
         if pred_probs is not None and dtype is not None:
             indices = torch.cat([datamodule.split(name).indices for name in splits])
             file = label_issues.PredProbsFile(pred_probs, indices, num_classes, dtype)
-        rows = sum(len(datamodule.split(name)) for name in splits)
-        # One allocation per column, filled batch by batch (see TopClasses.empty).
-        top = label_issues.TopClasses.empty(rows, num_classes, keep)
-        columns = {
-            name: torch.zeros(rows, dtype=torch.long) for name in ("index", "given", "clean")
-        }
-        score, uncertainty = torch.zeros(rows), torch.zeros(rows)
-        has_uncertainty, split_names, start = True, [], 0
-        # A pass that fails leaves no pred_probs.npy (PredProbsFile writes whole or not at all).
-        with file if file is not None else contextlib.nullcontext():
-            for name in splits:
-                if keep == num_classes:  # all kept anyway: share the module's cached pass
-                    parts: Any = [pl_module.split_predictions(name, datamodule)]
-                else:
-                    parts = predict_batches(pl_module, pl_module.split_batches(name, datamodule))
-                for part in parts:
-                    stop = start + len(part.indices)
-                    top.put(start, label_issues.TopClasses.from_probs(part.probs, part.given, keep))
-                    score[start:stop] = analysis.mislabel_scores(part, self.score)
-                    columns["index"][start:stop] = part.indices
-                    columns["given"][start:stop] = part.given
-                    columns["clean"][start:stop] = part.clean
-                    if part.uncertainty is None:
-                        has_uncertainty = False
-                    else:
-                        uncertainty[start:stop] = part.uncertainty
-                    split_names += [name] * len(part.indices)
-                    if file is not None:
-                        file.write(part.indices, part.probs)
-                    start = stop
-        table = label_issues.IssueTable(
-            index=columns["index"],
-            split=split_names,
-            given=columns["given"],
-            clean=columns["clean"],
-            probs=top,
-            score=score,
-            uncertainty=uncertainty if has_uncertainty else None,
-            id_column=getattr(datamodule, "example_id_column", "path"),
-        )
-        ids = {name: datamodule.example_ids(name) for name in splits}
-        if all(ids[name] is not None for name in splits):
-            table.paths = [
-                str(ids[name][int(i)]) for name, i in zip(table.split, table.index, strict=True)
-            ]
+        table = report.score_splits(pl_module, datamodule, splits, keep, self.score, file)
         return datamodule, table
 
     def _pred_probs_dtype(self, num_classes: int) -> str | None:
@@ -240,11 +200,13 @@ class MislabelReport(Callback):
             return "float32" if num_classes <= self.prob_columns else None
         return None if self.pred_probs == "none" else self.pred_probs
 
+    @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
         if self.every_n_epochs and epoch % self.every_n_epochs == 0 and trainer.is_global_zero:
             self._history.append(self._pass(trainer, pl_module)[1].score)
 
+    @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
@@ -257,7 +219,7 @@ class MislabelReport(Callback):
             ) from error
 
     def _report(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """The pass, the files, the summary line and the logged detection metrics."""
+        """The pass, the files, the summary line, the logged detection metrics, W&B's rows."""
         folder = run_dir(trainer)
         datamodule, table = self._pass(trainer, pl_module, folder / "pred_probs.npy")
         scores = table.score
@@ -266,33 +228,19 @@ class MislabelReport(Callback):
         names = list(datamodule.class_names or [str(k) for k in range(table.probs.num_classes)])
         overall, by_class = label_issues.cautions(table.given, names, self.val_accuracy)
         table.caution = label_issues.caution_rows(table.given, overall, by_class)
-        self.issues = label_issues.find_label_issues(table.probs, table.given)
-        path = label_issues.write_label_issues(table, self.issues, names, folder / self.file_name)
-        message = (
-            label_issues.summary(self.issues, names, table.given)
-            + label_issues.caution_text(table.caution)
-            + f". Ranked: {path}"
-        )
-        label_issues.write_cleanlab_inputs(table, folder, pred_probs=False)  # labels.npy
-        images = self._images(datamodule, table)
-        stem = folder / Path(self.file_name).stem
-        if self.gallery:
-            title = f"Labels that look wrong: {type(datamodule).__name__}"
-            page = gallery.write_gallery(
-                table, self.issues, names, stem.with_suffix(".html"), images, title
-            )
-            message += f"; to look at them: {page}"
-        if self.contact_sheet:
-            gallery.write_contact_sheet(
-                table, self.issues, names, stem.with_suffix(".png"), images, self.contact_sheet
-            )
-        if not getattr(datamodule, "num_folds", 0):  # a fold alone does not cover the pool
-            cleaned = label_issues.write_cleaned_labels(
-                table, self.issues, names, folder / "cleaned_labels.csv", self.cleaning
-            )
-            message += f"; cleaned labels: {cleaned}"
-        rank_zero_info(message)
-        self._log_detection(trainer, table, scores)
+        images = report.image_source(datamodule, table)
+        written = report.write_report(
+            table, names, folder, images=images,
+            title=f"Labels that look wrong: {type(datamodule).__name__}",
+            file_name=self.file_name, page=self.gallery, contact_sheet=self.contact_sheet,
+            cleaned=not datamodule.num_folds,  # a fold alone does not cover the pool
+            cleaning=self.cleaning,
+        )  # fmt: skip
+        self.issues = written.issues
+        rank_zero_info(written.message)
+        self.metrics = report.detection(table, self.issues, scores)
+        if self.metrics:
+            log_metrics(trainer, self.metrics)
         wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
         if wandb_loggers and self.top_k:
             columns, rows, shown = self._wandb_rows(table, names, images)
@@ -303,38 +251,6 @@ class MislabelReport(Callback):
                         key="mislabel/flagged_images", images=[image for image, _ in shown],
                         caption=[caption for _, caption in shown], step=trainer.global_step,
                     )  # fmt: skip
-
-    def _log_detection(
-        self, trainer: pl.Trainer, table: label_issues.IssueTable, scores: torch.Tensor
-    ) -> None:
-        known = table.clean != UNKNOWN
-        corrupted = corrupted_mask(table.given, table.clean)
-        if not 0 < int(corrupted.sum()) < int(known.sum()):
-            return
-        found = analysis.detection_metrics(scores, corrupted, known)
-        self.metrics = {
-            f"mislabel/{k}": float(v) for k, v in found.items() if not k.startswith("num_")
-        }
-        flagged = self.issues.is_issue & known
-        hits = int((flagged & corrupted).sum())
-        self.metrics["mislabel/flag_precision"] = hits / max(1, int(flagged.sum()))
-        self.metrics["mislabel/flag_recall"] = hits / int(corrupted.sum())
-        log_metrics(trainer, self.metrics)
-
-    @staticmethod
-    def _images(datamodule: Any, table: label_issues.IssueTable) -> gallery.ImageSource:
-        """The picture of each row: its file where the examples are files, else its input drawn
-        as an image (nothing for inputs that are no image)."""
-        splits = {name: datamodule.split(name) for name in set(table.split)}
-
-        def image(row: int) -> Any:
-            files = table.paths is not None and table.id_column == "path"
-            if files and Path(table.paths[row]).is_file():
-                return Path(table.paths[row])
-            inputs = splits[table.split[row]].inputs
-            return gallery.example_image(inputs[int(table.index[row])])
-
-        return image
 
     def _wandb_rows(
         self, table: label_issues.IssueTable, names: list, images: gallery.ImageSource

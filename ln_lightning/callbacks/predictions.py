@@ -14,6 +14,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
+from typing_extensions import override
 
 from ln_lightning.files import atomic_write
 
@@ -84,15 +85,13 @@ class PredictionWriter(BasePredictionWriter):
             path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
         return path
 
+    @override
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        datamodule = trainer.datamodule
-        which = getattr(datamodule, "prediction_split", None)
-        split = which() if callable(which) else "predict"
-        labelled = getattr(datamodule, "has_labels", None)
-        self._labelled = labelled(split) if callable(labelled) else True
-        self._names = getattr(datamodule, "class_names", None)
-        ids = getattr(datamodule, "example_ids", None)
-        self._ids = ids(split) if callable(ids) else None
+        datamodule = trainer.datamodule  # (None: plain loaders, no names or ids)
+        split = datamodule.prediction_split() if datamodule is not None else "predict"
+        self._labelled = datamodule.has_labels(split) if datamodule is not None else True
+        self._names = datamodule.class_names if datamodule is not None else None
+        self._ids = datamodule.example_ids(split) if datamodule is not None else None
         self.path = self._target(trainer, split)
         # Whole or not at all: rows go to a temporary file, renamed over the path at the end.
         self._writing = atomic_write(self.path, newline="")
@@ -123,6 +122,7 @@ class PredictionWriter(BasePredictionWriter):
             columns.append("uncertainty")
         return columns + [f"p_{name}" for name in names]
 
+    @override
     def write_on_batch_end(
         self,
         trainer: pl.Trainer,
@@ -167,12 +167,14 @@ class PredictionWriter(BasePredictionWriter):
                 self._writer.writerow(values)
         self.rows += len(probs)
 
+    @override
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._writing is not None:
             writing, self._writing, self._handle = self._writing, None, None
             writing.__exit__(None, None, None)
             rank_zero_info(f"Predictions: {self.path} ({self.rows} rows)")
 
+    @override
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from typing_extensions import override
 
 from ln_lightning import analysis
 from ln_lightning.outputs import log_figure
@@ -34,6 +35,7 @@ class ResidualHistogram(Callback):
             raise ValueError(f"bins must be >= 2; got {bins}.")
         self.bins = bins
 
+    @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return

@@ -10,56 +10,53 @@ import os
 # hence before any import of torch; a value already set is kept.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import contextlib
 import inspect
-import json
-import logging
 import signal
 import sys
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
 import lightning.pytorch as pl
 import torch
-import yaml
-from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.cli import (
-    LightningArgumentParser,
-    LightningCLI,
-    SaveConfigCallback,
-)
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from typing_extensions import override
 
 import zoo  # noqa: F401  (registers the zoo's backbones in timm)
 from ln_lightning.callbacks import MislabelReport, PredictionWriter
+from ln_lightning.cli.callbacks import EmptyRunCleanup, LoggerSaveConfigCallback
+from ln_lightning.cli.checkpoint_args import settings_from_checkpoint
 from ln_lightning.cli.errors import explain, optimizer_error, parse_error_message
+from ln_lightning.cli.quiet import quiet_libraries
 from ln_lightning.data.base import NoisyLabelDataModule
-from ln_lightning.files import atomic_write, check_writable
+from ln_lightning.files import check_writable
+from ln_lightning.lightning_internals import LOCAL_LOGGERS, config_with_checkpoint_hyperparameters
 from ln_lightning.metrics import SELECTED_TEST
 from ln_lightning.module import NoisyLabelClassifier
-from ln_lightning.outputs import remove_empty_run_dir, run_dir
+from ln_lightning.outputs import run_dir
 from ln_lightning.resume import (
     LastCheckpoint,
     find_last_checkpoint,
     last_checkpoint_callback,
     read_checkpoint,
-    read_record,
     run_record,
     selected_checkpoint,
     use_safe_checkpoint_io,
 )
-from ln_lightning.resume.lightning import (
-    LOCAL_LOGGERS,
-    QUIET_WARNINGS,
-    RANK_ZERO_LOGGERS,
-    config_with_checkpoint_hyperparameters,
-)
 from zoo.paths import resolve_config_args
 
-__all__ = ["LNArgumentParser", "LNLightningCLI", "LoggerSaveConfigCallback", "main", "run_cli"]
+__all__ = [
+    "EmptyRunCleanup",
+    "LNArgumentParser",
+    "LNLightningCLI",
+    "LoggerSaveConfigCallback",
+    "check_output_folders",
+    "main",
+    "quiet_libraries",
+    "run_cli",
+    "settings_from_checkpoint",
+]
 
 
 class LNArgumentParser(LightningArgumentParser):
@@ -84,6 +81,7 @@ class LNArgumentParser(LightningArgumentParser):
         kwargs.setdefault("allow_abbrev", False)  # --trainer.max_epoch must not mean max_epochs
         super().__init__(*args, **kwargs)
 
+    @override
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error or os.environ.get("LN_TRACEBACK"):
             super().error(message, ex)
@@ -95,63 +93,6 @@ class LNArgumentParser(LightningArgumentParser):
             f"({prog} --help lists every option; LN_TRACEBACK=1 shows the full report.)\n"
         )
         sys.exit(2)
-
-
-class LoggerSaveConfigCallback(SaveConfigCallback):
-    """Save ``config.yaml`` in the log directory and send the full config to every logger.
-
-    W&B shows it as the run's config (nested, as in the YAML), TensorBoard and CSV store it as
-    hyper-parameters, so every run records exactly what produced it.
-
-    Example:
-        >>> from ln_lightning.cli import run_cli
-        >>> cli = run_cli(["--trainer.logger=false"], run=False)
-        >>> cli.save_config_callback is LoggerSaveConfigCallback
-        True
-    """
-
-    def save_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
-        for logger in trainer.loggers:
-            logger.log_hyperparams(config)
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Send the config to the loggers, then write ``config.yaml`` into the run's own folder
-        (:func:`~ln_lightning.outputs.run_dir`): Lightning's ``trainer.log_dir`` is the shared
-        ``save_dir`` under a ``WandbLogger``, where every run would overwrite one file."""
-        if self.already_saved:
-            return
-        if trainer.is_global_zero:
-            self.save_config(trainer, pl_module, stage)  # starts the W&B run: its id names the
-            if self.save_to_log_dir:  # folder
-                path = run_dir(trainer) / self.config_filename
-                if self.multifile:
-                    self.parser.save(
-                        self.config, str(path), skip_none=False, overwrite=self.overwrite,
-                        multifile=True,
-                    )  # fmt: skip
-                else:  # whole or not at all: it is what a later run is given (--config)
-                    with atomic_write(path) as handle:
-                        handle.write(self.parser.dump(self.config, skip_none=False))
-            self.already_saved = True
-
-
-class EmptyRunCleanup(Callback):
-    """Remove the run folder of a run that fails before writing anything to it (a data error
-    found during set-up), so failed attempts do not leave empty ``version_N`` folders.
-
-    Example:
-        >>> from ln_lightning.cli import run_cli
-        >>> cli = run_cli(["--trainer.logger=false"], run=False)
-        >>> any(isinstance(callback, EmptyRunCleanup) for callback in cli.trainer.callbacks)
-        True
-    """
-
-    def on_exception(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
-    ) -> None:
-        if trainer.is_global_zero:
-            remove_empty_run_dir(trainer)
 
 
 class LNLightningCLI(LightningCLI):
@@ -172,6 +113,7 @@ class LNLightningCLI(LightningCLI):
         ('NoisyLabelClassifier', 'DigitsDataModule', (1, 8, 8))
     """
 
+    @override
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Without a config: LN on the digits, no injected noise. The noise is set here, not left
         # to the class defaults, because jsonargparse carries same-named arguments of the default
@@ -200,6 +142,7 @@ class LNLightningCLI(LightningCLI):
             "the monitored ModelCheckpoint (test_selected/*) on the clean test split.",
         )
 
+    @override
     def _parse_ckpt_path(self) -> None:
         """The model's hyper-parameters from ``--ckpt_path``, the file read safely.
 
@@ -220,6 +163,7 @@ class LNLightningCLI(LightningCLI):
             self.parser, self.config, subcommand, checkpoint
         )
 
+    @override
     def before_instantiate_classes(self) -> None:
         """``test``/``predict``/``validate`` on a checkpoint log beside that checkpoint's run."""
         subcommand = str(self.subcommand)
@@ -267,6 +211,7 @@ class LNLightningCLI(LightningCLI):
             except (ValueError, TypeError) as error:
                 raise ValueError(optimizer_error(factory, error)) from None
 
+    @override
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         """The trainer, with the callbacks every run has unless its config brings its own: a
         :class:`MislabelReport` (``label_issues.csv`` after fit) and, when checkpointing is on,
@@ -304,7 +249,7 @@ class LNLightningCLI(LightningCLI):
     def after_fit(self) -> None:
         if not self.config.fit.get("test_after_fit") or self.trainer.interrupted:
             return
-        if not getattr(self.datamodule, "has_test_set", True):
+        if not self.datamodule.has_test_set:
             rank_zero_info(self.datamodule.no_test_set_message())
             return
         self.trainer.test(self.model, datamodule=self.datamodule)
@@ -339,46 +284,6 @@ def _on_terminal() -> bool:
     return all(stream is not None and stream.isatty() for stream in (sys.stdout, sys.stderr))
 
 
-def _option(args: list[str], name: str) -> str | None:
-    """The value of ``--name X`` or ``--name=X`` in ``args`` (the last one given)."""
-    value = None
-    for i, arg in enumerate(args):
-        if arg == name and i + 1 < len(args):
-            value = args[i + 1]
-        elif arg.startswith(name + "="):
-            value = arg.split("=", 1)[1]
-    return value
-
-
-def settings_from_checkpoint(args: list[str]) -> list[str]:
-    """``ln-fit predict --ckpt_path FILE`` without a config or a ``--data`` class: the data
-    module of the checkpoint's run, with the settings it recorded (classes, image size,
-    channels, crop; :meth:`~ln_lightning.data.NoisyLabelDataModule.inference_settings`), and a
-    CSV logger beside the run. Flags given still apply on top, so ``ln-fit predict --ckpt_path
-    RUN/checkpoints/last.ckpt --data.predict_root new_photos`` alone labels new images without
-    the training images. (Lightning takes the model's hyper-parameters from the checkpoint.)
-    The checkpoint is read as the trainer will read it: plain data only unless
-    ``--weights_only false`` is given.
-    """
-    if not args or args[0] != "predict":
-        return args
-    checkpoint = _option(args, "--ckpt_path")
-    given = ("--config", "-c", "--data", "--data.class_path")
-    if checkpoint is None or not Path(checkpoint).is_file():
-        return args
-    if any(a in given or a.startswith(tuple(f"{g}=" for g in given)) for a in args):
-        return args
-    trusted = _option(args, "--weights_only")
-    data = read_record(checkpoint, weights_only=trusted not in ("false", "False")).get("data")
-    if not data:
-        return args
-    logger = {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "."}}
-    injected = ["--data", json.dumps(data)]
-    if not any(a.startswith("--trainer.logger") for a in args):
-        injected += ["--trainer.logger", json.dumps(logger)]
-    return [args[0], *injected, *args[1:]]
-
-
 def run_cli(args: list[str] | None = None, run: bool = True) -> LNLightningCLI:
     """Build (and by default run) the CLI; ``args`` as on the command line, ``sys.argv`` if None.
 
@@ -404,44 +309,6 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> LNLightningCLI:
         args=args,
         run=run,
     )
-
-
-@contextlib.contextmanager
-def quiet_libraries() -> Iterator[None]:
-    """Hide what the libraries print on every run that is not the user's business.
-
-    Lightning's advertisements ("Tip: ... try installing litlogger / litmodels"), the source
-    file and line in front of this library's own warnings (they are for the user), a
-    deprecation warning that Lightning 2.6's own pytree helper triggers in torch 2.14 and
-    ModelCheckpoint's note on a moved checkpoint directory (``resume.lightning.QUIET_WARNINGS``).
-    Only while ``ln-fit`` runs: importing the library changes no filter.
-    """
-
-    def not_a_tip(record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("💡 Tip:")
-
-    library_format = warnings.formatwarning
-
-    def user_facing(message: Any, category: type, filename: str, lineno: int, line: Any = None):
-        # The library's own warnings speak to the user ("your labels look like ..."): one line,
-        # without the source file and line number Python puts in front.
-        if f"{os.sep}ln_lightning{os.sep}" in str(filename):
-            return f"ln-fit: warning: {message}\n"
-        return library_format(message, category, filename, lineno, line)
-
-    loggers = [logging.getLogger(name) for name in RANK_ZERO_LOGGERS]
-    warnings.formatwarning = user_facing
-    with warnings.catch_warnings():
-        for message in QUIET_WARNINGS:
-            warnings.filterwarnings("ignore", message=message)
-        for logger in loggers:
-            logger.addFilter(not_a_tip)
-        try:
-            yield
-        finally:
-            for logger in loggers:
-                logger.removeFilter(not_a_tip)
-            warnings.formatwarning = library_format
 
 
 def main() -> None:

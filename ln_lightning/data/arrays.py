@@ -15,6 +15,7 @@ from ln_lightning.data.base import NoisyLabelDataModule
 from ln_lightning.data.dataset import InputSource
 from ln_lightning.data.splits import DataSplits
 from ln_lightning.labels import UNKNOWN
+from ln_lightning.registry import register_datamodule
 
 __all__ = ["ARRAY_KEYS", "ArrayDataModule", "dataset_labels", "load_arrays"]
 
@@ -69,6 +70,7 @@ def load_arrays(path: str | Path) -> dict[str, Any]:
     return converted
 
 
+@register_datamodule("arrays", config="zoo/configs/own/arrays.yaml")
 class ArrayDataModule(NoisyLabelDataModule):
     """Your own arrays with the library's noise, splits, batches and outputs.
 

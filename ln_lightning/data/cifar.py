@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
-import re
 from pathlib import Path
 from typing import ClassVar
 
@@ -13,77 +11,15 @@ from torch import Tensor
 from torchvision.transforms import v2
 
 from ln_lightning.data.base import NoisyLabelDataModule, Transform
+from ln_lightning.data.pickles import load_cifar_n_file, load_data_pickle
 from ln_lightning.data.splits import DataSplits
 from ln_lightning.noise import CIFAR10_ASYMMETRIC_MAP, CIFAR100_ASYMMETRIC_MAP
+from ln_lightning.registry import register_datamodule
 
 CIFAR_N_URL = (
     "https://github.com/UCSC-REAL/cifar-10-100n (files data/CIFAR-10_human.pt and "
     "data/CIFAR-100_human.pt)"
 )
-
-
-#: The only objects CIFAR's files build when unpickled: numpy arrays (as pickled by numpy 1 and
-#: 2). Anything else in such a file is refused: unpickling it would run code.
-_NUMPY_ARRAY_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-}
-
-
-class _ArraysOnly(pickle.Unpickler):
-    """An unpickler that builds plain data and numpy arrays only (Python's "restricting
-    globals" recipe)."""
-
-    def find_class(self, module: str, name: str) -> object:
-        if (module, name) in _NUMPY_ARRAY_GLOBALS or (
-            module == "numpy.dtypes" and name.endswith("DType")
-        ):
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"it holds {module}.{name}, which loading would run as code")
-
-
-def load_data_pickle(path: Path) -> object:
-    """A CIFAR python batch or ``meta`` file, read without running code.
-
-    Raises:
-        ValueError: The file holds anything but plain data and numpy arrays.
-    """
-    with open(path, "rb") as handle:
-        try:
-            return _ArraysOnly(handle, encoding="latin1").load()
-        except pickle.UnpicklingError as error:
-            raise ValueError(f"refused to load {path}: {error}; it is no CIFAR file.") from None
-
-
-def load_cifar_n_file(path: Path) -> object:
-    """An official CIFAR-N ``*_human.pt`` file (a dict of numpy arrays, ``torch.save``d),
-    read with ``weights_only=True`` and numpy's arrays allowed, so it cannot run code.
-
-    Raises:
-        ValueError: The file holds anything else.
-    """
-    reconstruct = getattr(np, "_core", None)
-    reconstruct = (reconstruct or np.core).multiarray._reconstruct
-    allowed = [
-        (reconstruct, "numpy.core.multiarray._reconstruct"),
-        (reconstruct, "numpy._core.multiarray._reconstruct"),
-        np.ndarray,
-        np.dtype,
-        *{type(np.dtype(kind)) for kind in ("int64", "int32", "uint8", "int16", "int8")},
-    ]
-    try:
-        with torch.serialization.safe_globals(allowed):
-            return torch.load(path, weights_only=True, map_location="cpu")
-    except pickle.UnpicklingError as error:
-        found = re.findall(r"GLOBAL ([\w.]+)", str(error))
-        raise ValueError(
-            f"refused to load {path}: it holds {', '.join(found) or 'objects'}, which loading "
-            "would run as code; the official CIFAR-N files hold numpy arrays only."
-        ) from None
 
 
 def read_cifar_batches(paths: list[Path], label_key: str) -> tuple[Tensor, Tensor]:
@@ -100,6 +36,7 @@ def read_cifar_batches(paths: list[Path], label_key: str) -> tuple[Tensor, Tenso
     return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
 
 
+@register_datamodule("cifar10", config="zoo/configs/cifar10/base.yaml")
 class CIFAR10DataModule(NoisyLabelDataModule):
     """CIFAR-10 (32x32 colour, 50k train / 10k test) with the paper's augmentation.
 
@@ -212,6 +149,7 @@ class CIFAR10DataModule(NoisyLabelDataModule):
         return v2.Compose(self._normalise())
 
 
+@register_datamodule("cifar100", config="zoo/configs/cifar100/base.yaml")
 class CIFAR100DataModule(CIFAR10DataModule):
     """CIFAR-100 (100 fine classes; ``coarse=True`` for the 20 super-classes).
 
@@ -314,6 +252,7 @@ def read_cifar_n(path: Path, noisy_key: str, clean_key: str) -> tuple[Tensor, Te
     )
 
 
+@register_datamodule("cifar10n", config="zoo/configs/cifar10n/base.yaml")
 class CIFAR10NDataModule(_CIFARNMixin, CIFAR10DataModule):
     """CIFAR-10 with the human noisy labels of CIFAR-10N (Wei et al. 2022).
 
@@ -367,6 +306,7 @@ class CIFAR10NDataModule(_CIFARNMixin, CIFAR10DataModule):
         return self._annotator_labels
 
 
+@register_datamodule("cifar100n", config="zoo/configs/cifar100n/base.yaml")
 class CIFAR100NDataModule(_CIFARNMixin, CIFAR100DataModule):
     """CIFAR-100 with the human noisy labels of CIFAR-100N (40.2% noise).
 

@@ -14,6 +14,7 @@ from ln_lightning.data.dataset import NoisyLabelDataset
 from ln_lightning.data.images import ImageFiles
 from ln_lightning.data.sampling import ResumableSampler
 from ln_lightning.data.splits import DataSplits
+from ln_lightning.registry import register_datamodule
 
 ANNOTATIONS = (
     "noisy_label_kv.txt",
@@ -112,6 +113,7 @@ class ClassBalancedSampler(ResumableSampler):
         ]
 
 
+@register_datamodule("clothing1m", config="zoo/configs/clothing1m/base.yaml")
 class Clothing1MDataModule(NoisyLabelDataModule):
     """Clothing1M: 1M noisy web images of 14 clothing classes, with clean val and test sets.
 

@@ -8,6 +8,8 @@ from typing import Any, NamedTuple
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ln_lightning.labels import check_labels
+
 #: Where inputs come from: a tensor ``(N, ...)`` indexed directly, or a map-style dataset whose
 #: item ``i`` is the input or an ``(input, label)`` pair (the label is ignored).
 InputSource = Tensor | Dataset
@@ -112,3 +114,25 @@ def unpack_batch(batch: Any) -> NoisySample:
         "expected a batch (inputs, labels) or (inputs, noisy labels, clean labels, indices); "
         f"got {type(batch).__name__}."
     )
+
+
+def check_batch_labels(batch: Any, num_classes: int) -> None:
+    """Raise ``ValueError`` when a batch of the library holds a label outside ``[0, K)`` (or a
+    clean label outside it other than ``-1``, unknown); other batches pass as they are.
+
+    Example:
+        >>> import torch
+        >>> check_batch_labels(NoisySample(torch.zeros(2), torch.tensor([0, 3]), None, None), 3)
+        ... # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+            ...
+        ValueError: the batch's labels must lie in [0, 3); got values in [0, 3]...
+    """
+    if not isinstance(batch, NoisySample):
+        return
+    check_labels(batch.target, num_classes, what="the batch's labels", values=True)
+    if batch.clean_target is not None:
+        check_labels(
+            batch.clean_target, num_classes, what="the batch's clean labels",
+            allow_unknown=True, values=True,
+        )  # fmt: skip

@@ -9,8 +9,10 @@ from sklearn.model_selection import train_test_split
 from ln_lightning.data.base import NoisyLabelDataModule
 from ln_lightning.data.splits import DataSplits
 from ln_lightning.noise import MNIST_ASYMMETRIC_MAP
+from ln_lightning.registry import register_datamodule
 
 
+@register_datamodule("digits", config="cli.yaml")
 class DigitsDataModule(NoisyLabelDataModule):
     """1,797 8x8 grey-scale digits shipped with scikit-learn; no download.
 

@@ -16,6 +16,7 @@ from ln_lightning.data.base import NoisyLabelDataModule
 from ln_lightning.data.image_folder import GREY_MODES, ImageFolderDataModule, TimmImageTransforms
 from ln_lightning.data.splits import DataSplits
 from ln_lightning.labels import UNKNOWN
+from ln_lightning.registry import register_datamodule
 
 __all__ = ["HFImageDataModule", "HFImages", "load_hf_dataset"]
 
@@ -82,6 +83,7 @@ class HFImages(Dataset):
         return self.dataset[int(index)][self.column].convert(self.mode)
 
 
+@register_datamodule("huggingface", config="zoo/configs/own/huggingface.yaml")
 class HFImageDataModule(TimmImageTransforms, NoisyLabelDataModule):
     """An image-classification data set of Hugging Face ``datasets``, with the library's noise,
     splits, outputs and timm's transforms.

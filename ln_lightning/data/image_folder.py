@@ -30,6 +30,7 @@ from ln_lightning.data.images import (
 )
 from ln_lightning.data.splits import DataSplits
 from ln_lightning.labels import UNKNOWN
+from ln_lightning.registry import register_datamodule
 
 __all__ = ["ImageFolderDataModule", "image_data_config", "image_eval_transform"]
 
@@ -134,6 +135,7 @@ class TimmImageTransforms:
         }
 
 
+@register_datamodule("image_folder", config="zoo/configs/own/images.yaml")
 class ImageFolderDataModule(TimmImageTransforms, NoisyLabelDataModule):
     """Your own labelled images: train a robust model, find the labels that look wrong.
 
@@ -145,18 +147,13 @@ class ImageFolderDataModule(TimmImageTransforms, NoisyLabelDataModule):
     them (then noise metrics and detection scores are reported against them). ``val_fraction``
     of the images is held out as the (equally noisy) validation split.
 
-    A clean test set is optional (``test_root`` or ``test_labels_file``, the same formats);
-    without one there is no test accuracy. ``predict_root`` is a folder of unlabelled images for
-    ``ln-fit predict``. Class names are kept and used in every output.
+    A clean test set is optional (``test_root`` or ``test_labels_file``, the same formats).
+    ``predict_root`` is a folder of unlabelled images for ``ln-fit predict``.
 
-    Transforms come from timm's data config of the model's backbone (mean, standard deviation,
-    interpolation, crop fraction; ``timm.data.resolve_model_data_config``), at ``image_size``:
-    timm's training transform (random resized crop, flip, colour jitter) when ``augment``, its
-    evaluation transform (resize, centre crop) otherwise. One-channel images keep one channel
-    (the mean of the config's three means and standard deviations).
-
-    Injected noise (``noise_type``, ``noise_rate``) works on top of the given labels, for
-    experiments: the given labels are then taken as the truth.
+    Transforms come from timm's data config of the backbone at ``image_size``: its training
+    transform (random resized crop, flip, colour jitter) when ``augment``, its evaluation
+    transform (resize, centre crop) otherwise; one-channel images keep one channel. Injected
+    noise (``noise_type``, ``noise_rate``) works on top of the given labels, for experiments.
 
     With neither ``root`` nor ``labels_file`` but ``predict_root`` and ``classes`` it only
     predicts (what ``ln-fit predict --ckpt_path ...`` builds from a checkpoint's

@@ -12,6 +12,7 @@ from torch import Tensor
 from ln_lightning.data.base import NoisyLabelDataModule
 from ln_lightning.data.splits import DataSplits
 from ln_lightning.noise import FASHION_MNIST_ASYMMETRIC_MAP, MNIST_ASYMMETRIC_MAP
+from ln_lightning.registry import register_datamodule
 
 FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -41,6 +42,7 @@ def read_idx(path: str | Path) -> Tensor:
     return torch.from_numpy(data.copy()).view(shape)
 
 
+@register_datamodule("mnist", config="zoo/configs/mnist/base.yaml")
 class MNISTDataModule(NoisyLabelDataModule):
     """MNIST (28x28 grey-scale digits, 60k train / 10k test).
 
@@ -129,6 +131,7 @@ class MNISTDataModule(NoisyLabelDataModule):
         )
 
 
+@register_datamodule("fashion_mnist", config="zoo/configs/fashion_mnist/base.yaml")
 class FashionMNISTDataModule(MNISTDataModule):
     """Fashion-MNIST (28x28 grey-scale clothing, 10 classes).
 

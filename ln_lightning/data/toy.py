@@ -7,6 +7,7 @@ from sklearn.datasets import make_circles, make_moons
 
 from ln_lightning.data.base import NoisyLabelDataModule
 from ln_lightning.data.splits import DataSplits
+from ln_lightning.registry import register_datamodule
 
 
 class _ToyDataModule(NoisyLabelDataModule):
@@ -51,6 +52,7 @@ class _ToyDataModule(NoisyLabelDataModule):
         return DataSplits(train_x, train_y, test_x, test_y)
 
 
+@register_datamodule("two_moons", config="zoo/configs/two_moons/base.yaml")
 class TwoMoonsDataModule(_ToyDataModule):
     """scikit-learn's ``make_moons``: two interleaving half circles.
 
@@ -66,6 +68,7 @@ class TwoMoonsDataModule(_ToyDataModule):
         return torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y).long()
 
 
+@register_datamodule("circles", config="zoo/configs/circles/base.yaml")
 class CirclesDataModule(_ToyDataModule):
     """scikit-learn's ``make_circles``: a small circle inside a larger one.
 

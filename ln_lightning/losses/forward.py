@@ -11,8 +11,10 @@ from ln_lightning.labels import check_transition_matrix
 from ln_lightning.losses import functional as LF
 from ln_lightning.losses.base import LossReport, TrainingContext
 from ln_lightning.losses.softmax import SoftmaxLoss
+from ln_lightning.registry import register_method
 
 
+@register_method("forward")
 class ForwardCorrection(SoftmaxLoss):
     """Forward correction ``-log((T^T p)_y)`` with a known or estimated transition matrix.
 

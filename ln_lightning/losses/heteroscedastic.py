@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ln_lightning.losses import functional as LF
 from ln_lightning.losses.base import NoisyLabelLoss
+from ln_lightning.registry import register_method
 
 PREDICT_MODES = ("mc", "mean")
 
@@ -104,6 +105,7 @@ class _HeteroscedasticBase(NoisyLabelLoss):
         )
 
 
+@register_method("het", example={"num_samples": 20})
 class Heteroscedastic(_HeteroscedasticBase):
     """Het (Kendall & Gal 2017): diagonal Gaussian on the logits, MC softmax likelihood.
 
@@ -151,6 +153,7 @@ class Heteroscedastic(_HeteroscedasticBase):
         )
 
 
+@register_method("het_tau", example={"num_samples": 20})
 class HeteroscedasticTemperature(_HeteroscedasticBase):
     """Het-tau (Collier et al. 2020): Het with a softmax temperature, ``softmax(u_s / tau)``.
 
@@ -184,6 +187,7 @@ class HeteroscedasticTemperature(_HeteroscedasticBase):
         )
 
 
+@register_method("het_tau_full", example={"num_samples": 20})
 class HeteroscedasticLowRank(_HeteroscedasticBase):
     """Het-tau-Sigma_full (Collier et al. 2021): low-rank plus diagonal logit covariance.
 

@@ -9,8 +9,10 @@ from torch import Tensor
 
 from ln_lightning.losses import functional as LF
 from ln_lightning.losses.base import LossReport, NoisyLabelLoss, TrainingContext
+from ln_lightning.registry import register_method
 
 
+@register_method("ln", example={"min_scale": 0.1})
 class LogisticNormalLoss(NoisyLabelLoss):
     """Heteroscedastic Logistic-Normal loss (Eq. 5) with the paper's full covariance (Eq. 9).
 

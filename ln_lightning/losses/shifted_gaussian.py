@@ -8,8 +8,10 @@ from torch import Tensor
 
 from ln_lightning.losses import functional as LF
 from ln_lightning.losses.base import LossReport, NoisyLabelLoss, TrainingContext, teacher_key
+from ln_lightning.registry import register_method
 
 
+@register_method("sgn")
 class ShiftedGaussianNoise(NoisyLabelLoss):
     """SGN: LN's successor, with loss reweighting and label correction by an EMA teacher.
 

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from ln_lightning.losses import functional as LF
 from ln_lightning.losses.base import NoisyLabelLoss
+from ln_lightning.registry import register_method
 
 
 class SoftmaxLoss(NoisyLabelLoss):
@@ -33,6 +34,7 @@ class SoftmaxLoss(NoisyLabelLoss):
         return torch.softmax(LF.upcast(self._require(outputs, "logits")), dim=-1)
 
 
+@register_method("ce")
 class CrossEntropy(SoftmaxLoss):
     """Plain softmax cross-entropy (CE), computed in float32.
 
@@ -51,6 +53,7 @@ class CrossEntropy(SoftmaxLoss):
         return LF.cross_entropy(self._require(outputs, "logits"), labels)
 
 
+@register_method("ls")
 class LabelSmoothing(SoftmaxLoss):
     """Cross-entropy against the smoothed target ``(1 - t) onehot(y) + t / K`` (LS).
 
@@ -81,6 +84,7 @@ class LabelSmoothing(SoftmaxLoss):
         return LF.label_smoothing_cross_entropy(logits, labels, self.smoothing)
 
 
+@register_method("gce")
 class GeneralizedCrossEntropy(SoftmaxLoss):
     """Generalized cross-entropy ``(1 - p_y^q) / q`` (GCE, Zhang & Sabuncu 2018).
 
@@ -109,6 +113,7 @@ class GeneralizedCrossEntropy(SoftmaxLoss):
         return LF.generalized_cross_entropy(self._require(outputs, "logits"), labels, self.q)
 
 
+@register_method("nan")
 class NoiseAgainstNoise(SoftmaxLoss):
     """Noise against noise (NAN, also SLN; Chen et al. 2021).
 

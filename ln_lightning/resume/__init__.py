@@ -13,9 +13,10 @@ One home for exact resume, one file per concern:
 * ``checkpoint_io.py``: **checkpoint files**, read without running code (``weights_only``)
   with every unreadable file named in one line, and written whole (:class:`SafeCheckpointIO`);
 * ``lookup.py``: ``--ckpt_path last`` (:func:`find_last_checkpoint`) and a run folder's
-  ``last.ckpt``;
-* ``lightning.py``: every read of Lightning internals in the package, checked against
-  Lightning 2.6 (``lightning.pytorch`` 2.6.6).
+  ``last.ckpt``.
+
+The reads of Lightning internals these need live in :mod:`ln_lightning.lightning_internals`
+(``lightning.py`` here is its deprecated alias).
 """
 
 from ln_lightning.resume.checkpoint_io import (

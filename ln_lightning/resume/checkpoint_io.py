@@ -27,9 +27,10 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from typing_extensions import override
 
 from ln_lightning.files import atomic_write
-from ln_lightning.resume.lightning import load_checkpoint, migrate_checkpoint
+from ln_lightning.lightning_internals import load_checkpoint, migrate_checkpoint
 from ln_lightning.resume.record import CHECKPOINT_FORMAT, RECORD_KEY, library_version
 
 __all__ = [
@@ -284,6 +285,7 @@ class SafeCheckpointIO(TorchCheckpointIO):
         'SafeCheckpointIO'
     """
 
+    @override
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
     ) -> None:
@@ -293,6 +295,7 @@ class SafeCheckpointIO(TorchCheckpointIO):
         with atomic_write(path, "wb") as handle:
             torch.save(checkpoint, handle)
 
+    @override
     def load_checkpoint(
         self,
         path: str | Path,

@@ -11,7 +11,7 @@ import lightning.pytorch as pl
 import torch
 from torchmetrics import Metric
 
-from ln_lightning.resume.lightning import is_fitting
+from ln_lightning.lightning_internals import is_fitting
 from ln_lightning.resume.position import training_position
 
 __all__ = ["restore_epoch_metrics", "save_epoch_metrics"]

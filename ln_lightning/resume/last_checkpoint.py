@@ -14,14 +14,15 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from typing_extensions import override
 
 from ln_lightning.files import atomic_copy
-from ln_lightning.outputs import run_dir
-from ln_lightning.resume.lightning import (
+from ln_lightning.lightning_internals import (
     checkpoint_state_key,
     save_at_epoch_end,
     step_or_time_triggered,
 )
+from ln_lightning.outputs import run_dir
 
 __all__ = [
     "LastCheckpoint",
@@ -103,6 +104,7 @@ class LastCheckpoint(ModelCheckpoint):
         """Where ``last.ckpt`` is written (known once ``setup`` ran)."""
         return self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
 
+    @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         for other in trainer.checkpoint_callbacks:
@@ -116,6 +118,7 @@ class LastCheckpoint(ModelCheckpoint):
                     ">= 2.6 it would write last.ckpt only at a new best)."
                 )
 
+    @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
         # With a step or time trigger Lightning saves no epoch ends; this callback always does
@@ -124,12 +127,14 @@ class LastCheckpoint(ModelCheckpoint):
             save_at_epoch_end(self, trainer)
 
     # ---------------------------------------------------------------- resuming
+    @override
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         super().on_load_checkpoint(trainer, pl_module, checkpoint)
         self._resumed_states = dict(checkpoint.get("callbacks", {}))
 
+    @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
         if self._resumed_states:  # the callbacks' own load_state_dict has run by now
@@ -137,15 +142,18 @@ class LastCheckpoint(ModelCheckpoint):
             self._resumed_states = {}
 
     # ---------------------------------------------------------------- interrupts
+    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.interrupt_requested = False
         self._announce = trainer.global_rank == 0
         if threading.current_thread() is threading.main_thread():
             self._previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
 
+    @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore_handler()
 
+    @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._restore_handler()
 
@@ -161,6 +169,7 @@ class LastCheckpoint(ModelCheckpoint):
         if self._announce:
             print("\nCtrl-C: stopping after this batch with a checkpoint (Ctrl-C again to abort).")
 
+    @override
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int
     ) -> None:
@@ -173,6 +182,7 @@ class LastCheckpoint(ModelCheckpoint):
             self._restore_handler()
             raise KeyboardInterrupt
 
+    @override
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:

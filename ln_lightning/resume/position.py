@@ -13,7 +13,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
-from ln_lightning.resume.lightning import NOT_RESUMABLE_WARNING, batches_processed, is_fitting
+from ln_lightning.lightning_internals import NOT_RESUMABLE_WARNING, batches_processed, is_fitting
 
 __all__ = [
     "TrainingPosition",

@@ -30,8 +30,10 @@ RECORD_KEY = "ln_lightning"
 RUN_KEYS = ("backbone", "loss", "num_classes", "datamodule")
 #: The layout of the checkpoints this version writes, in their record. A version that changes
 #: what a checkpoint holds raises it, so an older version refuses the file with one line
-#: instead of failing inside (records without it are format 1).
-CHECKPOINT_FORMAT = 1
+#: instead of failing inside (records without it are format 1). Format 2: the network's
+#: weights under ``network.`` and the training metrics under ``train_metrics.`` (format 1 is
+#: migrated when loaded, :func:`ln_lightning.model.checkpoints.migrate_state_dict`).
+CHECKPOINT_FORMAT = 2
 
 
 def library_version() -> str:
@@ -71,7 +73,7 @@ def run_record(model: Any, datamodule: Any = None) -> dict[str, Any]:
                 "class_path": class_path(datamodule.inference_data_module or datamodule),
                 "init_args": datamodule.inference_settings(),
             }
-            if callable(getattr(datamodule, "inference_settings", None))
+            if datamodule is not None
             else None
         ),
     }

@@ -1,10 +1,12 @@
 """Pure, per-example loss functions (tensors in, one loss per example out), one file per family.
 
 Each file mirrors the loss module of the same name in :mod:`ln_lightning.losses`:
-``logistic_normal`` (the paper's method), ``shifted_gaussian`` (SGN, its successor),
-``softmax`` (CE, LS, GCE, NAN), ``forward`` (Forward correction and its estimate of ``T``) and
-``heteroscedastic`` (Het, Het-tau, Het-tau-Sigma_full). Everything is importable from here,
-e.g. ``from ln_lightning.losses.functional import logistic_normal_loss``.
+``logistic_normal`` (the paper's method; its bijection and targets in ``softmax_centered``,
+its full covariance as one autograd function in ``_ln_full_covariance``),
+``shifted_gaussian`` (SGN, its successor), ``softmax`` (CE, LS, GCE, NAN), ``forward``
+(Forward correction and its estimate of ``T``) and ``heteroscedastic`` (Het, Het-tau,
+Het-tau-Sigma_full). Everything is importable from here, e.g.
+``from ln_lightning.losses.functional import logistic_normal_loss``.
 
 Every function computes in float32 whatever the input dtype (float64 inputs stay float64;
 autocast is switched off inside), never materialises a ``K x K`` matrix and costs O(K) per
@@ -27,19 +29,12 @@ from ln_lightning.losses.functional.logistic_normal import (
     Covariance,
     LogisticNormalParams,
     gaussian_terms,
-    inverse_softmax_centered,
     largest_standard_deviation,
     logistic_normal_loss,
     logistic_normal_nll,
     logistic_normal_residuals,
-    logit_dim,
     mean_probabilities,
-    num_classes_from_logit_dim,
     scale_dim,
-    smoothed_target,
-    softmax_centered,
-    target_logit_scale,
-    target_logits,
 )
 from ln_lightning.losses.functional.shifted_gaussian import (
     DEFAULT_SGN_PARAMS,
@@ -57,6 +52,15 @@ from ln_lightning.losses.functional.softmax import (
     generalized_cross_entropy,
     label_smoothing_cross_entropy,
     noisy_target_cross_entropy,
+)
+from ln_lightning.losses.functional.softmax_centered import (
+    inverse_softmax_centered,
+    logit_dim,
+    num_classes_from_logit_dim,
+    smoothed_target,
+    softmax_centered,
+    target_logit_scale,
+    target_logits,
 )
 
 __all__ = [

@@ -1,6 +1,6 @@
 """The Logistic-Normal likelihood (Englesson et al., TMLR 2023), per example, in O(D).
 
-Equation numbers refer to Englesson, Mehrjou & Azizpour, "Logistic-Normal Likelihoods for
+Equation numbers refer to Englesson, Mehrpanah & Azizpour, "Logistic-Normal Likelihoods for
 Heteroscedastic Label Noise", TMLR 2023. Notation: ``K`` real classes, ``D`` the dimension of the
 logit space (``D = K`` with the dummy class, ``D = K - 1`` without), ``M = D + 1`` categories of
 the simplex the smoothed target lives in. The hyper-parameters travel as one validated
@@ -14,13 +14,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from ln_lightning.losses.functional._common import (
-    check_labels,
-    upcast,
-    upcast_mean_and_factor,
+from ln_lightning.losses.functional._common import check_labels, upcast
+from ln_lightning.losses.functional._ln_full_covariance import full_covariance_loss
+from ln_lightning.losses.functional.softmax_centered import (
+    num_classes_from_logit_dim,
+    softmax_centered,
+    target_logit_scale,
+    target_logits,
 )
 
 Covariance = Literal["identity", "isotropic", "diagonal", "full"]
@@ -119,84 +121,6 @@ class LogisticNormalParams:
 #: The paper's defaults: full covariance, lambda = tau = 1, t = 0.01, with the dummy class, no
 #: annealing.
 DEFAULT_PARAMS = LogisticNormalParams()
-
-
-# --------------------------------------------------------------------------------------------
-# softmax-centered bijection and targets
-# --------------------------------------------------------------------------------------------
-def softmax_centered(logits: Tensor) -> Tensor:
-    """Softmax-centered map S_C(z) = softmax([z, 0]) from R^D to the interior of the M-simplex."""
-    zeros = logits.new_zeros((*logits.shape[:-1], 1))
-    return torch.softmax(torch.cat([logits, zeros], dim=-1), dim=-1)
-
-
-def inverse_softmax_centered(probs: Tensor) -> Tensor:
-    """Inverse S_C^{-1}(q) = log(q_{1..D} / q_M) (Sec. 3.2)."""
-    return torch.log(probs[..., :-1]) - torch.log(probs[..., -1:])
-
-
-def logit_dim(num_classes: int, dummy_class: bool) -> int:
-    """Dimension ``D`` of the logit space for ``K`` real classes."""
-    return num_classes if dummy_class else num_classes - 1
-
-
-def num_classes_from_logit_dim(dim: int, dummy_class: bool) -> int:
-    """Number of real classes ``K`` for a logit space of dimension ``D``."""
-    return dim if dummy_class else dim + 1
-
-
-def target_logit_scale(num_categories: int, smoothing: float) -> float:
-    """C = log(((1 - t) M + t) / t), the target logit of the labelled class (App. B.5)."""
-    return math.log(((1.0 - smoothing) * num_categories + smoothing) / smoothing)
-
-
-def smoothed_target(
-    labels: Tensor,
-    num_classes: int,
-    smoothing: float,
-    dummy_class: bool,
-    dtype: torch.dtype = torch.float32,
-) -> Tensor:
-    """Label-smoothed target q = (1 - t) onehot_M(y) + t / M on the M-simplex (Sec. 3.2)."""
-    num_categories = logit_dim(num_classes, dummy_class) + 1
-    onehot = F.one_hot(labels.long(), num_categories).to(dtype)
-    return (1.0 - smoothing) * onehot + smoothing / num_categories
-
-
-def target_logits(
-    labels: Tensor,
-    num_classes: int,
-    *,
-    smoothing: float = 0.01,
-    dummy_class: bool = True,
-    temperature: float = 1.0,
-    dtype: torch.dtype = torch.float32,
-) -> Tensor:
-    """Regression target tau * S_C^{-1}(q) in logit space (Eq. 10-11, App. B.5).
-
-    With the dummy class this is ``tau * C * e_y``. Without it the last real class is the
-    reference category, so its target is ``-tau * C * 1`` and the others are ``tau * C * e_y``.
-
-    Args:
-        labels: Integer class indices of shape ``(B,)``.
-        num_classes: Number of real classes ``K``.
-        smoothing: Label smoothing ``t`` in (0, 1).
-        dummy_class: Append a dummy category so the logit space is R^K.
-        temperature: ``tau`` > 0.
-        dtype: Floating dtype of the result.
-
-    Returns:
-        Tensor of shape ``(B, D)``.
-    """
-    dim = logit_dim(num_classes, dummy_class)
-    scale = temperature * target_logit_scale(dim + 1, smoothing)
-    labels = labels.long()
-    if dummy_class:
-        return F.one_hot(labels, dim).to(dtype) * scale
-    # Without the dummy class label K-1 is the reference category of S_C: one_hot over D + 1
-    # columns, minus its last column, gives e_y for y < K-1 and -1 for y = K-1.
-    onehot = F.one_hot(labels, dim + 1).to(dtype)
-    return (onehot[:, :-1] - onehot[:, -1:]) * scale
 
 
 def mean_probabilities(mean: Tensor, dummy_class: bool = True, temperature: float = 1.0) -> Tensor:
@@ -328,129 +252,12 @@ def logistic_normal_loss(
     """
     with torch.autocast(mean.device.type, enabled=False):
         if params.covariance == "full" and scale is not None:
-            return _full_covariance_loss(mean, scale, labels, params)
+            return full_covariance_loss(mean, scale, labels, params)
         residual = _ln_residual(mean, labels, params)
         mahalanobis, logdet = gaussian_terms(
             residual, scale, covariance=params.covariance, min_scale=params.min_scale
         )
         return 0.5 * (mahalanobis + logdet)
-
-
-def _full_covariance_loss(
-    mean: Tensor, factor: Tensor, labels: Tensor, params: LogisticNormalParams
-) -> Tensor:
-    """Eq. 5 under Eq. 9's covariance through :class:`_FullCovarianceLN` (checks, upcasts)."""
-    mean, factor = upcast_mean_and_factor(mean, factor, "covariance='full' needs a scale head")
-    dim = mean.shape[-1]
-    labels = check_labels(labels, num_classes_from_logit_dim(dim, params.dummy_class))
-    return _FullCovarianceLN.apply(
-        mean, factor, labels, params.min_scale, params.target_scale(dim), not params.dummy_class
-    )
-
-
-class _FullCovarianceLN(torch.autograd.Function):
-    """LN loss with Sigma^{1/2} = c c^T + lambda I (Eq. 5, 9) from four reductions per example.
-
-    With ``r = t - mu``, ``s = |c|^2`` and ``p = c.r`` (``t`` the target logits):
-
-        loss = 0.5 (|r|^2 - p^2 (s + 2 lambda) / (lambda + s)^2) / lambda^2
-               + (D - 1) log lambda + log(lambda + s)
-
-    and, from Eq. 6 and the derivative in ``c``,
-
-        dL/dmu = -r / lambda^2 + gamma c,   gamma = p (s + 2 lambda) / (lambda^2 (lambda + s)^2)
-        dL/dc  = -gamma r + delta c,        delta = p^2 (s + 3 lambda) / (lambda^2 (lambda + s)^3)
-                                                    + 2 / (lambda + s).
-
-    ``t`` is ``a e_y`` (``a = tau C``), or ``-a 1`` for the reference class without the dummy
-    class, so ``|r|^2`` and ``p`` come from ``|mu|^2``, ``c.mu``, ``|c|^2`` and entries at the
-    label; neither pass keeps a ``(B, D)`` temporary beyond the two gradients. Autograd through
-    the whitened form of :func:`gaussian_terms` is as fast at D <= 100, 1.4x slower at 1000 and
-    4-7x at 10000 (``benchmarks/loss_scaling.py``). The Mahalanobis term is clamped below by
-    ``|r|^2 / (lambda + s)^2``, which the expanded form can cross by rounding (it cannot exceed
-    ``|r|^2 / lambda^2``: the subtracted term is non-negative); the gradient never cancels.
-    """
-
-    @staticmethod
-    def forward(
-        ctx: torch.autograd.function.FunctionCtx,
-        mean: Tensor,
-        factor: Tensor,
-        labels: Tensor,
-        min_scale: float,
-        target_scale: float,
-        has_reference: bool,
-    ) -> Tensor:
-        dim = mean.shape[-1]
-        a, lam = target_scale, min_scale
-        factor_sq = torch.linalg.vector_norm(factor, dim=-1).square_()
-        mean_sq = torch.linalg.vector_norm(mean, dim=-1).square_()
-        factor_dot_mean = torch.linalg.vecdot(factor, mean)
-        target_sq = a * a  # |t|^2, D a^2 for the reference class
-        if has_reference:
-            target_sq = (labels == dim).to(mean.dtype).mul_((dim - 1) * a * a).add_(a * a)
-        # |r|^2 = |mu|^2 - 2 t.mu + |t|^2 and p = c.r = c.t - c.mu, with t = a * (e_y or -1)
-        residual_sq = torch.add(
-            mean_sq, _at_target(mean, labels, has_reference), alpha=-2 * a
-        ).add_(target_sq)
-        residual_sq.clamp_min_(0)
-        factor_dot_residual = torch.add(
-            factor_dot_mean, _at_target(factor, labels, has_reference), alpha=-a
-        ).neg_()
-        shifted = factor_sq + lam
-        inv_shifted_sq = shifted.reciprocal().square_()
-        weight = (shifted + lam).mul_(inv_shifted_sq)  # (s + 2 lambda) / (lambda + s)^2
-        p_sq = factor_dot_residual.square()
-        mahalanobis = torch.addcmul(residual_sq, p_sq, weight, value=-1).div_(lam * lam)
-        mahalanobis = torch.maximum(mahalanobis, residual_sq * inv_shifted_sq)
-        if any(ctx.needs_input_grad[:2]):
-            gamma = factor_dot_residual.mul_(weight).div_(lam * lam)
-            # delta = p^2 (s + 3 lambda) / (lambda^2 (lambda + s)^3) + 2 / (lambda + s)
-            delta = p_sq.mul_(shifted + 2 * lam).mul_(inv_shifted_sq).div_(lam * lam)
-            delta.add_(2.0).div_(shifted)
-            ctx.save_for_backward(mean, factor, labels, gamma, delta)
-        ctx.target_scale, ctx.min_scale, ctx.has_reference = a, lam, has_reference
-        loss = torch.log(shifted).add_(mahalanobis, alpha=0.5)
-        return loss.add_((dim - 1) * math.log(lam))
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(
-        ctx: torch.autograd.function.FunctionCtx, grad: Tensor
-    ) -> tuple[Tensor | None, ...]:
-        mean, factor, labels, gamma, delta = ctx.saved_tensors
-        a, lam, has_reference = ctx.target_scale, ctx.min_scale, ctx.has_reference
-        # dL/dmu = (mu - t) / lambda^2 + gamma c and dL/dc = gamma (mu - t) + delta c, per row
-        # scaled by the incoming gradient; one (B, D) allocation each.
-        grad_mean = (grad / (lam * lam))[:, None]
-        grad_gamma = (grad * gamma)[:, None]
-        d_mean = torch.mul(factor, grad_gamma).addcmul_(mean, grad_mean)
-        _sub_target(d_mean, labels, a * grad_mean, has_reference)
-        d_factor = torch.mul(factor, (grad * delta)[:, None]).addcmul_(mean, grad_gamma)
-        _sub_target(d_factor, labels, a * grad_gamma, has_reference)
-        return d_mean, d_factor, None, None, None, None
-
-
-def _at_target(values: Tensor, labels: Tensor, has_reference: bool) -> Tensor:
-    """``t . x / a`` per row: ``x_y``, or ``-sum(x)`` where ``y = D`` (the reference class of
-    S_C, only without the dummy class: ``has_reference``)."""
-    dim = values.shape[-1]
-    if not has_reference:
-        return values.gather(-1, labels[:, None])[:, 0]
-    at_label = values.gather(-1, labels.clamp_max(dim - 1)[:, None])[:, 0]
-    return torch.where(labels == dim, -values.sum(-1), at_label)
-
-
-def _sub_target(grad: Tensor, labels: Tensor, coef: Tensor, has_reference: bool) -> None:
-    """``grad -= coef * t / a`` in place (``coef`` of shape ``(B, 1)``, ``t`` as in
-    :func:`_at_target`)."""
-    dim = grad.shape[-1]
-    if not has_reference:
-        grad.scatter_add_(-1, labels[:, None], -coef)
-        return
-    is_reference = (labels == dim)[:, None]
-    grad.scatter_add_(-1, labels.clamp_max(dim - 1)[:, None], -coef * ~is_reference)
-    grad.add_(coef * is_reference)
 
 
 def _ln_residual(mean: Tensor, labels: Tensor, params: LogisticNormalParams) -> Tensor:

@@ -27,7 +27,8 @@ from ln_lightning.losses.functional._common import (
     upcast,
     upcast_mean_and_factor,
 )
-from ln_lightning.losses.functional.logistic_normal import gaussian_terms, target_logit_scale
+from ln_lightning.losses.functional.logistic_normal import gaussian_terms
+from ln_lightning.losses.functional.softmax_centered import target_logit_scale
 
 
 @dataclass(frozen=True)

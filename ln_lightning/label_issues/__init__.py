@@ -1,0 +1,74 @@
+"""Which given labels look wrong, and everything a run writes about them, in one package.
+
+* ``rule.py``: the verdict (confident learning, :func:`find_label_issues`), the ranking scores
+  (:func:`mislabel_scores`) and how well they find the labels known to be wrong;
+* ``store.py``: what the pass keeps of each example (:class:`TopClasses`, O(N k) memory), the
+  probability file written row by row (:class:`PredProbsFile`) and the table
+  (:class:`IssueTable`);
+* ``files.py``: ``label_issues.csv`` (and reading it back), ``cleaned_labels.csv``,
+  ``classes.txt``, cleanlab's ``pred_probs.npy`` / ``labels.npy``;
+* ``cautions.py``: why the flags of a run cannot be trusted yet;
+* ``gallery.py``: ``label_issues.html`` and the ``label_issues.png`` contact sheet;
+* ``report.py``: one report from start to end (the pass, the verdict, the files, the summary),
+  which :class:`~ln_lightning.callbacks.MislabelReport` and ``ln-fit-sweep folds`` call.
+
+Everything here is plain tensors and files; only ``report.py`` runs a model.
+"""
+
+from ln_lightning.label_issues.cautions import (
+    MIN_TRUSTED_PER_CLASS,
+    caution_rows,
+    caution_text,
+    cautions,
+)
+from ln_lightning.label_issues.files import (
+    CLASSES_FILE,
+    CLEANING,
+    read_label_issues,
+    write_class_names,
+    write_cleaned_labels,
+    write_cleanlab_inputs,
+    write_label_issues,
+)
+from ln_lightning.label_issues.rule import (
+    SCORES,
+    LabelIssues,
+    detection_metrics,
+    find_label_issues,
+    mislabel_scores,
+    summary,
+)
+from ln_lightning.label_issues.store import (
+    PRED_PROBS,
+    PROB_COLUMNS,
+    TOP_CLASSES,
+    IssueTable,
+    PredProbsFile,
+    TopClasses,
+)
+
+__all__ = [
+    "CLASSES_FILE",
+    "CLEANING",
+    "MIN_TRUSTED_PER_CLASS",
+    "PRED_PROBS",
+    "PROB_COLUMNS",
+    "SCORES",
+    "TOP_CLASSES",
+    "IssueTable",
+    "LabelIssues",
+    "PredProbsFile",
+    "TopClasses",
+    "caution_rows",
+    "caution_text",
+    "cautions",
+    "detection_metrics",
+    "find_label_issues",
+    "mislabel_scores",
+    "read_label_issues",
+    "summary",
+    "write_class_names",
+    "write_cleaned_labels",
+    "write_cleanlab_inputs",
+    "write_label_issues",
+]

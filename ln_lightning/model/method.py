@@ -1,0 +1,144 @@
+"""The bridge between the model and what trains it: the training method.
+
+:class:`NoisyLabelClassifier <ln_lightning.NoisyLabelClassifier>` asks its method, through the
+members of :class:`TrainingMethod`, how to set up, what the network outputs, what a training
+step's loss is, which parameters to optimise and what to do at the start of a fit, an epoch
+and a batch and after an optimiser step. It never asks what kind of method it has.
+
+The simple case is a loss (:class:`LossMethod`): the network's outputs go to the loss, whose
+hooks get a :class:`~ln_lightning.losses.base.TrainingContext` and whose
+:class:`~ln_lightning.losses.base.LossReport` is printed, logged and saved here (a loss does no
+I/O). A training strategy with networks of its own (``model.build_network()``), per-sample
+state (sized by ``model.trainer.datamodule.split("train")``), parameter groups with their own
+learning rates and a pass over the training set at the start of an epoch
+(``model.split_predictions()``, or :func:`ln_lightning.inference.predict_split` over its own
+network) implements the same members.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor
+
+from ln_lightning import outputs
+from ln_lightning.data.dataset import NoisySample
+from ln_lightning.lightning_internals import attached_trainer
+from ln_lightning.losses.base import LossReport, NoisyLabelLoss, TrainingContext
+
+__all__ = ["LossMethod", "TrainingMethod", "report"]
+
+
+class TrainingMethod(Protocol):
+    """What the model asks of the method that trains it (``model`` is the
+    :class:`~ln_lightning.NoisyLabelClassifier`).
+
+    Example:
+        >>> from ln_lightning import NoisyLabelClassifier
+        >>> model = NoisyLabelClassifier(input_shape=(1, 8, 8))
+        >>> method: TrainingMethod = model.method  # a loss: the simple case
+        >>> type(method).__name__, len(method.parameters_to_optimise(model)) > 0
+        ('LossMethod', True)
+    """
+
+    loss: NoisyLabelLoss
+
+    def setup(self, model: Any) -> None:
+        """Before training: build networks and state of its own."""
+
+    def outputs(self, model: Any, inputs: Tensor) -> dict[str, Tensor]:
+        """The head outputs that prediction reads (``loss.predict_proba``)."""
+        ...
+
+    def training_step(
+        self, model: Any, sample: NoisySample, batch_idx: int
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The step's loss, and the network's outputs on the batch (for the metrics)."""
+        ...
+
+    def parameters_to_optimise(self, model: Any) -> list[Any]:
+        """Parameters, or parameter groups (dicts with their own settings), for the optimiser."""
+        ...
+
+    def on_fit_start(self, model: Any) -> None: ...
+
+    def on_train_epoch_start(self, model: Any) -> None: ...
+
+    def on_train_batch_start(self, model: Any, batch_idx: int) -> None: ...
+
+    def after_optimizer_step(self, model: Any) -> None: ...
+
+
+def report(model: Any, loss_report: LossReport | None) -> None:
+    """Print, log and save what a method's hook has to tell (``None``: nothing)."""
+    if loss_report is None:
+        return
+    if loss_report.message:
+        rank_zero_info(loss_report.message)
+    if loss_report.metrics:
+        outputs.log_metrics(model.trainer, loss_report.metrics)
+    for name, table in loss_report.tables.items():
+        outputs.write_table(model.trainer, name, table)
+
+
+class LossMethod:
+    """A loss trains the network: the simple :class:`TrainingMethod`.
+
+    Example:
+        >>> import torch
+        >>> from ln_lightning import CrossEntropy, NoisyLabelClassifier
+        >>> model = NoisyLabelClassifier(loss=CrossEntropy(), input_shape=(1, 8, 8))
+        >>> sample = NoisySample(torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 3]), None, None)
+        >>> loss, outputs = model.method.training_step(model, sample, batch_idx=0)
+        >>> loss.shape, sorted(outputs)
+        (torch.Size([]), ['logits'])
+    """
+
+    def __init__(self, loss: NoisyLabelLoss) -> None:
+        self.loss = loss
+
+    def setup(self, model: Any) -> None:
+        """Nothing: the network was built with the loss's heads."""
+
+    def outputs(self, model: Any, inputs: Tensor) -> dict[str, Tensor]:
+        return model.network(inputs)
+
+    def training_step(
+        self, model: Any, sample: NoisySample, batch_idx: int
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The loss of the network's outputs (and the EMA teacher's, when the loss asks for
+        one, as ``teacher.<head>``) against the given labels."""
+        outputs = model.network.training_outputs(sample.input)
+        return self.loss(outputs, sample.target), outputs
+
+    def parameters_to_optimise(self, model: Any) -> list[Any]:
+        return model.network.trained_parameters()
+
+    def context(self, model: Any, batch_idx: int = 0) -> TrainingContext:
+        """What the loss's hooks may ask of the run, as plain values and callables."""
+        trainer = attached_trainer(model)
+        datamodule = trainer.datamodule if trainer is not None else None
+        batches = trainer.num_training_batches if trainer is not None else 0
+        fraction = batch_idx / batches if 0 < batches < float("inf") else 0.0
+        known = datamodule.true_transition_matrix if datamodule is not None else lambda: None
+        return TrainingContext(
+            epoch=model.current_epoch,
+            training_probabilities=lambda: model.split_predictions().probs,
+            true_transition_matrix=known,
+            elapsed_epochs=model.current_epoch + fraction,
+        )
+
+    def on_fit_start(self, model: Any) -> None:
+        report(model, self.loss.on_fit_start(self.context(model)))
+
+    def on_train_epoch_start(self, model: Any) -> None:
+        report(model, self.loss.on_train_epoch_start(self.context(model)))
+
+    def on_train_batch_start(self, model: Any, batch_idx: int) -> None:
+        self.loss.on_train_batch_start(self.context(model, batch_idx))
+
+    def after_optimizer_step(self, model: Any) -> None:
+        """The EMA teacher's step (before any callback sees the step, so a checkpoint written
+        at this step holds the updated teacher)."""
+        model.network.update_teacher()
