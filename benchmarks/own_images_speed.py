@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for row in rows:
         total = 30 * args.estimate * 0.9 / row["images_per_second"]
         print(
-            f"| {row['recipe']} | {row['seconds_per_epoch']:.1f} | "
+            f"| {row['recipe']} | {row['seconds_per_epoch']:.3g} | "
             f"{row['images_per_second']:.0f} | {total / 60:.0f} min |"
         )
     return rows

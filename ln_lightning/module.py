@@ -206,8 +206,8 @@ class NoisyLabelClassifier(pl.LightningModule):
         check_finite_loss(self, loss, batch, batch_idx)
         with torch.no_grad():
             probs = self.loss.predict_proba(outputs)
-        self.train_metrics.log_step(
-            self, loss, probs, sample.target, self._clean_targets(TRAIN, sample.clean_target)
+        self.train_metrics.update(
+            loss, probs, sample.target, self._clean_targets(TRAIN, sample.clean_target)
         )
         return loss
 

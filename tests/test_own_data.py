@@ -272,7 +272,7 @@ def test_pretrained_weights_from_a_local_file(tmp_path):
 
 def test_a_broken_image_in_the_middle_of_a_run_is_named(tmp_path):
     write_image_files(tmp_path / "images", 3)
-    data = ImageFolderDataModule(root=str(tmp_path / "images"))
+    data = ImageFolderDataModule(root=str(tmp_path / "images"), cache="none")  # read every epoch
     data.setup()
     victim = Path(data.example_ids("train")[int(data.train_set.indices[0])])
     victim.write_bytes(b"gone")

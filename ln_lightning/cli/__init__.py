@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 
-# Idle OpenMP threads sleep instead of spinning. Measured on 2 cores busy with another job: the
-# default digits run took 3x the wall time and 4x the CPU time with spinning threads, and no
-# longer on a quiet machine either way (docs/performance.md). Read by OpenMP when torch loads,
-# hence before any import of torch; a value already set is kept.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Idle OpenMP threads spin briefly (10,000 turns of libgomp, which PyTorch's wheels use) before
+# they sleep. Measured on the digits, 2 cores (benchmarks/wait_policy.py, docs/performance.md):
+# on a quiet machine a step takes 23% less time than with sleeping threads (PASSIVE), on one
+# busy with two other jobs 8% more, where libgomp's own default (a long spin) takes 3x. Read
+# when torch loads, hence before any import of torch; a setting of the user's is kept.
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 import inspect
 import signal

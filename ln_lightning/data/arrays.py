@@ -32,7 +32,8 @@ def dataset_labels(dataset: Dataset) -> Tensor:
 
 
 def load_arrays(path: str | Path) -> dict[str, Any]:
-    """Read an arrays file: ``.npz`` (numpy) or ``.pt`` (``torch.save`` of a dict).
+    """Read an arrays file: ``.npz`` (numpy) or ``.pt`` (``torch.save`` of a dict). Integer
+    inputs (``uint8`` images) become ``float32`` with the same values (scale them yourself).
 
     Raises:
         FileNotFoundError: If the file does not exist.
@@ -67,6 +68,9 @@ def load_arrays(path: str | Path) -> dict[str, Any]:
             converted[key] = torch.as_tensor(
                 np.asarray(value) if not isinstance(value, Tensor) else value
             )
+    for key in ("inputs", "test_inputs"):  # integer pixels (uint8 images): float values as given
+        if key in converted and not converted[key].is_floating_point():
+            converted[key] = converted[key].float()
     return converted
 
 

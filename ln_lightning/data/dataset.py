@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from ln_lightning.labels import check_labels
 
@@ -89,6 +90,52 @@ class NoisyLabelDataset(Dataset):
         if self.transform is not None:
             x = self.transform(x)
         return NoisySample(x, self.noisy_labels[index], self.clean_labels[index], index)
+
+    def __getitems__(self, items: list[int]) -> Sequence[NoisySample]:
+        """The examples of a batch (what ``DataLoader`` asks for), read at once where the inputs
+        allow: a tensor without a transform, or a source with ``batch(indices)`` and a
+        ``batched`` transform with ``batch(inputs)`` (:mod:`ln_lightning.data.image_cache`), as
+        a :class:`SampleBatch`; one by one otherwise. The examples are the same either way."""
+        index = self.indices[torch.as_tensor(items, dtype=torch.long)]
+        read = getattr(self.inputs, "batch", None)
+        if isinstance(self.inputs, Tensor) and self.transform is None:
+            inputs = self.inputs[index]
+        elif callable(read) and getattr(self.transform, "batched", False):
+            inputs = self.transform.batch(read(index))
+        else:
+            return [self[item] for item in items]
+        noisy, clean = self.noisy_labels[index], self.clean_labels[index]
+        return SampleBatch(NoisySample(inputs, noisy, clean, index))
+
+
+class SampleBatch(Sequence):
+    """A batch read at once: a sequence of its examples for any ``collate_fn``, and the batch
+    itself for :func:`collate_samples`, which skips taking it apart and stacking it again.
+
+    Example:
+        >>> import torch
+        >>> batch = SampleBatch(NoisySample(torch.zeros(3, 2), torch.tensor([0, 1, 2]),
+        ...                                 torch.tensor([0, 1, 1]), torch.tensor([5, 6, 7])))
+        >>> len(batch), int(batch[2].clean_target), collate_samples(batch) is batch.sample
+        (3, 1, True)
+    """
+
+    def __init__(self, sample: NoisySample) -> None:
+        self.sample = sample
+
+    def __len__(self) -> int:
+        return len(self.sample.target)
+
+    def __getitem__(self, i: int) -> NoisySample:  # type: ignore[override]
+        return NoisySample(*(field[i] for field in self.sample))
+
+
+def collate_samples(items: Sequence[Any]) -> Any:
+    """The library's ``collate_fn``: a :class:`SampleBatch` as it is, anything else as
+    PyTorch's ``default_collate`` makes it."""
+    if isinstance(items, SampleBatch):
+        return items.sample
+    return default_collate(items)
 
 
 def unpack_batch(batch: Any) -> NoisySample:

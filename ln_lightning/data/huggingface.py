@@ -115,6 +115,8 @@ class HFImageDataModule(TimmImageTransforms, NoisyLabelDataModule):
             image.
         augment: Augment training images with timm's training transform.
         crop_pct: Fraction of the resized image the centre crop keeps (the backbone's default).
+        cache: Decode the images once into memory (``auto``, ``memory``) or read the rows in
+            every epoch (``none``); see :class:`~ln_lightning.data.ImageFolderDataModule`.
         **kwargs: See :class:`~ln_lightning.data.NoisyLabelDataModule`.
 
     Example:
@@ -151,11 +153,12 @@ class HFImageDataModule(TimmImageTransforms, NoisyLabelDataModule):
         grayscale: bool | None = None,
         augment: bool = True,
         crop_pct: float | None = None,
+        cache: str = "auto",
         noise_type: str = "none",
         noise_rate: float = 0.0,
         **kwargs: Any,
     ) -> None:
-        self._image_options(image_size, augment, crop_pct)
+        self._image_options(image_size, augment, crop_pct, cache)
         self.injected = noise_type != "none"  # read by has_real_noise() in the base's checks
         super().__init__(noise_type=noise_type, noise_rate=noise_rate, **kwargs)
         self.path, self.config_name, self.labels_file = path, config_name, labels_file
@@ -258,7 +261,7 @@ class HFImageDataModule(TimmImageTransforms, NoisyLabelDataModule):
         if self.test_split is not None:
             test_inputs, test_labels = self._images(self.test_split), self._labels(self.test_split)
             test_ids = [str(i) for i in range(len(test_labels))]
-        return DataSplits(
+        splits = DataSplits(
             train_inputs=self._images(self.train_split, rows.tolist()),
             # Injected noise corrupts the given labels, which are then the truth.
             train_labels=given if self.injected else unknown,
@@ -269,3 +272,4 @@ class HFImageDataModule(TimmImageTransforms, NoisyLabelDataModule):
             train_ids=[str(int(i)) for i in rows],
             test_ids=test_ids,
         )
+        return self.cache_splits(splits)

@@ -8,14 +8,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import timm.data
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
-from PIL import Image
-from torch import nn
 
-from ln_lightning.data.base import NoisyLabelDataModule, Transform
+from ln_lightning.data.base import NoisyLabelDataModule
 from ln_lightning.data.dataset import NoisyLabelDataset
+from ln_lightning.data.image_transforms import (
+    GREY_MODES,
+    TimmImageTransforms,
+    first_image_mode,
+    image_data_config,
+    image_eval_transform,
+)
 from ln_lightning.data.images import (
     IMAGE_CHECKS,
     IMAGE_SUFFIXES,
@@ -32,107 +36,13 @@ from ln_lightning.data.splits import DataSplits
 from ln_lightning.labels import UNKNOWN
 from ln_lightning.registry import register_datamodule
 
-__all__ = ["ImageFolderDataModule", "image_data_config", "image_eval_transform"]
-
-#: PIL modes read as one channel.
-GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
-
-
-def first_image_mode(paths: Sequence[Path]) -> str:
-    """The PIL mode of the first image that opens (``"RGB"`` when none does: the unreadable
-    ones are named when the data is set up)."""
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                return image.mode
-        except (OSError, ValueError):
-            continue
-    return "RGB"
-
-
-def image_data_config(
-    backbone: nn.Module | None, input_shape: Sequence[int], crop_pct: float | None = None
-) -> dict[str, Any]:
-    """timm's data config of ``backbone`` (mean, standard deviation, interpolation, crop
-    fraction; ``timm.data.resolve_model_data_config``) for images of ``input_shape`` ``(C, H,
-    W)``, with ``crop_pct`` when given; one channel keeps the mean of the three means and
-    standard deviations. timm's defaults (ImageNet statistics) without a backbone."""
-    if isinstance(backbone, nn.Module):
-        config = timm.data.resolve_model_data_config(backbone)
-    else:
-        config = timm.data.resolve_data_config({"input_size": tuple(input_shape)})
-    config = dict(config, input_size=tuple(input_shape))
-    if crop_pct is not None:
-        config["crop_pct"] = crop_pct
-    if input_shape[0] == 1 and len(config["mean"]) == 3:
-        config["mean"] = (sum(config["mean"]) / 3,)
-        config["std"] = (sum(config["std"]) / 3,)
-    return config
-
-
-def image_eval_transform(
-    backbone: nn.Module | None, input_shape: Sequence[int], crop_pct: float | None = None
-) -> Transform:
-    """timm's evaluation transform (resize, centre crop, normalise) of
-    :func:`image_data_config`: what ``ImageFolderDataModule`` applies to validation, test and
-    new images."""
-    return timm.data.create_transform(
-        **image_data_config(backbone, input_shape, crop_pct), is_training=False
-    )
-
-
-class TimmImageTransforms:
-    """timm's transforms and the inference settings of a data module of images.
-
-    Needs the attributes ``image_size``, ``grayscale``, ``augment``, ``crop_pct``,
-    ``input_shape``, ``class_names`` and ``batch_size`` (and ``trainer`` once attached);
-    :class:`ImageFolderDataModule` and :class:`~ln_lightning.data.HFImageDataModule` share it.
-
-    Example:
-        >>> from ln_lightning.data import ImageFolderDataModule
-        >>> issubclass(ImageFolderDataModule, TimmImageTransforms)
-        True
-    """
-
-    image_size: int
-    grayscale: bool
-    augment: bool
-    crop_pct: float | None
-    input_shape: tuple[int, ...]
-    class_names: Sequence[str] | None
-    batch_size: int
-
-    def _image_options(self, image_size: int, augment: bool, crop_pct: float | None) -> None:
-        """Check and keep the options every image data module takes."""
-        if image_size < 8:
-            raise ValueError(f"image_size must be at least 8 pixels; got {image_size}.")
-        if crop_pct is not None and not 0.0 < crop_pct <= 1.0:
-            raise ValueError(f"crop_pct must lie in (0, 1]; got {crop_pct}.")
-        self.image_size, self.augment, self.crop_pct = image_size, augment, crop_pct
-
-    def data_config(self, backbone: nn.Module | None = None) -> dict[str, Any]:
-        """timm's data config for the backbone (the trainer's model's by default) at
-        ``image_size`` (timm's defaults without one); see :func:`image_data_config`."""
-        if backbone is None:
-            trainer = getattr(self, "trainer", None)
-            backbone = getattr(getattr(trainer, "lightning_module", None), "backbone", None)
-        return image_data_config(backbone, self.input_shape, self.crop_pct)
-
-    def train_transform(self) -> Transform | None:
-        return timm.data.create_transform(**self.data_config(), is_training=self.augment)
-
-    def eval_transform(self, backbone: nn.Module | None = None) -> Transform | None:
-        return timm.data.create_transform(**self.data_config(backbone), is_training=False)
-
-    def inference_settings(self) -> dict[str, Any]:
-        """Classes, image size, channels and crop: what prediction needs from training."""
-        return {
-            "classes": list(self.class_names or []),
-            "image_size": self.image_size,
-            "grayscale": self.grayscale,
-            "crop_pct": self.crop_pct,
-            "batch_size": self.batch_size,
-        }
+__all__ = [
+    "GREY_MODES",
+    "ImageFolderDataModule",
+    "TimmImageTransforms",
+    "image_data_config",
+    "image_eval_transform",
+]
 
 
 @register_datamodule("image_folder", config="zoo/configs/own/images.yaml")
@@ -173,6 +83,10 @@ class ImageFolderDataModule(TimmImageTransforms, NoisyLabelDataModule):
         augment: Augment training images with timm's training transform.
         crop_pct: Fraction of the resized image the centre crop keeps; the backbone's own by
             default (timm's 0.875 or the pretrained config's); 1.0 keeps it all.
+        cache: ``auto``: decode the images once into memory when they all have one size and
+            fit a quarter of the machine's memory (the log says which, with the size);
+            ``memory``: whenever they have one size; ``none``: read the files in every epoch
+            (:mod:`ln_lightning.data.image_cache`).
         skip_unreadable: Leave out images that cannot be read (counted and named) instead of
             stopping with an error.
         check_images: How set-up finds unreadable images (:data:`IMAGE_CHECKS`): ``header``
@@ -205,6 +119,7 @@ class ImageFolderDataModule(TimmImageTransforms, NoisyLabelDataModule):
         grayscale: bool | None = None,
         augment: bool = True,
         crop_pct: float | None = None,
+        cache: str = "auto",
         skip_unreadable: bool = False,
         check_images: str = "header",
         noise_type: str = "none",
@@ -223,7 +138,7 @@ class ImageFolderDataModule(TimmImageTransforms, NoisyLabelDataModule):
             )
         if test_root is not None and test_labels_file is not None:
             raise ValueError("give the test set as test_root or as test_labels_file, not both.")
-        self._image_options(image_size, augment, crop_pct)
+        self._image_options(image_size, augment, crop_pct, cache)
         if check_images not in IMAGE_CHECKS:
             raise ValueError(f"check_images must be one of {IMAGE_CHECKS}; got {check_images!r}.")
         self.injected = noise_type != "none"  # read by has_real_noise() in the base's checks
@@ -366,7 +281,7 @@ class ImageFolderDataModule(TimmImageTransforms, NoisyLabelDataModule):
             test = self._readable(self.test_images, "test")
             test_inputs, test_labels = self._files(test.paths), self._indices(test.labels)
             test_ids = [str(p) for p in test.paths]
-        return DataSplits(
+        splits = DataSplits(
             train_inputs=self._files(train.paths),
             # Injected noise corrupts the given labels, which are then the truth; otherwise the
             # given labels are the noisy ones and the truth is what clean_label says, if anything.
@@ -378,6 +293,7 @@ class ImageFolderDataModule(TimmImageTransforms, NoisyLabelDataModule):
             train_ids=[str(p) for p in train.paths],
             test_ids=test_ids,
         )
+        return self.cache_splits(splits)
 
     def _predict_paths(self) -> list[Path]:
         folder = Path(self.predict_root).expanduser()

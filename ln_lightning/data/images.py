@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import multiprocessing
 import os
+import struct
 import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -29,6 +30,7 @@ __all__ = [
     "LabelledImages",
     "doubtful_classes",
     "image_files",
+    "read_image",
     "read_labels_file",
     "scan_image_folder",
     "unreadable_images",
@@ -70,17 +72,22 @@ class ImageFiles(Dataset):
         return self.root / self.keys[index]
 
     def __getitem__(self, index: int) -> Image.Image:
-        path = self.path(index)
-        try:
-            with Image.open(path) as image:
-                return image.convert(self.mode)
-        except (OSError, UnidentifiedImageError) as error:
-            raise ValueError(
-                f"cannot read the image {path}: {error}. Remove or replace it, or find every "
-                "such file before training with --data.check_images decode (set-up checks only "
-                "the headers by default) and leave them out with --data.skip_unreadable true; "
-                "--ckpt_path last continues the run from its last checkpoint."
-            ) from None
+        return read_image(self.path(index), self.mode)
+
+
+def read_image(path: str | Path, mode: str) -> Image.Image:
+    """The image file decoded and converted to ``mode``, or a ``ValueError`` naming it and what
+    to do (a file cut short passes the header check and fails only here)."""
+    try:
+        with Image.open(path) as image:
+            return image.convert(mode)
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, struct.error) as error:
+        raise ValueError(
+            f"cannot read the image {path}: {error}. Remove or replace it, or find every "
+            "such file before training with --data.check_images decode (set-up checks only "
+            "the headers by default) and leave them out with --data.skip_unreadable true; "
+            "--ckpt_path last continues the run from its last checkpoint."
+        ) from None
 
 
 @dataclass

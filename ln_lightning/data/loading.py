@@ -12,6 +12,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ln_lightning import resume
+from ln_lightning.data.dataset import collate_samples
 
 __all__ = ["default_workers", "file_workers", "make_loader", "run_on_rank_zero"]
 
@@ -27,15 +28,16 @@ def file_workers(num_workers: int | None) -> int:
 
 
 def default_workers(num_workers: int | None, inputs: Any) -> int:
-    """A loader's worker processes: ``num_workers``, else none for inputs held in memory as a
-    tensor (workers only add copying) and :func:`file_workers` for inputs read from files.
+    """A loader's worker processes: ``num_workers``, else none for inputs held in memory (a
+    tensor, decoded images: workers only add copying) and :func:`file_workers` for inputs read
+    from files.
 
     Example:
         >>> import torch
         >>> default_workers(None, torch.zeros(3)), default_workers(2, torch.zeros(3))
         (0, 2)
     """
-    if num_workers is None and isinstance(inputs, Tensor):
+    if num_workers is None and (isinstance(inputs, Tensor) or getattr(inputs, "in_memory", False)):
         return 0
     return file_workers(num_workers)
 
@@ -56,6 +58,7 @@ def make_loader(
         stack.enter_context(resume.resume_sampler(sampler, position, batch_size))
     return DataLoader(
         dataset,
+        collate_fn=collate_samples,
         batch_size=batch_size,
         shuffle=train and sampler is None,
         sampler=sampler,

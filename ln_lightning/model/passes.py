@@ -7,6 +7,7 @@ from typing import Any
 
 from torch.utils.data import DataLoader
 
+from ln_lightning.data.dataset import collate_samples
 from ln_lightning.inference import ImagePredictions, SplitPredictions, predict_images, predict_split
 from ln_lightning.lightning_internals import attached_trainer
 
@@ -55,7 +56,9 @@ class SplitPasses:
         datamodule = self._datamodule(model, datamodule)
         if datamodule is not None:
             dataset = datamodule.split(split, eval_transform=True)
-            return DataLoader(dataset, batch_size=datamodule.batch_size, shuffle=False)
+            return DataLoader(
+                dataset, batch_size=datamodule.batch_size, shuffle=False, collate_fn=collate_samples
+            )
         if split == "train" and trainer is not None and trainer.train_dataloader is not None:
             return trainer.train_dataloader
         raise ValueError(

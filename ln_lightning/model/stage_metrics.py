@@ -106,32 +106,34 @@ class TrainMetrics(nn.Module):
             if isinstance(metric, Metric)
         }
 
-    def log_step(
-        self,
-        module: pl.LightningModule,
-        loss: Tensor,
-        probs: Tensor,
-        targets: Tensor,
-        clean_targets: Tensor | None,
+    def update(
+        self, loss: Tensor, probs: Tensor, targets: Tensor, clean_targets: Tensor | None
     ) -> None:
+        """Add a training step. Nothing is logged per step: a call of ``self.log`` costs about
+        as much as the metric's update (measured on the digits), so the epoch's values are
+        logged once, by :meth:`log_epoch_end`."""
         self.loss_mean.update(loss.detach(), weight=len(targets))
-        module.log(
-            metric_name(TRAIN, "loss"), self.loss_mean, on_epoch=True, on_step=False,
-            prog_bar=True,
-        )  # fmt: skip
-        self.accuracies.log(module, probs, targets, clean_targets)
+        self.accuracies.noisy.update(probs, targets)
         if clean_targets is not None:
+            self.accuracies.clean.update(probs, clean_targets)
             self.noise_split.update(probs, targets, clean_targets)
 
     def log_epoch_end(self, module: pl.LightningModule) -> None:
+        """Log the epoch's values (each ``compute`` sums the states of every DDP rank, so
+        ``sync_dist`` only averages equal values) and start the next epoch afresh."""
+        values = {"loss": self.loss_mean, "acc_noisy": self.accuracies.noisy,
+                  "acc_clean": self.accuracies.clean}  # fmt: skip
+        logged = {metric_name(TRAIN, k): m.compute() for k, m in values.items() if m.update_called}
         if self.noise_split.update_called:
-            values = self.noise_split.compute()
-            # compute() already summed the counts of all ranks; sync_dist only averages equals.
-            module.log_dict(
-                {metric_name(TRAIN, k): v for k, v in values.items() if not v.isnan()},
-                sync_dist=True,
-            )
-        self.noise_split.reset()
+            split = self.noise_split.compute()
+            logged |= {metric_name(TRAIN, k): v for k, v in split.items() if not v.isnan()}
+        loss = logged.pop(metric_name(TRAIN, "loss"), None)
+        if loss is not None:
+            module.log(metric_name(TRAIN, "loss"), loss, prog_bar=True, sync_dist=True)
+        if logged:
+            module.log_dict(logged, sync_dist=True)
+        for metric in self.epoch_metrics().values():
+            metric.reset()
 
 
 class ValMetrics(nn.Module):

@@ -358,10 +358,13 @@ def test_loader_defaults_workers_by_kind_of_data_and_pins_only_for_a_gpu(tmp_pat
     digits.setup()
     assert digits.loader_workers(digits.train_set) == 0  # tensors in memory
     write_image_files(tmp_path / "images", 4)
-    images = ImageFolderDataModule(root=str(tmp_path / "images"))
+    images = ImageFolderDataModule(root=str(tmp_path / "images"), cache="none")
     images.setup()
     expected = max(0, min(8, (os.cpu_count() or 1) - 1))
     assert images.loader_workers(images.train_set) == expected  # files to decode
+    cached = ImageFolderDataModule(root=str(tmp_path / "images"))  # cache="auto"
+    cached.setup()
+    assert cached.loader_workers(cached.train_set) == 0  # decoded once, held in memory
     assert ImageFolderDataModule(root=str(tmp_path / "images"), num_workers=3).num_workers == 3
     digits.trainer = pl.Trainer(accelerator="cpu", logger=False)
     assert not digits.train_dataloader().pin_memory  # pinned only when training on CUDA

@@ -104,7 +104,8 @@ def test_a_file_cut_short_is_named_when_met_and_check_images_decode_finds_it_fir
     write_image_files(tmp_path / "images", 6)
     circle = tmp_path / "images" / "circle"
     (circle / "cut.png").write_bytes((circle / "circle_000.png").read_bytes()[:60])
-    data = ImageFolderDataModule(root=str(tmp_path / "images"), image_size=16, augment=False)
+    root = str(tmp_path / "images")
+    data = ImageFolderDataModule(root=root, image_size=16, augment=False, cache="none")
     data.setup()  # the header is fine
     position = data.example_ids("train").index(str((circle / "cut.png").resolve()))
     with pytest.raises(
@@ -112,6 +113,9 @@ def test_a_file_cut_short_is_named_when_met_and_check_images_decode_finds_it_fir
         match=r"cut\.png.*find every such file before training with --data\.check_images decode",
     ):
         data.split("train").inputs[position]
+    cached = ImageFolderDataModule(root=root, image_size=16, augment=False)  # cache="auto"
+    with pytest.raises(ValueError, match=r"cannot read the image .*cut\.png"):
+        cached.setup()  # decoding once into memory finds it at set-up
     checked = ImageFolderDataModule(
         root=str(tmp_path / "images"), check_images="decode", skip_unreadable=True, num_workers=0
     )

@@ -1,0 +1,253 @@
+"""Decoded images in memory: images read from their files once, not in every epoch.
+
+Small images (scans, thumbnails, exports of a data set) cost more to decode than to train on:
+20,000 28x28 PNG files are 16 MB once decoded, and reading them again in every epoch doubled
+the time of a run. ``--data.cache`` (:data:`CACHE_MODES`) decodes them once into one ``uint8``
+tensor ``(N, C, H, W)``, :class:`CachedImages`, when every image has the same size (``auto``:
+and the tensor fits :func:`memory_budget`), and the transforms then run on tensors
+(:class:`TensorTransform`, torchvision's v2): the evaluation one on whole batches at once, the
+training augmentation per image with the same random crops, flips and colour jitter as timm's
+transform on the files.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision.transforms import InterpolationMode, v2
+
+from ln_lightning.data.images import read_image
+
+__all__ = [
+    "CACHE_MODES",
+    "MEMORY_SHARE",
+    "CachedImages",
+    "TensorTransform",
+    "cache_images",
+    "decode_images",
+    "memory_budget",
+]
+
+#: ``auto``: cache when every image has one size and the decoded tensor fits the budget;
+#: ``memory``: cache whenever every image has one size; ``none``: read the files every epoch.
+CACHE_MODES = ("auto", "memory", "none")
+#: The share of the machine's memory ``auto`` lets a cache take.
+MEMORY_SHARE = 0.25
+#: Images decoded by one worker process at a time.
+DECODE_CHUNK = 1024
+
+
+def memory_budget(share: float = MEMORY_SHARE) -> int:
+    """``share`` of the machine's physical memory, in bytes."""
+    return int(share * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+class CachedImages(Dataset):
+    """Images decoded once, as one ``uint8`` tensor ``(N, C, H, W)``; item ``i`` is the image
+    ``(C, H, W)``, :meth:`batch` a batch of them.
+
+    Example:
+        >>> import torch
+        >>> images = CachedImages(torch.zeros(5, 1, 28, 28, dtype=torch.uint8))
+        >>> len(images), images[0].shape, images.batch(torch.tensor([0, 3])).shape, images.nbytes
+        (5, torch.Size([1, 28, 28]), torch.Size([2, 1, 28, 28]), 3920)
+    """
+
+    #: Held in memory: the loaders read it in this process (workers would only copy it).
+    in_memory = True
+
+    def __init__(self, pixels: Tensor) -> None:
+        if pixels.dtype != torch.uint8 or pixels.ndim != 4:
+            raise ValueError(
+                f"pixels must be uint8 (N, C, H, W); got {pixels.dtype}, {pixels.ndim}-D."
+            )
+        self.pixels = pixels
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def __getitem__(self, index: int) -> Tensor:
+        return self.pixels[index]
+
+    def batch(self, indices: Tensor) -> Tensor:
+        """The images of ``indices``, ``(B, C, H, W)``."""
+        return self.pixels[indices]
+
+    @property
+    def nbytes(self) -> int:
+        return self.pixels.numel()
+
+
+def _decode_paths(paths: Sequence[str], mode: str) -> tuple[np.ndarray | None, str]:
+    """The images of ``paths`` as one ``uint8`` array ``(n, H, W, C)``, or ``None`` and why."""
+    arrays, size = [], None
+    for path in paths:
+        array = np.asarray(read_image(path, mode))
+        if size is None:
+            size = array.shape
+        elif array.shape != size:
+            return None, f"{path} is {array.shape[1]}x{array.shape[0]}, others {size[1]}x{size[0]}"
+        arrays.append(array)
+    stacked = np.stack(arrays)
+    return (stacked[..., None] if stacked.ndim == 3 else stacked), ""
+
+
+def decode_images(source: Any, workers: int = 0) -> tuple[Tensor | None, str]:
+    """Every image of ``source`` (a dataset of PIL images; image files are decoded by
+    ``workers`` forked processes on Linux) as one ``uint8`` tensor ``(N, C, H, W)``, or
+    ``None`` and why not (the images differ in size).
+
+    Example:
+        >>> import tempfile
+        >>> from ln_lightning.data.images import ImageFiles
+        >>> from ln_lightning.data.synthetic import write_image_files
+        >>> root = tempfile.mkdtemp()
+        >>> paths, _, _ = write_image_files(root, per_class=2)
+        >>> pixels, _ = decode_images(ImageFiles(root, [str(p) for p in paths], mode="L"))
+        >>> pixels.shape, pixels.dtype
+        (torch.Size([6, 1, 16, 16]), torch.uint8)
+    """
+    paths = getattr(source, "keys", None)
+    if paths is not None and hasattr(source, "path"):  # files: decode them in processes
+        names = [str(source.path(i)) for i in range(len(source))]
+        chunks = [names[i : i + DECODE_CHUNK] for i in range(0, len(names), DECODE_CHUNK)]
+        if workers >= 2 and len(chunks) >= 2 and sys.platform == "linux":
+            context = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=context) as pool:
+                parts = list(pool.map(_decode_paths, chunks, [source.mode] * len(chunks)))
+        else:
+            parts = [_decode_paths(chunk, source.mode) for chunk in chunks]
+    else:
+        images = [np.asarray(source[i]) for i in range(len(source))]
+        sizes = {image.shape for image in images}
+        if len(sizes) > 1:
+            return None, f"the images have {len(sizes)} sizes"
+        stacked = np.stack(images)
+        parts = [(stacked[..., None] if stacked.ndim == 3 else stacked, "")]
+    for array, why in parts:
+        if array is None:
+            return None, why
+    if len({array.shape[1:] for array, _ in parts}) > 1:
+        return None, "the images differ in size"
+    pixels = np.concatenate([array for array, _ in parts])
+    return torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous(), ""
+
+
+def megabytes(size: int) -> str:
+    """``15.7 MB`` (``0.02 MB`` below a tenth)."""
+    return f"{size / 1e6:,.1f} MB" if size >= 1e5 else f"{size / 1e6:.2f} MB"
+
+
+def _first_size(source: Any) -> tuple[int, ...]:
+    array = np.asarray(source[0])
+    return (*array.shape[:2], 1 if array.ndim == 2 else array.shape[2])
+
+
+def cache_images(
+    source: Any, mode: str, workers: int = 0, budget: int | None = None
+) -> tuple[CachedImages | None, str]:
+    """``source`` decoded into memory as :class:`CachedImages` when ``mode`` says so, with a
+    sentence for the log; ``None`` (stream from the files) with the reason otherwise.
+
+    Raises:
+        ValueError: ``mode="memory"`` and the images differ in size.
+    """
+    if mode not in CACHE_MODES:
+        raise ValueError(f"cache must be one of {CACHE_MODES}; got {mode!r}.")
+    if mode == "none" or len(source) == 0:
+        return None, "read from the files in every epoch (--data.cache none)"
+    height, width, channels = _first_size(source)
+    size = len(source) * height * width * channels
+    budget = memory_budget() if budget is None else budget
+    if mode == "auto" and size > budget:
+        return None, (
+            f"read from the files in every epoch: decoded they would take {megabytes(size)}, "
+            f"more than the cache's budget ({MEMORY_SHARE:.0%} of this machine's memory, "
+            f"{megabytes(budget)}); --data.cache memory caches them anyway"
+        )
+    pixels, why = decode_images(source, workers)
+    if pixels is None:
+        if mode == "memory":
+            raise ValueError(
+                f"--data.cache memory needs images of one size, and {why}: resize them, or use "
+                "--data.cache auto (it reads such images from their files)."
+            )
+        return None, f"read from the files in every epoch: {why}"
+    return CachedImages(pixels), (
+        f"decoded once into memory ({megabytes(pixels.numel())}, uint8; --data.cache none "
+        "reads the files in every epoch instead)"
+    )
+
+
+def _interpolation(name: str) -> InterpolationMode:
+    return {"bilinear": InterpolationMode.BILINEAR, "nearest": InterpolationMode.NEAREST}.get(
+        name, InterpolationMode.BICUBIC
+    )
+
+
+class TensorTransform:
+    """timm's transform of a data config (``timm.data.create_transform``) on ``uint8`` image
+    tensors, with torchvision's v2: for evaluation, resize to ``size / crop_pct`` and centre
+    crop (on whole batches at once, :meth:`batch`); for training, timm's random resized crop
+    (scale 0.08-1, ratio 3/4-4/3), horizontal flip and colour jitter 0.4, per image; then
+    scaled to [0, 1] and normalised. PIL images are accepted too.
+
+    Example:
+        >>> import torch
+        >>> config = {"input_size": (1, 28, 28), "interpolation": "bicubic", "mean": (0.5,),
+        ...           "std": (0.5,), "crop_pct": 1.0}
+        >>> evaluate = TensorTransform(config, training=False)
+        >>> images = torch.full((4, 1, 28, 28), 255, dtype=torch.uint8)
+        >>> evaluate.batch(images).shape, evaluate.batch(images).max().item()
+        (torch.Size([4, 1, 28, 28]), 1.0)
+        >>> TensorTransform(config, training=True)(images[0]).shape
+        torch.Size([1, 28, 28])
+    """
+
+    def __init__(self, config: dict[str, Any], training: bool) -> None:
+        size = tuple(config["input_size"][1:])
+        interpolation = _interpolation(config.get("interpolation", "bicubic"))
+        if training:
+            steps: list[Any] = [
+                v2.RandomResizedCrop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+                                     interpolation=interpolation, antialias=True),
+                v2.RandomHorizontalFlip(0.5),
+                v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4),
+            ]  # fmt: skip
+        else:
+            scale = int(size[0] / config.get("crop_pct", 1.0))
+            steps = [
+                v2.Resize(scale, interpolation=interpolation, antialias=True),
+                v2.CenterCrop(size),
+            ]
+        self.training = training
+        #: Whether :meth:`batch` may transform a whole batch (evaluation: no random draw).
+        self.batched = not training
+        self.geometry = v2.Compose([v2.ToImage(), *steps])
+        self.normalise = v2.Compose(
+            [v2.ToDtype(torch.float32, scale=True),
+             v2.Normalize(list(config["mean"]), list(config["std"]))]
+        )  # fmt: skip
+
+    def __call__(self, image: Tensor | Image.Image) -> Tensor:
+        return self.normalise(self.geometry(image))
+
+    def batch(self, images: Tensor) -> Tensor:
+        """The evaluation transform of a whole batch ``(B, C, H, W)`` at once (a training
+        transform draws per image: one draw for the batch would crop every image alike)."""
+        if not self.batched:
+            raise ValueError("a training transform draws per image; call it on each.")
+        return self.normalise(self.geometry(images))
+
+    def __repr__(self) -> str:
+        return f"TensorTransform(training={self.training}, {self.geometry}, {self.normalise})"
