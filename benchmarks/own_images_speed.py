@@ -105,9 +105,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print("| --- | --- | --- | --- |")
     for row in rows:
         total = 30 * args.estimate * 0.9 / row["images_per_second"]
+        estimate = f"{total / 60:.0f} min" if total >= 120 else f"{total:.0f} s"
         print(
             f"| {row['recipe']} | {row['seconds_per_epoch']:.3g} | "
-            f"{row['images_per_second']:.0f} | {total / 60:.0f} min |"
+            f"{row['images_per_second']:.0f} | {estimate} |"
         )
     return rows
 

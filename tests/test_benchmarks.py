@@ -173,7 +173,7 @@ def test_own_images_speed(script, capsys):
     )
     assert [r["recipe"] for r in rows] == ["small"] and rows[0]["seconds_per_epoch"] > 0
     (row,) = table_rows(capsys.readouterr().out, "small")
-    assert float(row[1]) > 0 and float(row[2]) > 0 and row[3].endswith("min")
+    assert float(row[1]) > 0 and float(row[2]) > 0 and row[3].endswith(("min", " s"))
 
 
 def test_gallery_speed(script, capsys):
@@ -210,3 +210,30 @@ def test_label_issue_memory(script, capsys):
     stream, written, held = (int(row[6]) for row in rows)
     assert stream == written and abs(held - stream) <= int(rows[0][7])  # but the undecided
     assert float(rows[1][5]) >= 0 and float(rows[0][4]) > 0  # a pred_probs file, a CSV
+
+
+@pytest.mark.slow  # three ln-fit runs and three plain loops
+def test_product_vs_loop(script, capsys):
+    rows = script("product_vs_loop").main(
+        ["--images", "300", "--test-images", "60", "--plain-evaluation", "60", "--epochs", "1",
+         "--digits-epochs", "2"]
+    )  # fmt: skip
+    assert [r["workload"] for r in rows] == ["small-images", "main-job", "arrays"]
+    for row in rows:
+        assert row["ratio"] == pytest.approx(row["fit_wall"] / row["plain_wall"])
+        phases = row["phases"]
+        assert {"start-up", "training", "validation", "label issues", "test"} <= set(phases)
+        assert sum(phases[p] for p in ("start-up", "training", "validation")) <= row["fit_wall"]
+    out = capsys.readouterr().out
+    (main_job,) = table_rows(out, "main-job")
+    assert main_job[5].startswith("1.5x ")  # the target and whether it was met
+    assert "Importing ln_lightning.cli alone takes" in out
+
+
+@pytest.mark.slow  # six trainings, three beside spinning processes
+def test_wait_policy(script, capsys):
+    table = script("wait_policy").main(["--epochs", "1", "--busy", "1"])
+    assert set(table) == {"PASSIVE (sleep at once)", "GOMP_SPINCOUNT=10000 (ln-fit's)",
+                          "libgomp's default (spin long)"}  # fmt: skip
+    assert all(row["quiet"] > 0 and row["busy"] > 0 for row in table.values())
+    assert len(table_rows(capsys.readouterr().out, "PASSIVE (sleep at once)")) == 1

@@ -6,12 +6,14 @@ import os
 
 # Idle OpenMP threads spin briefly (10,000 turns of libgomp, which PyTorch's wheels use) before
 # they sleep. Measured on the digits, 2 cores (benchmarks/wait_policy.py, docs/performance.md):
-# on a quiet machine a step takes 23% less time than with sleeping threads (PASSIVE), on one
-# busy with two other jobs 8% more, where libgomp's own default (a long spin) takes 3x. Read
-# when torch loads, hence before any import of torch; a setting of the user's is kept.
+# on a quiet machine a step takes 31% less time than with sleeping threads (PASSIVE) and as
+# long as with libgomp's long default spin; on one busy with two other jobs 20% more than
+# PASSIVE, where the default takes 60% more. Read when torch loads, hence before any import of
+# torch; a setting of the user's is kept.
 if "OMP_WAIT_POLICY" not in os.environ:
     os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
+import gc
 import inspect
 import signal
 import sys
@@ -315,6 +317,11 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> LNLightningCLI:
 
 def main() -> None:
     """Entry point of the ``ln-fit`` console script."""
+    # The objects of the imported libraries (torch, Lightning, timm: millions) live as long as
+    # the process: frozen, no garbage collection walks them again, during the run or at exit,
+    # where the interpreter's last collection took 1.3 s (benchmarks/product_vs_loop.py). Only
+    # the collector skips them; they are released and every exit handler runs as usual.
+    gc.freeze()
     with quiet_libraries():
         try:
             run_cli()
