@@ -93,15 +93,14 @@ class NoisyLabelDataset(Dataset):
 
     def __getitems__(self, items: list[int]) -> Sequence[NoisySample]:
         """The examples of a batch (what ``DataLoader`` asks for), read at once where the inputs
-        allow: a tensor without a transform, or a source with ``batch(indices)`` and a
-        ``batched`` transform with ``batch(inputs)`` (:mod:`ln_lightning.data.image_cache`), as
-        a :class:`SampleBatch`; one by one otherwise. The examples are the same either way."""
+        allow: a tensor without a transform, or images in memory with a ``batched`` transform
+        (:mod:`ln_lightning.data.image_cache`), as a :class:`SampleBatch`; one by one
+        otherwise. The examples are the same either way."""
         index = self.indices[torch.as_tensor(items, dtype=torch.long)]
-        read = getattr(self.inputs, "batch", None)
         if isinstance(self.inputs, Tensor) and self.transform is None:
             inputs = self.inputs[index]
-        elif callable(read) and getattr(self.transform, "batched", False):
-            inputs = self.transform.batch(read(index))
+        elif getattr(self.inputs, "in_memory", False) and getattr(self.transform, "batched", False):
+            inputs = self.transform.batch_from(self.inputs, index)
         else:
             return [self[item] for item in items]
         noisy, clean = self.noisy_labels[index], self.clean_labels[index]

@@ -72,6 +72,13 @@ class CachedImages(Dataset):
                 f"pixels must be uint8 (N, C, H, W); got {pixels.dtype}, {pixels.ndim}-D."
             )
         self.pixels = pixels
+        self._views: dict[Any, Tensor] = {}
+
+    def view(self, key: Any, make: Any) -> Tensor:
+        """``make(pixels)``, computed once per ``key`` (the evaluation view of a transform)."""
+        if key not in self._views:
+            self._views[key] = make(self.pixels)
+        return self._views[key]
 
     def __len__(self) -> int:
         return len(self.pixels)
@@ -196,20 +203,26 @@ def _interpolation(name: str) -> InterpolationMode:
 
 
 class TensorTransform:
-    """timm's transform of a data config (``timm.data.create_transform``) on ``uint8`` image
-    tensors, with torchvision's v2: for evaluation, resize to ``size / crop_pct`` and centre
-    crop (on whole batches at once, :meth:`batch`); for training, timm's random resized crop
-    (scale 0.08-1, ratio 3/4-4/3), horizontal flip and colour jitter 0.4, per image; then
-    scaled to [0, 1] and normalised. PIL images are accepted too.
+    """timm's transform of a data config (``timm.data.create_transform``) for images decoded in
+    memory.
+
+    For evaluation: timm's own resize to ``size / crop_pct`` and centre crop (on PIL images, as
+    from the files), applied once per cache to every image (:meth:`batch_from` then only
+    normalises the batch it reads), so the examples are the files' to the bit. For training:
+    timm's random resized crop (scale 0.08-1, ratio 3/4-4/3), horizontal flip and colour
+    jitter 0.4, per image on ``uint8`` tensors with torchvision's v2 (the same distribution of
+    crops, flips and jitter as timm's transform of the files, not the same draws). Both then
+    scale to [0, 1] and normalise as timm does. PIL images and tensors are accepted one by one.
 
     Example:
         >>> import torch
         >>> config = {"input_size": (1, 28, 28), "interpolation": "bicubic", "mean": (0.5,),
         ...           "std": (0.5,), "crop_pct": 1.0}
         >>> evaluate = TensorTransform(config, training=False)
-        >>> images = torch.full((4, 1, 28, 28), 255, dtype=torch.uint8)
-        >>> evaluate.batch(images).shape, evaluate.batch(images).max().item()
-        (torch.Size([4, 1, 28, 28]), 1.0)
+        >>> images = CachedImages(torch.full((4, 1, 28, 28), 255, dtype=torch.uint8))
+        >>> batch = evaluate.batch_from(images, torch.tensor([0, 2]))
+        >>> batch.shape, batch.max().item()
+        (torch.Size([2, 1, 28, 28]), 1.0)
         >>> TensorTransform(config, training=True)(images[0]).shape
         torch.Size([1, 28, 28])
     """
@@ -217,37 +230,62 @@ class TensorTransform:
     def __init__(self, config: dict[str, Any], training: bool) -> None:
         size = tuple(config["input_size"][1:])
         interpolation = _interpolation(config.get("interpolation", "bicubic"))
+        self.training = training
+        #: Whether :meth:`batch_from` may read a whole batch (evaluation: nothing is drawn).
+        self.batched = not training
+        self.mean = torch.tensor(config["mean"]).view(-1, 1, 1)
+        self.std = torch.tensor(config["std"]).view(-1, 1, 1)
         if training:
-            steps: list[Any] = [
+            self.steps = v2.Compose([
+                v2.ToImage(),
                 v2.RandomResizedCrop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
                                      interpolation=interpolation, antialias=True),
                 v2.RandomHorizontalFlip(0.5),
                 v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4),
-            ]  # fmt: skip
-        else:
+            ])  # fmt: skip
+        else:  # timm's evaluation geometry, on PIL images as timm applies it
             scale = int(size[0] / config.get("crop_pct", 1.0))
-            steps = [
-                v2.Resize(scale, interpolation=interpolation, antialias=True),
-                v2.CenterCrop(size),
-            ]
-        self.training = training
-        #: Whether :meth:`batch` may transform a whole batch (evaluation: no random draw).
-        self.batched = not training
-        self.geometry = v2.Compose([v2.ToImage(), *steps])
-        self.normalise = v2.Compose(
-            [v2.ToDtype(torch.float32, scale=True),
-             v2.Normalize(list(config["mean"]), list(config["std"]))]
-        )  # fmt: skip
+            self.identity = scale == size[0]
+            self.steps = timm_eval_geometry(scale, size, interpolation)
+        self.key = (training, size, scale if not training else None, str(interpolation))
+
+    def normalise(self, images: Tensor) -> Tensor:
+        """``uint8`` images scaled to [0, 1] and normalised, as timm's ``ToTensor`` and
+        ``Normalize`` compute it."""
+        return images.float().div(255).sub(self.mean).div(self.std)
+
+    def _geometry(self, image: Tensor | Image.Image) -> Tensor:
+        if self.training:
+            return self.steps(image)
+        if isinstance(image, Tensor):
+            if self.identity and image.shape[-2:] == self.steps.transforms[1].size:
+                return image
+            image = Image.fromarray(image.permute(1, 2, 0).squeeze(-1).numpy())
+        return v2.functional.pil_to_tensor(self.steps(image))
 
     def __call__(self, image: Tensor | Image.Image) -> Tensor:
-        return self.normalise(self.geometry(image))
+        return self.normalise(self._geometry(image))
 
-    def batch(self, images: Tensor) -> Tensor:
-        """The evaluation transform of a whole batch ``(B, C, H, W)`` at once (a training
-        transform draws per image: one draw for the batch would crop every image alike)."""
+    def batch_from(self, source: CachedImages, indices: Tensor) -> Tensor:
+        """The evaluation transform of the images ``indices`` of ``source``, read at once (a
+        training transform draws per image: one draw for a batch would crop every image
+        alike)."""
         if not self.batched:
             raise ValueError("a training transform draws per image; call it on each.")
-        return self.normalise(self.geometry(images))
+
+        def evaluation(pixels: Tensor) -> Tensor:
+            return torch.stack([self._geometry(image) for image in pixels])
+
+        return self.normalise(source.view(self.key, evaluation)[indices])
 
     def __repr__(self) -> str:
-        return f"TensorTransform(training={self.training}, {self.geometry}, {self.normalise})"
+        return f"TensorTransform(training={self.training}, {self.steps})"
+
+
+def timm_eval_geometry(scale: int, size: tuple[int, ...], interpolation: InterpolationMode) -> Any:
+    """timm's evaluation resize and centre crop (``transforms_imagenet_eval``) on PIL images."""
+    from torchvision import transforms
+
+    return transforms.Compose(
+        [transforms.Resize(scale, interpolation=interpolation), transforms.CenterCrop(size)]
+    )
