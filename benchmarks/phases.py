@@ -3,29 +3,22 @@
 ``ln-fit fit ... --trainer.callbacks+=phases.PhaseTimer --trainer.callbacks.path=t.json`` (with
 ``benchmarks/`` on ``PYTHONPATH``) writes, at the end of the run, the seconds of each phase:
 ``start-up`` (process start to the first training batch, imports and data set-up included),
-``training`` (the training steps), ``validation``, ``epoch ends`` (checkpoints and the other
-epoch-end work), ``label issues`` (the pass over the training pool and its files),
+``training`` (the training epochs less their validation: batches read and stepped),
+``validation``, ``epoch ends`` (checkpoints, logging and the other work between epochs),
+``label issues`` (the pass over the training pool and its files),
 ``test`` (the final weights and the selected checkpoint), and ``total`` so far.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
-
-
-def process_age() -> float:
-    """Seconds since this process started (Linux's /proc)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    started = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]) / ticks
-    uptime = float(Path("/proc/uptime").read_text().split()[0])
-    return uptime - started
+from timing import process_age
 
 
 class PhaseTimer(Callback):
@@ -42,14 +35,18 @@ class PhaseTimer(Callback):
         return time.perf_counter() - self.origin
 
     def on_train_batch_start(self, trainer: pl.Trainer, *args) -> None:
-        now = self._now()
-        if self.first_batch:
-            self.seconds["start-up"] = now
+        if self.first_batch:  # the first epoch counts from its first batch, not before it
+            self.seconds["start-up"] = self.mark["epoch"] = self._now()
             self.first_batch = False
-        self.mark["batch"] = now
 
-    def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
-        self.seconds["training"] += self._now() - self.mark["batch"]
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.mark["epoch"] = self._now()
+        self.mark["validation so far"] = self.seconds["validation"]
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning validates inside the training epoch (before this hook): leave it out
+        validated = self.seconds["validation"] - self.mark["validation so far"]
+        self.seconds["training"] += self._now() - self.mark["epoch"] - validated
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.mark["validation"] = self._now()

@@ -141,7 +141,11 @@ def plain(workload: str, folder: Path, epochs: int) -> None:
     def compute(out, labels):
         return loss(out, labels) if workload == "main-job" else loss(out["logits"], labels)
 
+    from timing import process_age
+
+    seconds = {"start-up": process_age(), "training": 0.0, "evaluation": 0.0}
     for _ in range(epochs):
+        began = time.perf_counter()
         net.train()
         order = torch.randperm(len(x))
         for start in range(0, len(x), batch):
@@ -150,12 +154,15 @@ def plain(workload: str, folder: Path, epochs: int) -> None:
             optimizer.zero_grad()
             value.backward()
             optimizer.step()
+        seconds["training"] += time.perf_counter() - began
+        began = time.perf_counter()
         net.eval()
         with torch.no_grad():
             out = outputs(xe)
             probs = loss.predict_proba(out) if workload == "main-job" else out["logits"]
             accuracy = float((probs.argmax(1) == ye).float().mean())
-    print(json.dumps({"accuracy": accuracy}))
+        seconds["evaluation"] += time.perf_counter() - began
+    print(json.dumps({"accuracy": accuracy, "phases": seconds}))
 
 
 # ---------------------------------------------------------------------- ln-fit
@@ -190,12 +197,14 @@ def timed(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
     return wall, cpu, result.stdout
 
 
-def run(workload: str, folder: Path, epochs: int) -> dict:
+def run(workload: str, folder: Path, epochs: int, threads: int | None) -> dict:
     """The plain loop, then ln-fit, of one workload."""
     env = dict(os.environ)  # PyTorch's own thread settings for the plain loop
-    for key in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+    for key in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS"):
         env.pop(key, None)
-    plain_wall, plain_cpu, _ = timed(
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    plain_wall, plain_cpu, printed = timed(
         [sys.executable, __file__, "--plain", workload, "--folder", str(folder),
          "--epochs", str(epochs)], env,
     )  # fmt: skip
@@ -210,7 +219,32 @@ def run(workload: str, folder: Path, epochs: int) -> dict:
         "workload": workload, "epochs": epochs, "plain_wall": plain_wall, "plain_cpu": plain_cpu,
         "fit_wall": fit_wall, "fit_cpu": fit_cpu, "ratio": fit_wall / plain_wall,
         "phases": json.loads(phases.read_text()),
+        "plain_phases": json.loads(printed.strip().splitlines()[-1])["phases"],
     }  # fmt: skip
+
+
+def why(row: dict, imports: float) -> dict[str, float]:
+    """ln-fit's extra wall seconds over the plain loop of ``row`` by phase, largest first.
+
+    They add up to ``fit_wall - plain_wall``: what neither side's phases cover (the pause between
+    ln-fit's two tests, interpreter exit) is "the rest".
+    """
+    fit, plain = row["phases"], row["plain_phases"]
+    named = ("start-up", "training", "validation", "epoch ends", "label issues", "test")
+    extra = {
+        f"start-up (importing ln-fit alone: {imports:.1f} s)": fit["start-up"] - plain["start-up"],
+        "training epochs": fit["training"] - plain["training"],
+        "validation and the two tests beside the loop's evaluation": (
+            fit["validation"] + fit.get("test", 0.0) - plain["evaluation"]
+        ),
+        "epoch ends (checkpoints, logging)": fit.get("epoch ends", 0.0),
+        "the label-issue pass and its files": fit.get("label issues", 0.0),
+        "the rest (between the two tests, exit)": (
+            (row["fit_wall"] - sum(fit.get(p, 0.0) for p in named))
+            - (row["plain_wall"] - sum(plain.values()))
+        ),
+    }
+    return dict(sorted(extra.items(), key=lambda item: -item[1]))
 
 
 def import_seconds() -> float:
@@ -234,6 +268,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--epochs", type=int, default=20, help="small-images and arrays")
     parser.add_argument("--digits-epochs", type=int, default=200, help="the main job")
     parser.add_argument("--workloads", nargs="+", choices=list(TARGETS), default=list(TARGETS))
+    parser.add_argument(
+        "--threads", type=int, help="OMP_NUM_THREADS of both sides (default: PyTorch's own)"
+    )
     parser.add_argument("--plain", choices=list(TARGETS), help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -254,9 +291,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
                  test_inputs=xt[:, None], test_labels=yt)  # fmt: skip
         for workload in args.workloads:
             epochs = args.digits_epochs if workload == "main-job" else args.epochs
-            rows.append(run(workload, folder, epochs))
+            rows.append(run(workload, folder, epochs, args.threads))
         imports = import_seconds()
-    print(f"\nln-fit against a plain PyTorch loop ({os.cpu_count()} cores, PyTorch's threads; "
+    threads = f"{args.threads} thread(s) each" if args.threads else "PyTorch's threads"
+    print(f"\nln-fit against a plain PyTorch loop ({os.cpu_count()} cores, {threads}; "
           f"{args.images:,} + {args.test_images:,} pictures):\n")  # fmt: skip
     print("| workload | epochs | plain loop (s) | ln-fit (s) | ratio | target | "
           + " | ".join(PHASES) + " |")  # fmt: skip
@@ -270,6 +308,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(f"| {row['workload']} | {row['epochs']} | {row['plain_wall']:.1f} | "
               f"{row['fit_wall']:.1f} | {row['ratio']:.2f} | {verdict} | {phases} |")  # fmt: skip
     print(f"\nImporting ln_lightning.cli alone takes {imports:.1f} s (part of start-up).")
+    print("The plain loops' own phases (s): " + "; ".join(
+        f"{row['workload']}: " + ", ".join(f"{k} {v:.1f}" for k, v in row["plain_phases"].items())
+        for row in rows))  # fmt: skip
+    for row in rows:
+        target = TARGETS[row["workload"]]
+        if target is not None and row["ratio"] > target:
+            over = row["fit_wall"] - target * row["plain_wall"]
+            extra = row["fit_wall"] - row["plain_wall"]
+            parts = ", ".join(f"{k} {v:+.1f} s" for k, v in why(row, imports).items())
+            print(f"{row['workload']} missed {target}x by {over:.1f} s. Its {extra:.1f} s "
+                  f"over the plain loop: {parts}.")  # fmt: skip
     return rows
 
 

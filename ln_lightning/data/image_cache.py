@@ -15,7 +15,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -131,23 +131,38 @@ def decode_images(source: Any, workers: int = 0) -> tuple[Tensor | None, str]:
         if workers >= 2 and len(chunks) >= 2 and sys.platform == "linux":
             context = multiprocessing.get_context("fork")
             with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=context) as pool:
-                parts = list(pool.map(_decode_paths, chunks, [source.mode] * len(chunks)))
-        else:
-            parts = [_decode_paths(chunk, source.mode) for chunk in chunks]
-    else:
-        images = [np.asarray(source[i]) for i in range(len(source))]
-        sizes = {image.shape for image in images}
-        if len(sizes) > 1:
-            return None, f"the images have {len(sizes)} sizes"
-        stacked = np.stack(images)
-        parts = [(stacked[..., None] if stacked.ndim == 3 else stacked, "")]
+                parts = pool.map(_decode_paths, chunks, [source.mode] * len(chunks))
+                return _assemble(parts, len(names))
+        return _assemble((_decode_paths(chunk, source.mode) for chunk in chunks), len(names))
+    images = [np.asarray(source[i]) for i in range(len(source))]
+    sizes = {image.shape for image in images}
+    if len(sizes) > 1:
+        return None, f"the images have {len(sizes)} sizes"
+    stacked = np.stack(images)
+    del images
+    return _assemble([(stacked[..., None] if stacked.ndim == 3 else stacked, "")], len(stacked))
+
+
+def _assemble(
+    parts: Iterable[tuple[np.ndarray | None, str]], count: int
+) -> tuple[Tensor | None, str]:
+    """Decoded chunks ``(n, H, W, C)`` of ``count`` images, in order, copied one by one into
+    one ``(N, C, H, W)`` tensor as they come: the memory of the cache and of one chunk, not of
+    every chunk twice."""
+    pixels, start = None, 0
     for array, why in parts:
         if array is None:
             return None, why
-    if len({array.shape[1:] for array, _ in parts}) > 1:
-        return None, "the images differ in size"
-    pixels = np.concatenate([array for array, _ in parts])
-    return torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous(), ""
+        chunk = torch.from_numpy(array).permute(0, 3, 1, 2)
+        if pixels is None:
+            pixels = torch.empty((count, *chunk.shape[1:]), dtype=torch.uint8)
+        elif chunk.shape[1:] != pixels.shape[1:]:
+            return None, "the images differ in size"
+        pixels[start : start + len(chunk)] = chunk
+        start += len(chunk)
+    if pixels is None:
+        return None, "there are no images"
+    return pixels, ""
 
 
 def megabytes(size: int) -> str:
@@ -161,10 +176,18 @@ def _first_size(source: Any) -> tuple[int, ...]:
 
 
 def cache_images(
-    source: Any, mode: str, workers: int = 0, budget: int | None = None
+    source: Any, mode: str, workers: int = 0, budget: int | None = None, processes: int = 1
 ) -> tuple[CachedImages | None, str]:
     """``source`` decoded into memory as :class:`CachedImages` when ``mode`` says so, with a
     sentence for the log; ``None`` (stream from the files) with the reason otherwise.
+
+    Args:
+        source: The images (paths or a data set of images).
+        mode: One of :data:`CACHE_MODES`.
+        workers: Processes that decode the files.
+        budget: Bytes the cache may take (``auto``); :func:`memory_budget` by default, shared
+            by the ``processes`` on this machine that each hold a copy (DDP's ranks).
+        processes: Training processes on this machine.
 
     Raises:
         ValueError: ``mode="memory"`` and the images differ in size.
@@ -175,12 +198,13 @@ def cache_images(
         return None, "read from the files in every epoch (--data.cache none)"
     height, width, channels = _first_size(source)
     size = len(source) * height * width * channels
-    budget = memory_budget() if budget is None else budget
+    budget = memory_budget() // processes if budget is None else budget
     if mode == "auto" and size > budget:
+        shared = f" shared by its {processes} processes" if processes > 1 else ""
         return None, (
             f"read from the files in every epoch: decoded they would take {megabytes(size)}, "
-            f"more than the cache's budget ({MEMORY_SHARE:.0%} of this machine's memory, "
-            f"{megabytes(budget)}); --data.cache memory caches them anyway"
+            f"more than the cache's budget ({MEMORY_SHARE:.0%} of this machine's memory"
+            f"{shared}, {megabytes(budget)}); --data.cache memory caches them anyway"
         )
     pixels, why = decode_images(source, workers)
     if pixels is None:
@@ -190,9 +214,10 @@ def cache_images(
                 "--data.cache auto (it reads such images from their files)."
             )
         return None, f"read from the files in every epoch: {why}"
+    each = " in each of this machine's {processes} processes" if processes > 1 else ""
     return CachedImages(pixels), (
-        f"decoded once into memory ({megabytes(pixels.numel())}, uint8; --data.cache none "
-        "reads the files in every epoch instead)"
+        f"decoded once into memory ({megabytes(pixels.numel())}{each.format(processes=processes)}"
+        ", uint8; --data.cache none reads the files in every epoch instead)"
     )
 
 
@@ -274,6 +299,8 @@ class TensorTransform:
             raise ValueError("a training transform draws per image; call it on each.")
 
         def evaluation(pixels: Tensor) -> Tensor:
+            if self.identity and pixels.shape[-2:] == self.steps.transforms[1].size:
+                return pixels  # nothing to resize or crop: no second copy of the cache
             return torch.stack([self._geometry(image) for image in pixels])
 
         return self.normalise(source.view(self.key, evaluation)[indices])

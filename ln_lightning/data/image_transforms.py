@@ -112,17 +112,24 @@ class TimmImageTransforms:
         """The training pool (and the test set) decoded once into memory as ``--data.cache``
         says (:func:`~ln_lightning.data.image_cache.cache_images`), said in the log with its
         size; the transforms then run on tensors. Under DDP every process holds its own copy
-        (each reads the whole pool: the resumable sampler gives it other examples every epoch).
+        (each reads the whole pool: the resumable sampler gives it other examples every epoch),
+        so ``auto``'s budget is shared by the processes on this machine.
         """
         name = type(self).__name__
-        pool, why = cache_images(splits.train_inputs, self.cache, self.file_workers())
+        trainer = getattr(self, "trainer", None)
+        processes = trainer.num_devices if trainer is not None and trainer.world_size > 1 else 1
+        pool, why = cache_images(
+            splits.train_inputs, self.cache, self.file_workers(), processes=processes
+        )
         rank_zero_info(f"{name}: the {len(splits.train_inputs):,} training images: {why}.")
         if pool is None:
             return splits
         self.cached = True
         test = splits.test_inputs
         if test is not None:
-            cached_test, _ = cache_images(test, self.cache, self.file_workers())
+            cached_test, _ = cache_images(
+                test, self.cache, self.file_workers(), processes=processes
+            )
             test = cached_test if cached_test is not None else test
         return dataclasses.replace(splits, train_inputs=pool, test_inputs=test)
 

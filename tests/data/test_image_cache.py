@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, default_collate
 from torchvision.transforms import v2
 
 from ln_lightning import DigitsDataModule, NoisyLabelClassifier
-from ln_lightning.data import HFImageDataModule, ImageFolderDataModule
+from ln_lightning.data import HFImageDataModule, ImageFolderDataModule, image_cache
 from ln_lightning.data.dataset import collate_samples
 from ln_lightning.data.image_cache import CachedImages, TensorTransform, cache_images
 from ln_lightning.data.images import ImageFiles
@@ -77,6 +77,18 @@ def test_auto_reads_the_files_when_the_images_differ_in_size_or_do_not_fit(tmp_p
     assert pool is not None and pool.pixels.shape == (8, 1, 16, 16)
     with pytest.raises(ValueError, match="cache must be one of"):
         ImageFolderDataModule(root=str(tmp_path), cache="disk")
+
+
+def test_ddp_processes_on_one_machine_share_the_budget(tmp_path, monkeypatch):
+    paths, _, _ = write_image_files(tmp_path, per_class=3)  # 9 images of 16x16: 2,304 bytes
+    files = ImageFiles(tmp_path, [str(p) for p in paths], mode="L")
+    monkeypatch.setattr(image_cache, "memory_budget", lambda: 4000)
+    pool, why = cache_images(files, "auto", processes=1)
+    assert pool is not None and "0.00 MB, uint8" in why
+    pool, why = cache_images(files, "auto", processes=2)  # each may take 2,000 bytes
+    assert pool is None and "shared by its 2 processes" in why
+    pool, why = cache_images(files, "memory", processes=2)  # each process holds its own copy
+    assert pool is not None and "in each of this machine's 2 processes" in why
 
 
 def test_decoding_in_worker_processes_gives_the_same_pixels(tmp_path, monkeypatch):
@@ -185,3 +197,16 @@ def test_a_run_on_cached_images_resumes_exactly(photos, tmp_path):
     resumed = run(2, tmp_path / "cut", ckpt_path=str(tmp_path / "cut" / "last.ckpt"))
     for key, value in whole.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_evaluation_at_the_cached_size_keeps_no_second_copy():
+    config = {"input_size": (1, 28, 28), "interpolation": "bicubic", "mean": (0.5,),
+              "std": (0.5,), "crop_pct": 1.0}  # fmt: skip
+    images = CachedImages(torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8))
+    evaluate = TensorTransform(config, training=False)
+    batch = evaluate.batch_from(images, torch.tensor([1, 3]))
+    assert torch.equal(batch, evaluate.normalise(images.pixels[[1, 3]]))
+    assert images.view(evaluate.key, None) is images.pixels  # the cache itself, not a copy
+    resized = TensorTransform({**config, "input_size": (1, 24, 24)}, training=False)
+    assert resized.batch_from(images, torch.tensor([0])).shape == (1, 1, 24, 24)
+    assert images.view(resized.key, None).shape == (5, 1, 24, 24)  # a view of its own
