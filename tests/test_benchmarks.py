@@ -262,3 +262,12 @@ def test_wait_policy(script, capsys):
                           "libgomp's default (spin long)"}  # fmt: skip
     assert all(row["quiet"] > 0 and row["busy"] > 0 for row in table.values())
     assert len(table_rows(capsys.readouterr().out, "PASSIVE (sleep at once)")) == 1
+
+
+@pytest.mark.slow  # two DDP runs of two processes each
+def test_cache_memory(script, capsys):
+    table = script("cache_memory").main(["--images", "300", "--devices", "2"])
+    assert [r["cached"] for r in table["memory"]] == [True, True]  # each process holds a copy
+    assert [r["cached"] for r in table["none"]] == [False, False]
+    assert all(r["VmHWM"] >= r["VmRSS"] > 0 for rows in table.values() for r in rows)
+    assert [row[0] for row in table_rows(capsys.readouterr().out, "0")] == ["0"]
