@@ -8,8 +8,8 @@ all through the ``ln-fit`` command line a user types (``zoo/configs/own/images.y
 
 1. **LN, one run**: ``label_issues.csv`` of the run (in-sample scores, ``1 - p(given)``), with
    the config's own loss (what a user gets);
-2. **CE, one run**: the same with cross-entropy (and **SGN**, ``zoo/configs/losses/sgn.yaml``,
-   with ``--methods SGN``);
+2. **CE, one run**: the same with cross-entropy (and **SGN** or **Forward**,
+   ``zoo/configs/losses/<name>.yaml``, with ``--methods SGN`` or ``--methods Forward``);
 3. **cleanlab, 5-fold CE**: ``ln-fit-sweep folds --num-folds 5`` with CE (out-of-sample
    probabilities), then cleanlab's ``find_label_issues`` on them (its default, confident
    learning ranked by self-confidence);
@@ -62,7 +62,7 @@ NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt
 SOURCES = ("/usr/share/datasets/fashion-mnist", "data", "data/FashionMNIST/raw")
 #: ``ln-fit-sweep folds`` prints ``done     <fold dir> (<seconds> s)`` per fold.
 CLEANLAB = "cleanlab 5-fold CE"
-METHODS = ("LN", "CE", "SGN", CLEANLAB)
+METHODS = ("LN", "CE", "SGN", "Forward", CLEANLAB)
 FOLD_TIME = re.compile(r"^done\s+.+ \((\d+(?:\.\d+)?) s\)$", re.MULTILINE)
 
 
@@ -121,8 +121,8 @@ def write_folder(out: Path, source: list[str], limit: int | None, seed: int) -> 
 def fit_args(
     labels: Path, test: Path, epochs: int, loss: str, seed: int = 0, ln_args: str = ""
 ) -> list[str]:
-    """The user's command: LN is the config's own loss (plus ``ln_args``), CE or SGN replaces
-    it."""
+    """The user's command: LN is the config's own loss (plus ``ln_args``), CE, SGN or Forward
+    (``forward.yaml``: its CE warm-up 0.4 of the run) replaces it."""
     args = [
         "--config", str(ROOT / "zoo/configs/own/images.yaml"), f"--seed_everything={seed}",
         f"--data.labels_file={labels}", f"--data.test_labels_file={test}",
@@ -132,8 +132,8 @@ def fit_args(
     ]  # fmt: skip
     if loss == "CE":
         args.append("--model.loss=ln_lightning.CrossEntropy")
-    elif loss == "SGN":
-        args += ["--config", str(ROOT / "zoo/configs/losses/sgn.yaml")]
+    elif loss in ("SGN", "Forward"):
+        args += ["--config", str(ROOT / f"zoo/configs/losses/{loss.lower()}.yaml")]
     else:
         args += shlex.split(ln_args)
     return args
@@ -229,7 +229,7 @@ def benchmark(
 ) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     result: dict = {"noise": kind}
-    single = {"LN": "ln", "CE": "ce", "SGN": "sgn"}
+    single = {"LN": "ln", "CE": "ce", "SGN": "sgn", "Forward": "forward"}
     seconds = run_many(
         [
             ln_fit(fit_args(labels, test, epochs, m, seed, ln_args), out, single[m])
@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="of the noise and of the runs")
     parser.add_argument(
         "--methods", nargs="+", choices=METHODS, default=["LN", "CE", CLEANLAB],
-        help="default: LN CE and cleanlab (SGN on request)",
+        help="default: LN CE and cleanlab (SGN and Forward on request)",
     )  # fmt: skip
     parser.add_argument("--no-retrain", action="store_true", help="skip the retrained models")
     parser.add_argument("--ln-args", default="", help="appended to the LN runs' ln-fit arguments")

@@ -93,12 +93,16 @@ def test_label_issues(script, capsys, tmp_path):
     for a, b in zip(again, rows, strict=True):
         assert abs(float(a[7]) - float(b[7])) <= 1 and abs(float(a[8]) - float(b[8])) <= 1
     assert retrained.stat().st_mtime_ns == finished
-    # SGN on request: one more run, its row in the same table
+    # SGN and Forward on request: one more run each, their rows in the same table
     script("label_issues").main(
-        [*args.split(), "--noise", "symmetric", "--methods", "SGN", "--no-retrain"]
+        [*args.split(), "--noise", "symmetric", "--methods", "SGN", "Forward", "--no-retrain"]
     )
-    (sgn,) = table_rows(capsys.readouterr().out, "symmetric 40% (N = 122)")
+    sgn, forward = table_rows(capsys.readouterr().out, "symmetric 40% (N = 122)")
     assert sgn[1] == "SGN" and 0.0 <= float(sgn[2]) <= 1.0
+    assert forward[1] == "Forward" and 0.0 <= float(forward[2]) <= 1.0
+    (log,) = (tmp_path / "out" / "symmetric").glob("forward.log")
+    # one epoch: forward.yaml's warm-up (0.4 of the run, at least 1 epoch) is all of it, said
+    assert "warm-up (1 epoch) is not shorter than the run (1 epoch)" in log.read_text()
 
 
 @pytest.mark.slow  # keeps the default run under 5 minutes

@@ -88,8 +88,9 @@ def quick_forward(tmp_path: Path, *extra: str):
     return run_cli(
         [
             "fit", "--config", str(ROOT / "cli.yaml"),
-            "--config", str(ROOT / "zoo/configs/losses/forward.yaml"), *extra,
+            "--config", str(ROOT / "zoo/configs/losses/forward.yaml"),
             *QUICK, "--test_after_fit=false", f"--trainer.logger.init_args.save_dir={tmp_path}",
+            *extra,
         ]
     )  # fmt: skip
 
@@ -106,3 +107,21 @@ def test_forward_takes_a_matrix_from_the_command_line(tmp_path):
     matrix = (0.91 * torch.eye(10) + 0.009).tolist()
     cli = quick_forward(tmp_path, f"--model.loss.transition_matrix={matrix}")
     torch.testing.assert_close(cli.model.loss.transition_matrix, torch.tensor(matrix))
+
+
+def test_forward_warms_up_for_a_share_of_the_run_and_says_so(tmp_path, lightning_log):
+    cli = quick_forward(tmp_path, *quick(epochs=5, train_batches=2))  # 0.4 of 5: 2 CE epochs
+    loss = cli.model.loss
+    assert loss.warmup == 2 and bool(loss.transition_ready)
+    assert any(
+        "cross-entropy for the first 2 of 5 epochs, 0.4 of the run" in m for m in lightning_log
+    )
+    assert any("transition matrix (estimated after 2 CE epochs)" in m for m in lightning_log)
+
+
+def test_forward_says_when_its_warmup_leaves_the_run_plain_cross_entropy(tmp_path, lightning_log):
+    cli = quick_forward(tmp_path, "--model.loss.init_args.warmup_epochs=3", *quick(epochs=3))
+    assert not bool(cli.model.loss.transition_ready)  # never estimated: the run was CE
+    (said,) = [m for m in lightning_log if "T is never estimated" in m]
+    assert "warm-up (3 epochs) is not shorter than the run (3 epochs)" in said
+    assert "--model.loss.init_args.warmup_epochs" in said

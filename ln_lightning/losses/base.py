@@ -48,6 +48,8 @@ class TrainingContext:
             ``T[i, j] = P(noisy j | true i)`` where the data module knows it, else ``None``.
         elapsed_epochs: Training time in epochs, ``epoch + batch / batches per epoch`` (equal to
             ``epoch`` at the start of an epoch), for schedules finer than an epoch.
+        max_epochs: The run's epoch budget (the trainer's ``max_epochs``), for phases set as a
+            share of the run; ``None`` when the run has none (``max_epochs=-1``, or no trainer).
 
     Example:
         >>> import torch
@@ -66,6 +68,7 @@ class TrainingContext:
     training_probabilities: Callable[[], Tensor]
     true_transition_matrix: Callable[[], Tensor | None]
     elapsed_epochs: float = 0.0
+    max_epochs: int | None = None
 
 
 @dataclass

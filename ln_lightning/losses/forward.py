@@ -13,6 +13,10 @@ from ln_lightning.losses.base import LossReport, TrainingContext
 from ln_lightning.losses.softmax import SoftmaxLoss
 from ln_lightning.registry import register_method
 
+#: The share of the run trained with CE before ``T`` is estimated, by default: 8 of 20 epochs
+#: (the warm-up that measured best in a 20-epoch own-images run; docs/losses.md).
+WARMUP_FRACTION = 0.4
+
 
 @register_method("forward")
 class ForwardCorrection(SoftmaxLoss):
@@ -24,18 +28,23 @@ class ForwardCorrection(SoftmaxLoss):
     * ``transition_matrix="data"``: the true ``T`` of the data's noise
       (``datamodule.true_transition_matrix()``), read when fit starts;
     * ``None`` (default): one command does both stages of the paper's reference. The first
-      ``warmup_epochs`` epochs train with plain CE; then ``T`` is estimated from the model's
+      epochs train with plain CE (``warmup_epochs``, or ``warmup_fraction`` of the run's
+      ``max_epochs`` when no count is given); then ``T`` is estimated from the model's
       predictions on the training data (``functional.estimate_transition_matrix``, the
       97th-percentile variant) and training continues, from the warm-up weights, with the
       corrected loss. The model prints the matrix, logs ``forward/transition_diag_mean`` and
       saves ``transition_matrix.csv`` in the run's directory (the :class:`LossReport` this loss
-      returns); the matrix is kept in the checkpoint.
+      returns); the matrix is kept in the checkpoint. A warm-up as long as the run (T never
+      estimated: the run is plain CE) is said in the log when fit starts.
 
     Predictions are the softmax of the logits, the model of the *clean* class.
 
     Args:
         transition_matrix: ``K x K`` nested list, ``"data"``, or ``None`` to estimate.
-        warmup_epochs: CE epochs before estimating ``T`` (only when estimating), >= 1.
+        warmup_epochs: CE epochs before estimating ``T`` (only when estimating), >= 1;
+            ``None``: ``warmup_fraction`` of the run's ``max_epochs``.
+        warmup_fraction: The share of ``max_epochs`` trained with CE before estimating ``T``
+            when ``warmup_epochs`` is ``None``, in (0, 1); at least one epoch.
         percentile: Outlier filter of the estimate, in (0, 100]; 100 is the plain arg-max.
         reduction: ``mean``, ``sum`` or ``none``.
 
@@ -53,7 +62,8 @@ class ForwardCorrection(SoftmaxLoss):
     def __init__(
         self,
         transition_matrix: list[list[float]] | str | None = None,
-        warmup_epochs: int = 10,
+        warmup_epochs: int | None = None,
+        warmup_fraction: float = WARMUP_FRACTION,
         percentile: float = 97.0,
         reduction: str = "mean",
     ) -> None:
@@ -63,24 +73,34 @@ class ForwardCorrection(SoftmaxLoss):
                 "transition_matrix must be a K x K list, 'data' or None; "
                 f"got {transition_matrix!r}."
             )
-        if warmup_epochs < 1:
-            raise ValueError(f"warmup_epochs must be >= 1; got {warmup_epochs!r}.")
+        if warmup_epochs is not None and warmup_epochs < 1:
+            raise ValueError(
+                f"warmup_epochs must be >= 1, or None for warmup_fraction of max_epochs; "
+                f"got {warmup_epochs!r}."
+            )
+        if not 0.0 < warmup_fraction < 1.0:
+            raise ValueError(f"warmup_fraction must lie in (0, 1); got {warmup_fraction!r}.")
         if not 0.0 < percentile <= 100.0:
             raise ValueError(f"percentile must lie in (0, 100]; got {percentile!r}.")
         self.source = transition_matrix
-        self.warmup_epochs = int(warmup_epochs)
+        self.warmup_epochs = None if warmup_epochs is None else int(warmup_epochs)
+        self.warmup_fraction = float(warmup_fraction)
+        #: CE epochs of this run before ``T`` is estimated, set when fit starts.
+        self.warmup: int | None = self.warmup_epochs
         self.percentile = float(percentile)
         if isinstance(transition_matrix, list):
             self.setup(len(transition_matrix))
 
     def extra_repr(self) -> str:
         source = "given" if isinstance(self.source, list) else self.source or "estimated"
-        return f"transition_matrix={source}, warmup_epochs={self.warmup_epochs}"
+        warmup = self.warmup_epochs or f"{self.warmup_fraction:g} of max_epochs"
+        return f"transition_matrix={source}, warmup={warmup}"
 
     def init_args(self) -> dict:
         return {
             "transition_matrix": self.source,
             "warmup_epochs": self.warmup_epochs,
+            "warmup_fraction": self.warmup_fraction,
             "percentile": self.percentile,
             "reduction": self.reduction,
         }
@@ -95,9 +115,34 @@ class ForwardCorrection(SoftmaxLoss):
         self.register_buffer("transition_matrix", matrix)
         self.register_buffer("transition_ready", torch.tensor(ready))
 
+    def warmup_length(self, max_epochs: int | None) -> int:
+        """CE epochs before ``T`` is estimated in a run of ``max_epochs``: ``warmup_epochs``,
+        else ``warmup_fraction`` of ``max_epochs`` rounded, at least 1.
+
+        Example:
+            >>> ForwardCorrection().warmup_length(20), ForwardCorrection().warmup_length(200)
+            (8, 80)
+            >>> ForwardCorrection(warmup_epochs=5).warmup_length(20)
+            5
+
+        Raises:
+            ValueError: No ``warmup_epochs`` and no epoch budget to take a share of.
+        """
+        if self.warmup_epochs is not None:
+            return self.warmup_epochs
+        if max_epochs is None:
+            raise ValueError(
+                "ForwardCorrection: warmup_fraction needs the run's max_epochs, and this run has "
+                "no epoch limit (max_steps only?); give the CE epochs before T is estimated with "
+                "--model.loss.init_args.warmup_epochs N."
+            )
+        return max(1, round(self.warmup_fraction * max_epochs))
+
     def on_fit_start(self, context: TrainingContext) -> LossReport | None:
         if self.source != "data":
-            return None
+            if self.source is not None or bool(self.transition_ready):
+                return None
+            return self._plan_warmup(context.max_epochs)
         matrix = context.true_transition_matrix()
         if matrix is None:
             raise ValueError(
@@ -107,8 +152,33 @@ class ForwardCorrection(SoftmaxLoss):
             )
         return self._set(torch.as_tensor(matrix, dtype=torch.float32), "the data's true T")
 
+    def _plan_warmup(self, max_epochs: int | None) -> LossReport:
+        self.warmup = self.warmup_length(max_epochs)
+        if max_epochs is not None and self.warmup >= max_epochs:
+            return LossReport(
+                message=(
+                    f"ForwardCorrection: the CE warm-up ({epochs(self.warmup)}) is not shorter "
+                    f"than the run ({epochs(max_epochs)}), so T is never estimated and this run "
+                    "is plain cross-entropy. Lower --model.loss.init_args.warmup_epochs, or "
+                    f"leave it out (then {self.warmup_fraction:g} of max_epochs)."
+                )
+            )
+        share = "" if self.warmup_epochs is not None else f", {self.warmup_fraction:g} of the run"
+        budget = f" of {max_epochs}" if max_epochs is not None else ""
+        return LossReport(
+            message=(
+                f"ForwardCorrection: cross-entropy for the first {self.warmup}{budget} epochs"
+                f"{share}; then T is estimated from the model's predictions on the training data "
+                "and the rest of the run trains with the corrected loss."
+            )
+        )
+
     def on_train_epoch_start(self, context: TrainingContext) -> LossReport | None:
-        if bool(self.transition_ready) or context.epoch < self.warmup_epochs:
+        if bool(self.transition_ready):
+            return None
+        if self.warmup is None:  # hooks called without fit's start (a loop of your own)
+            self.warmup = self.warmup_length(context.max_epochs)
+        if context.epoch < self.warmup:
             return None
         estimate = LF.estimate_transition_matrix(context.training_probabilities(), self.percentile)
         return self._set(estimate, f"estimated after {context.epoch} CE epochs")
@@ -131,3 +201,8 @@ class ForwardCorrection(SoftmaxLoss):
         if not bool(self.transition_ready):
             return LF.cross_entropy(logits, labels)  # warm-up phase
         return LF.forward_corrected_cross_entropy(logits, labels, self.transition_matrix)
+
+
+def epochs(count: int) -> str:
+    """``1 epoch``, ``3 epochs``."""
+    return f"{count} epoch" if count == 1 else f"{count} epochs"

@@ -70,6 +70,12 @@ class TrainingMethod(Protocol):
     def after_optimizer_step(self, model: Any) -> None: ...
 
 
+def epoch_budget(trainer: Any) -> int | None:
+    """The trainer's ``max_epochs``, or ``None`` without a trainer or an epoch limit."""
+    max_epochs = getattr(trainer, "max_epochs", None)
+    return max_epochs if max_epochs is not None and max_epochs > 0 else None
+
+
 def report(model: Any, loss_report: LossReport | None) -> None:
     """Print, log and save what a method's hook has to tell (``None``: nothing)."""
     if loss_report is None:
@@ -127,6 +133,7 @@ class LossMethod:
             training_probabilities=lambda: model.split_predictions().probs,
             true_transition_matrix=known,
             elapsed_epochs=model.current_epoch + fraction,
+            max_epochs=epoch_budget(trainer),
         )
 
     def on_fit_start(self, model: Any) -> None:

@@ -15,6 +15,7 @@ from ln_lightning import (
     NoiseAgainstNoise,
 )
 from ln_lightning.losses import functional as LF
+from ln_lightning.losses.base import TrainingContext
 from ln_lightning.noise import MNIST_ASYMMETRIC_MAP, expected_transition_matrix
 from tests.helpers import LOSSES, with_teacher
 
@@ -87,6 +88,53 @@ def test_forward_module_phases_and_validation(batch):
         ForwardCorrection(transition_matrix=(2 * torch.eye(3)).tolist())
     with pytest.raises(ValueError, match="'data' or None"):
         ForwardCorrection(transition_matrix="estimated")
+
+
+def test_forward_warmup_is_a_share_of_the_run_or_a_count():
+    assert [ForwardCorrection().warmup_length(n) for n in (1, 2, 5, 20, 200)] == [1, 1, 2, 8, 80]
+    assert ForwardCorrection(warmup_fraction=0.1).warmup_length(200) == 20
+    assert ForwardCorrection(warmup_epochs=3).warmup_length(None) == 3  # a count needs no budget
+    with pytest.raises(
+        ValueError, match=r"no epoch limit .*--model.loss.init_args.warmup_epochs N"
+    ):
+        ForwardCorrection().warmup_length(None)
+
+
+def test_forward_phase_is_a_function_of_the_epoch(batch):
+    logits, labels, ce = batch
+    probs = torch.softmax(logits, -1)
+    calls = []
+
+    def context(epoch: int, max_epochs: int | None = 10) -> TrainingContext:
+        def predictions():
+            calls.append(epoch)
+            return probs
+
+        return TrainingContext(
+            epoch=epoch, training_probabilities=predictions,
+            true_transition_matrix=lambda: None, max_epochs=max_epochs,
+        )  # fmt: skip
+
+    loss = ForwardCorrection()  # 0.4 of 10 epochs: CE for epochs 0-3, T estimated at epoch 4
+    loss.setup(10)
+    plan = loss.on_fit_start(context(0))
+    assert "cross-entropy for the first 4 of 10 epochs, 0.4 of the run" in plan.message
+    for epoch in range(4):
+        assert loss.on_train_epoch_start(context(epoch)) is None
+        torch.testing.assert_close(loss({"logits": logits}, labels), ce.mean())
+    estimated = loss.on_train_epoch_start(context(4))
+    assert calls == [4] and "estimated after 4 CE epochs" in estimated.message
+    torch.testing.assert_close(
+        loss.transition_matrix, LF.estimate_transition_matrix(probs, percentile=97.0)
+    )
+    assert loss.on_train_epoch_start(context(5)) is None and calls == [4]  # estimated once
+    resumed = ForwardCorrection()  # a run resumed mid-warm-up is in the same phase
+    resumed.setup(10)
+    resumed.on_fit_start(context(2))
+    assert resumed.on_train_epoch_start(context(3)) is None and resumed.warmup == 4
+    too_long = ForwardCorrection(warmup_epochs=10)
+    too_long.setup(10)
+    assert "T is never estimated" in too_long.on_fit_start(context(0)).message
 
 
 def test_transition_estimate_recovers_the_rows_of_confident_examples():
@@ -190,7 +238,9 @@ def test_het_modules_heads_predictions_and_validation():
         (lambda: GeneralizedCrossEntropy(q=1.5), r"q must lie in \(0, 1\]"),
         (lambda: LabelSmoothing(smoothing=-0.1), r"smoothing must lie in \[0, 1\]"),
         (lambda: NoiseAgainstNoise(sigma=-1), "sigma must be"),
-        (lambda: ForwardCorrection(warmup_epochs=0), "warmup_epochs"),
+        (lambda: ForwardCorrection(warmup_epochs=0), "warmup_epochs must be >= 1, or None"),
+        (lambda: ForwardCorrection(warmup_fraction=0.0), r"warmup_fraction must lie in \(0, 1\)"),
+        (lambda: ForwardCorrection(warmup_fraction=1.0), r"warmup_fraction must lie in \(0, 1\)"),
     ],
 )
 def test_invalid_hyper_parameters(make, match):
