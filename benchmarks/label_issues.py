@@ -15,6 +15,9 @@ all through the ``ln-fit`` command line a user types (``zoo/configs/own/images.y
    learning ranked by self-confidence);
 4. **retrained**: LN again on LN's ``cleaned_labels.csv`` (flagged images removed), and CE on
    cleanlab's cleaned labels.
+5. **the ceiling** (``--methods "CE on the true labels"``): CE on the true labels of the same
+   pictures, the accuracy a noisy-label method aims at (nothing to find: the detection columns
+   are ``-``).
 
 It prints (and writes as JSON) per noise kind: AUROC of the ranking score, precision and recall
 among the top N (N = the true number of wrong labels), the flags' precision and recall, the wall
@@ -62,7 +65,9 @@ NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt
 SOURCES = ("/usr/share/datasets/fashion-mnist", "data", "data/FashionMNIST/raw")
 #: ``ln-fit-sweep folds`` prints ``done     <fold dir> (<seconds> s)`` per fold.
 CLEANLAB = "cleanlab 5-fold CE"
-METHODS = ("LN", "CE", "SGN", "Forward", CLEANLAB)
+#: CE trained on the true labels of the same pictures: the ceiling a noisy-label method aims at.
+CLEAN = "CE on the true labels"
+METHODS = ("LN", "CE", "SGN", "Forward", CLEANLAB, CLEAN)
 FOLD_TIME = re.compile(r"^done\s+.+ \((\d+(?:\.\d+)?) s\)$", re.MULTILINE)
 
 
@@ -196,6 +201,22 @@ def scored(issues_csv: Path, score_key: str = "score") -> dict[str, float]:
     }
 
 
+def wrong_labels(labels_csv: Path) -> int:
+    """How many rows of a ``path,label,clean_label`` file have a wrong label."""
+    with labels_csv.open() as handle:
+        return sum(row["label"] != row["clean_label"] for row in csv.DictReader(handle))
+
+
+def true_labels_file(labels_csv: Path, path: Path) -> Path:
+    """``labels_csv`` with every label replaced by its true one (``path,label``); ``path`` in
+    the same folder (the image paths are relative to it)."""
+    with labels_csv.open() as handle:
+        rows = [(row["path"], row["clean_label"]) for row in csv.DictReader(handle)]
+    with path.open("w", newline="") as handle:
+        csv.writer(handle).writerows([("path", "label"), *rows])
+    return path
+
+
 def cleanlab_issues(merged: Path, out: Path) -> Path:
     """cleanlab's ``find_label_issues`` on the merged out-of-sample probabilities, written as
     ``ln-fit`` writes its own (``label_issues.csv`` ranked by self-confidence, the score the
@@ -228,17 +249,22 @@ def benchmark(
     ln_args: str = "",
 ) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    result: dict = {"noise": kind}
+    result: dict = {"noise": kind, "wrong": wrong_labels(labels)}
     single = {"LN": "ln", "CE": "ce", "SGN": "sgn", "Forward": "forward"}
-    seconds = run_many(
-        [
-            ln_fit(fit_args(labels, test, epochs, m, seed, ln_args), out, single[m])
-            for m in single
-            if m in methods
-        ],
-        out,
-        jobs,
-    )
+    commands = [
+        ln_fit(fit_args(labels, test, epochs, m, seed, ln_args), out, single[m])
+        for m in single
+        if m in methods
+    ]
+    if CLEAN in methods:
+        true_labels = true_labels_file(labels, labels.parent / "true_labels.csv")  # same paths
+        commands.append(ln_fit(fit_args(true_labels, test, epochs, "CE", seed), out, "ce_true"))
+    seconds = run_many(commands, out, jobs)
+    if CLEAN in methods:  # no wrong labels to find: its test accuracy and its compute
+        metrics = out / "ce_true" / "version_0" / "metrics.csv"
+        result[CLEAN] = {"test_acc": last_value(metrics, "test/acc"),
+                         "seconds": round(seconds["ce_true"], 1),
+                         "core_seconds": round(seconds["ce_true"], 1)}  # fmt: skip
     issues = {m: out / f"{single[m]}/version_0/label_issues.csv" for m in single if m in methods}
     # one thread per run: compute is the sum of the runs' times (the folds run side by side)
     times = {m: seconds[single[m]] for m in issues}
@@ -297,11 +323,15 @@ def table(results: list[dict]) -> str:
             acc = f"{100 * r['test_acc']:.2f}" if r.get("test_acc") is not None else "-"
             again = r.get("retrained_test_acc")
             again = f"{100 * again:.2f}" if again is not None else "-"
+            found = (
+                f"{r['auroc']:.3f} | {r['precision_at_n']:.3f} | {r['flagged']} | "
+                f"{r['flag_precision']:.3f} | {r['flag_recall']:.3f}"
+                if "auroc" in r
+                else "- | - | - | - | -"  # trained on the true labels: nothing to find
+            )
             lines.append(
-                f"| {result['noise']} 40% (N = {r['wrong']}) | {method} | {r['auroc']:.3f} | "
-                f"{r['precision_at_n']:.3f} | {r['flagged']} | {r['flag_precision']:.3f} | "
-                f"{r['flag_recall']:.3f} | {r['seconds']:.0f} | {r['core_seconds']:.0f} | "
-                f"{acc} | {again} |"
+                f"| {result['noise']} 40% (N = {result['wrong']}) | {method} | {found} | "
+                f"{r['seconds']:.0f} | {r['core_seconds']:.0f} | {acc} | {again} |"
             )
     return "\n".join(lines)
 
@@ -317,7 +347,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="of the noise and of the runs")
     parser.add_argument(
         "--methods", nargs="+", choices=METHODS, default=["LN", "CE", CLEANLAB],
-        help="default: LN CE and cleanlab (SGN and Forward on request)",
+        help="default: LN CE and cleanlab (SGN, Forward and the true-label ceiling on request)",
     )  # fmt: skip
     parser.add_argument("--no-retrain", action="store_true", help="skip the retrained models")
     parser.add_argument("--ln-args", default="", help="appended to the LN runs' ln-fit arguments")

@@ -93,13 +93,21 @@ def test_label_issues(script, capsys, tmp_path):
     for a, b in zip(again, rows, strict=True):
         assert abs(float(a[7]) - float(b[7])) <= 1 and abs(float(a[8]) - float(b[8])) <= 1
     assert retrained.stat().st_mtime_ns == finished
-    # SGN and Forward on request: one more run each, their rows in the same table
+    # SGN, Forward and the true-label ceiling on request: one more run each, in the same table
     script("label_issues").main(
-        [*args.split(), "--noise", "symmetric", "--methods", "SGN", "Forward", "--no-retrain"]
-    )
-    sgn, forward = table_rows(capsys.readouterr().out, "symmetric 40% (N = 122)")
+        [*args.split(), "--noise", "symmetric", "--methods", "SGN", "Forward",
+         "CE on the true labels", "--no-retrain"]
+    )  # fmt: skip
+    sgn, forward, ceiling = table_rows(capsys.readouterr().out, "symmetric 40% (N = 122)")
     assert sgn[1] == "SGN" and 0.0 <= float(sgn[2]) <= 1.0
     assert forward[1] == "Forward" and 0.0 <= float(forward[2]) <= 1.0
+    assert ceiling[1] == "CE on the true labels" and ceiling[2:7] == ["-"] * 5  # nothing to find
+    assert 0.0 < float(ceiling[9]) <= 100.0 and float(ceiling[8]) > 0  # test accuracy, compute
+    true_labels = (tmp_path / "out" / "true_labels.csv").read_text().splitlines()
+    noisy = (tmp_path / "out" / "labels_symmetric.csv").read_text().splitlines()
+    assert [line.split(",")[:2] for line in true_labels[1:]] == [
+        [line.split(",")[0], line.split(",")[2]] for line in noisy[1:]
+    ]  # every picture, with its true label
     (log,) = (tmp_path / "out" / "symmetric").glob("forward.log")
     # one epoch: forward.yaml's warm-up (0.4 of the run, at least 1 epoch) is all of it, said
     assert "warm-up (1 epoch) is not shorter than the run (1 epoch)" in log.read_text()
