@@ -139,10 +139,10 @@ class ForwardCorrection(SoftmaxLoss):
         return max(1, round(self.warmup_fraction * max_epochs))
 
     def on_fit_start(self, context: TrainingContext) -> LossReport | None:
-        if self.source != "data":
-            if self.source is not None or bool(self.transition_ready):
-                return None
-            return self._plan_warmup(context.max_epochs)
+        if self.source is None:  # estimated: plan the warm-up (none left once T is estimated)
+            return None if bool(self.transition_ready) else self._plan_warmup(context.max_epochs)
+        if self.source != "data":  # a given matrix
+            return None
         matrix = context.true_transition_matrix()
         if matrix is None:
             raise ValueError(
@@ -157,8 +157,8 @@ class ForwardCorrection(SoftmaxLoss):
         if max_epochs is not None and self.warmup >= max_epochs:
             return LossReport(
                 message=(
-                    f"ForwardCorrection: the CE warm-up ({epochs(self.warmup)}) is not shorter "
-                    f"than the run ({epochs(max_epochs)}), so T is never estimated and this run "
+                    f"ForwardCorrection: the CE warm-up ({_epochs(self.warmup)}) is not shorter "
+                    f"than the run ({_epochs(max_epochs)}), so T is never estimated and this run "
                     "is plain cross-entropy. Lower --model.loss.init_args.warmup_epochs, or "
                     f"leave it out (then {self.warmup_fraction:g} of max_epochs)."
                 )
@@ -203,6 +203,6 @@ class ForwardCorrection(SoftmaxLoss):
         return LF.forward_corrected_cross_entropy(logits, labels, self.transition_matrix)
 
 
-def epochs(count: int) -> str:
+def _epochs(count: int) -> str:
     """``1 epoch``, ``3 epochs``."""
     return f"{count} epoch" if count == 1 else f"{count} epochs"
