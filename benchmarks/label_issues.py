@@ -9,7 +9,8 @@ all through the ``ln-fit`` command line a user types (``zoo/configs/own/images.y
 1. **LN, one run**: ``label_issues.csv`` of the run (in-sample scores, ``1 - p(given)``), with
    the config's own loss (what a user gets);
 2. **CE, one run**: the same with cross-entropy (and **SGN** or **Forward**,
-   ``zoo/configs/losses/<name>.yaml``, with ``--methods SGN`` or ``--methods Forward``);
+   ``zoo/configs/losses/<name>.yaml``, with ``--methods SGN`` or ``--methods Forward``; the
+   training strategies **ELR**, **SOP** and **Co-teaching**, ``zoo/configs/strategies/``);
 3. **cleanlab, 5-fold CE**: ``ln-fit-sweep folds --num-folds 5`` with CE (out-of-sample
    probabilities), then cleanlab's ``find_label_issues`` on them (its default, confident
    learning ranked by self-confidence);
@@ -67,7 +68,10 @@ SOURCES = ("/usr/share/datasets/fashion-mnist", "data", "data/FashionMNIST/raw")
 CLEANLAB = "cleanlab 5-fold CE"
 #: CE trained on the true labels of the same pictures: the ceiling a noisy-label method aims at.
 CLEAN = "CE on the true labels"
-METHODS = ("LN", "CE", "SGN", "Forward", CLEANLAB, CLEAN)
+#: The training strategies (``zoo/configs/strategies/<name>.yaml``, cross-entropy inside) by
+#: their name here -> the name of their config and run folder.
+STRATEGIES = {"ELR": "elr", "SOP": "sop", "Co-teaching": "coteaching"}
+METHODS = ("LN", "CE", "SGN", "Forward", *STRATEGIES, CLEANLAB, CLEAN)
 FOLD_TIME = re.compile(r"^done\s+.+ \((\d+(?:\.\d+)?) s\)$", re.MULTILINE)
 
 
@@ -127,7 +131,8 @@ def fit_args(
     labels: Path, test: Path, epochs: int, loss: str, seed: int = 0, ln_args: str = ""
 ) -> list[str]:
     """The user's command: LN is the config's own loss (plus ``ln_args``), CE, SGN or Forward
-    (``forward.yaml``: its CE warm-up 0.4 of the run) replaces it."""
+    (``forward.yaml``: its CE warm-up 0.4 of the run) replaces it, or a strategy's config
+    (ELR, SOP, Co-teaching: ``zoo/configs/strategies/<name>.yaml``) is added."""
     args = [
         "--config", str(ROOT / "zoo/configs/own/images.yaml"), f"--seed_everything={seed}",
         f"--data.labels_file={labels}", f"--data.test_labels_file={test}",
@@ -139,6 +144,8 @@ def fit_args(
         args.append("--model.loss=ln_lightning.CrossEntropy")
     elif loss in ("SGN", "Forward"):
         args += ["--config", str(ROOT / f"zoo/configs/losses/{loss.lower()}.yaml")]
+    elif loss in STRATEGIES:
+        args += ["--config", str(ROOT / f"zoo/configs/strategies/{STRATEGIES[loss]}.yaml")]
     else:
         args += shlex.split(ln_args)
     return args
@@ -250,7 +257,7 @@ def benchmark(
 ) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     result: dict = {"noise": kind, "wrong": wrong_labels(labels)}
-    single = {"LN": "ln", "CE": "ce", "SGN": "sgn", "Forward": "forward"}
+    single = {"LN": "ln", "CE": "ce", "SGN": "sgn", "Forward": "forward", **STRATEGIES}
     commands = [
         ln_fit(fit_args(labels, test, epochs, m, seed, ln_args), out, single[m])
         for m in single
@@ -347,7 +354,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="of the noise and of the runs")
     parser.add_argument(
         "--methods", nargs="+", choices=METHODS, default=["LN", "CE", CLEANLAB],
-        help="default: LN CE and cleanlab (SGN, Forward and the true-label ceiling on request)",
+        help="default: LN CE and cleanlab (SGN, Forward, the strategies and the true-label ceiling "
+        "on request)",
     )  # fmt: skip
     parser.add_argument("--no-retrain", action="store_true", help="skip the retrained models")
     parser.add_argument("--ln-args", default="", help="appended to the LN runs' ln-fit arguments")

@@ -24,13 +24,23 @@ _EXPORTS = {
     "NoisySample": "ln_lightning.data.dataset",
     "list_datamodules": "ln_lightning.registry",
     "list_methods": "ln_lightning.registry",
+    "list_strategies": "ln_lightning.registry",
+    "TrainingStrategy": "ln_lightning.strategies.base",
 }
 
 
 def _public_names() -> list[str]:
     from ln_lightning.registry import class_names
 
-    return sorted({*_EXPORTS, *class_names("method"), *class_names("datamodule"), "__version__"})
+    return sorted(
+        {
+            *_EXPORTS,
+            *class_names("method"),
+            *class_names("strategy"),
+            *class_names("datamodule"),
+            "__version__",
+        }
+    )
 
 
 def __getattr__(name: str) -> Any:

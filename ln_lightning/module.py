@@ -23,11 +23,12 @@ from ln_lightning.losses.base import NoisyLabelLoss
 from ln_lightning.losses.logistic_normal import LogisticNormalLoss
 from ln_lightning.metrics import TRAIN, VAL_LOSS
 from ln_lightning.model import checkpoints
-from ln_lightning.model.method import LossMethod, TrainingMethod
+from ln_lightning.model.method import LossMethod, TrainingMethod, step_schedulers
 from ln_lightning.model.network import Network
 from ln_lightning.model.passes import SplitPasses, label_images
 from ln_lightning.model.stage_metrics import TestMetrics, TrainMetrics, ValMetrics
 from ln_lightning.model.step_checks import check_finite_loss
+from ln_lightning.strategies.base import TrainingStrategy
 
 
 class NoisyLabelClassifier(pl.LightningModule):
@@ -47,6 +48,11 @@ class NoisyLabelClassifier(pl.LightningModule):
         backbone: A timm model name (created with ``num_classes=0``; ``import zoo`` adds the zoo's
             models) or any ``nn.Module`` mapping inputs to ``(batch, features)``.
         loss: The training loss; ``LogisticNormalLoss()`` when ``None``.
+        strategy: A training strategy (:mod:`ln_lightning.strategies`: ELR, SOP, Co-teaching)
+            that trains the network with this loss when a loss alone is not enough; ``None``:
+            the loss trains it. From the CLI: ``--model.strategy ELR`` or
+            ``--config zoo/configs/strategies/elr.yaml`` (not Lightning's
+            ``--trainer.strategy``, which is how the run is distributed).
         num_classes: Number of classes ``K`` (the CLI links it from the data module).
         input_shape: Shape of one input, e.g. ``(1, 8, 8)``; sets ``in_chans`` of timm models and
             measures the feature width (the CLI links it from the data module).
@@ -79,6 +85,7 @@ class NoisyLabelClassifier(pl.LightningModule):
         self,
         backbone: str | nn.Module = "small_cnn",
         loss: NoisyLabelLoss | None = None,
+        strategy: TrainingStrategy | None = None,
         num_classes: int = 10,
         input_shape: Sequence[int] | None = None,
         pretrained: bool = False,
@@ -91,7 +98,8 @@ class NoisyLabelClassifier(pl.LightningModule):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2; got {num_classes}.")
-        objects = {"backbone": backbone, "loss": loss, "optimizer": optimizer}
+        objects = {"backbone": backbone, "loss": loss, "strategy": strategy,
+                   "optimizer": optimizer}  # fmt: skip
         self.save_hyperparameters(
             ignore=checkpoints.unpicklable_hyperparameters(
                 {**objects, "lr_scheduler": lr_scheduler}
@@ -103,8 +111,13 @@ class NoisyLabelClassifier(pl.LightningModule):
         self.backbone_name = backbone if isinstance(backbone, str) else resume.class_path(backbone)
         options = {"pretrained": pretrained, "pretrained_file": pretrained_file,
                    "backbone_kwargs": backbone_kwargs}  # fmt: skip
+        self._network_settings = (backbone, options, compile)
         self.network = Network(backbone, self.loss, num_classes, self.input_shape, options, compile)
-        self.method: TrainingMethod = LossMethod(self.loss)
+        self.strategy = strategy
+        if strategy is not None:
+            strategy.attach(self)
+        self.method: TrainingMethod = strategy if strategy is not None else LossMethod(self.loss)
+        self.automatic_optimization = not self.method.manual_optimization
         self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
         teacher = self.network.teacher is not None
         self.train_metrics = TrainMetrics(num_classes)
@@ -128,6 +141,14 @@ class NoisyLabelClassifier(pl.LightningModule):
     @property
     def teacher(self) -> nn.Module | None:
         return self.network.teacher
+
+    def build_network(self) -> Network:
+        """Another network like the model's (the same backbone, heads and options, its own
+        initial weights): what a strategy with a peer network builds."""
+        backbone, options, compile = self._network_settings
+        return Network(
+            backbone, self.loss, self.num_classes, self.input_shape, options, compile, fresh=True
+        )
 
     def forward(self, inputs: Tensor) -> dict[str, Tensor]:
         """Head outputs (what the loss consumes) for a batch of inputs."""
@@ -204,6 +225,8 @@ class NoisyLabelClassifier(pl.LightningModule):
         sample = unpack_batch(batch)
         loss, outputs = self.method.training_step(self, sample, batch_idx)
         check_finite_loss(self, loss, batch, batch_idx)
+        if not self.automatic_optimization:
+            self.method.optimise(self, loss)
         with torch.no_grad():
             probs = self.loss.predict_proba(outputs)
         self.train_metrics.update(
@@ -214,6 +237,8 @@ class NoisyLabelClassifier(pl.LightningModule):
     @override
     def on_train_epoch_end(self) -> None:
         self.train_metrics.log_epoch_end(self)
+        if not self.automatic_optimization:  # Lightning steps the schedulers of automatic ones
+            step_schedulers(self, self.trainer.callback_metrics, VAL_LOSS)
 
     @override
     def validation_step(self, batch: Any, batch_idx: int) -> None:
@@ -308,14 +333,17 @@ class NoisyLabelClassifier(pl.LightningModule):
 
     @override
     def configure_optimizers(self) -> Any:
+        """The model's optimiser over :meth:`trained_parameters` (and its scheduler, stepped
+        per epoch), then the method's own optimisers (:meth:`TrainingMethod.extra_optimizers`)."""
         optimizer = self.optimizer_factory(self.trained_parameters())
+        extra = self.method.extra_optimizers(self)
         if self.lr_scheduler_factory is None:
-            return optimizer
+            return [optimizer, *extra] if extra else optimizer
         scheduler = self.lr_scheduler_factory(optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "monitor": VAL_LOSS},
-        }
+        if extra:  # stepped by hand at the epoch's end (step_schedulers), on VAL_LOSS
+            return [optimizer, *extra], [{"scheduler": scheduler, "interval": "epoch"}]
+        schedule = {"scheduler": scheduler, "interval": "epoch", "monitor": VAL_LOSS}
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
 
 
 #: Names that moved to :mod:`ln_lightning.model` (deprecated aliases, for one release).

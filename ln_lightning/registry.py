@@ -1,15 +1,17 @@
-"""One registry of the library's methods and data modules, in the spirit of timm's
-``register_model`` / ``list_models``.
+"""One registry of the library's methods, training strategies and data modules, in the spirit
+of timm's ``register_model`` / ``list_models``.
 
-A method (a loss) or a data module registers itself where it is defined, under a short name
-(the name of its config file, ``ce`` for ``zoo/configs/losses/ce.yaml``). Everything that lists
-them reads this registry: the names ``ln_lightning`` and its packages export, the tests' lists
-of methods and the checks that the docs describe each. Adding a loss is its file (with
-:func:`register_method`), its config and its section in docs/losses.md.
+A method (a loss), a training strategy or a data module registers itself where it is defined,
+under a short name (the name of its config file, ``ce`` for ``zoo/configs/losses/ce.yaml``).
+Everything that lists them reads this registry: the names ``ln_lightning`` and its packages
+export, the tests' lists of methods and the checks that the docs describe each. Adding a loss
+is its file (with :func:`register_method`), its config and its section in docs/losses.md; a
+strategy, its file (:func:`register_strategy`), config and section in docs/strategies.md.
 
-The registry fills as the modules that define the entries are imported; :func:`list_methods`
-and :func:`list_datamodules` import their package first (``ln_lightning.losses``,
-``ln_lightning.data``), which imports every module in it. Standard library only.
+The registry fills as the modules that define the entries are imported; :func:`list_methods`,
+:func:`list_strategies` and :func:`list_datamodules` import their package first
+(``ln_lightning.losses``, ``ln_lightning.strategies``, ``ln_lightning.data``), which imports
+every module in it. Standard library only.
 """
 
 from __future__ import annotations
@@ -29,17 +31,24 @@ __all__ = [
     "find_class",
     "get_datamodule",
     "get_method",
+    "get_strategy",
     "import_package",
     "list_datamodules",
     "list_methods",
+    "list_strategies",
     "register_datamodule",
     "register_method",
+    "register_strategy",
     "registered",
 ]
 
 T = TypeVar("T", bound=type)
 #: Kind -> the package whose import registers every entry of that kind.
-PACKAGES = {"method": "ln_lightning.losses", "datamodule": "ln_lightning.data"}
+PACKAGES = {
+    "method": "ln_lightning.losses",
+    "datamodule": "ln_lightning.data",
+    "strategy": "ln_lightning.strategies",
+}
 _ENTRIES: dict[str, dict[str, Registered]] = {kind: {} for kind in PACKAGES}
 
 
@@ -49,7 +58,7 @@ class Registered:
 
     Attributes:
         name: The short name (``ce``), also the stem of its config file.
-        kind: ``method`` or ``datamodule``.
+        kind: ``method``, ``strategy`` or ``datamodule``.
         cls: The class.
         config: Its config file in the zoo (``zoo/configs/losses/ce.yaml``), if it has one.
         example: Arguments of a small, quick instance (for tests and examples).
@@ -116,8 +125,17 @@ def register_datamodule(
     return _register("datamodule", name, config, example)
 
 
+def register_strategy(
+    name: str, *, config: str | None = "", example: Mapping[str, Any] | None = None
+) -> Callable[[T], T]:
+    """Class decorator: register a training strategy under ``name`` (its config is
+    ``zoo/configs/strategies/<name>.yaml`` unless ``config`` says otherwise)."""
+    path = f"zoo/configs/strategies/{name}.yaml" if config == "" else config
+    return _register("strategy", name, path, example)
+
+
 def registered(kind: str) -> list[Registered]:
-    """Every entry of ``kind`` (``method`` or ``datamodule``), by name.
+    """Every entry of ``kind`` (``method``, ``strategy`` or ``datamodule``), by name.
 
     Example:
         >>> [entry.name for entry in registered("method")][:3]
@@ -141,6 +159,16 @@ def list_methods(pattern: str = "*") -> list[str]:
         ['het', 'het_tau', 'het_tau_full']
     """
     return _names("method", pattern)
+
+
+def list_strategies(pattern: str = "*") -> list[str]:
+    """The short names of the registered training strategies matching ``pattern``, sorted.
+
+    Example:
+        >>> list_strategies("co*")
+        ['coteaching']
+    """
+    return _names("strategy", pattern)
 
 
 def list_datamodules(pattern: str = "*") -> list[str]:
@@ -167,6 +195,11 @@ def get_method(name: str) -> Registered:
     return _get("method", name)
 
 
+def get_strategy(name: str) -> Registered:
+    """The registered training strategy ``name``."""
+    return _get("strategy", name)
+
+
 def get_datamodule(name: str) -> Registered:
     """The registered data module ``name``."""
     return _get("datamodule", name)
@@ -174,7 +207,7 @@ def get_datamodule(name: str) -> Registered:
 
 def find_class(name: str) -> type | None:
     """The registered class whose class name is ``name`` (``CrossEntropy``), if any; methods
-    are looked up first, so a loss's name does not load the data modules."""
+    are looked up first, so a loss's name does not load the strategies or the data modules."""
     for kind in PACKAGES:
         for entry in registered(kind):
             if entry.cls.__name__ == name:

@@ -19,8 +19,8 @@ def _digest(tensors) -> str:
 
 
 class RankProbe(Callback):
-    """Write ``rank<R>.json``: a hash of the noisy labels, the metrics, the batches seen and a
-    hash of the EMA teacher's weights (SGN)."""
+    """Write ``rank<R>.json``: a hash of the noisy labels, the metrics, the batches seen, and
+    hashes of the EMA teacher's weights (SGN), the network's and a training strategy's state."""
 
     def __init__(self, out_dir: str) -> None:
         self.out_dir = Path(out_dir)
@@ -31,6 +31,7 @@ class RankProbe(Callback):
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         data = trainer.datamodule
+        strategy = pl_module.strategy
         labels = data.noise.noisy_labels.numpy().tobytes()
         record = {
             "rank": trainer.global_rank,
@@ -39,6 +40,13 @@ class RankProbe(Callback):
             "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
             "seen": self.seen,
             "teacher": _digest(pl_module.teacher.parameters()) if pl_module.teacher else None,
+            # the weights (batch-norm statistics are each rank's own under DDP)
+            "network": _digest(pl_module.network.parameters()),
+            "strategy": _digest(strategy.state_dict().values()) if strategy else None,
+            # examples whose per-sample state (ELR's targets) an update reached
+            "rows_updated": int((strategy.targets.abs().sum(1) > 0).sum())
+            if hasattr(strategy, "targets")
+            else None,
         }
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))

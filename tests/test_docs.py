@@ -172,7 +172,10 @@ def test_every_public_class_has_a_runnable_example():
     assert "--doctest-modules" in options and '"ln_lightning"' in options
 
 
-@pytest.mark.parametrize(("kind", "page"), [("method", "losses.md"), ("datamodule", "data.md")])
+@pytest.mark.parametrize(
+    ("kind", "page"),
+    [("method", "losses.md"), ("strategy", "strategies.md"), ("datamodule", "data.md")],
+)
 def test_the_docs_describe_every_registered_method_and_data_module(kind, page):
     """Adding a loss is its file, its config and its section: the docs check reads the registry."""
     from ln_lightning.registry import registered

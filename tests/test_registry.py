@@ -12,8 +12,10 @@ from ln_lightning import registry
 from ln_lightning.registry import (
     get_datamodule,
     get_method,
+    get_strategy,
     list_datamodules,
     list_methods,
+    list_strategies,
     register_method,
     registered,
 )
@@ -21,8 +23,13 @@ from ln_lightning.registry import (
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_every_method_and_data_module_is_exported_under_its_class_name():
-    for kind, package in (("method", ln_lightning.losses), ("datamodule", ln_lightning.data)):
+def test_every_method_strategy_and_data_module_is_exported_under_its_class_name():
+    packages = (
+        ("method", ln_lightning.losses),
+        ("strategy", ln_lightning.strategies),
+        ("datamodule", ln_lightning.data),
+    )
+    for kind, package in packages:
         for entry in registered(kind):
             assert getattr(ln_lightning, entry.cls.__name__) is entry.cls
             assert getattr(package, entry.cls.__name__) is entry.cls
@@ -38,13 +45,23 @@ def test_the_methods_are_the_papers_baselines_and_ln():
     assert "digits" in list_datamodules() and "image_folder" in list_datamodules()
 
 
-@pytest.mark.parametrize("kind", ["method", "datamodule"])
+def test_the_strategies_are_the_fields():
+    assert list_strategies() == ["coteaching", "elr", "sop"]
+    assert get_strategy("elr").cls is ln_lightning.ELR
+    assert ln_lightning.TrainingStrategy is ln_lightning.strategies.TrainingStrategy
+
+
+@pytest.mark.parametrize("kind", ["method", "strategy", "datamodule"])
 def test_every_entry_has_its_config_and_a_quick_example(kind):
     for entry in registered(kind):
         if entry.config is not None:
             assert (ROOT / entry.config).is_file(), (entry.name, entry.config)
         if kind == "method":
             assert isinstance(entry.build(), ln_lightning.NoisyLabelLoss)
+        if kind == "strategy":
+            assert isinstance(entry.build(), ln_lightning.TrainingStrategy)
+            assert entry.config is not None
+        if kind != "datamodule":
             assert entry.summary, f"{entry.name}: its class needs a docstring"
 
 

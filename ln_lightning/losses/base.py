@@ -18,6 +18,8 @@ __all__ = [
     "LossReport",
     "NoisyLabelLoss",
     "TrainingContext",
+    "as_config",
+    "constructor_arguments",
     "teacher_key",
 ]
 
@@ -91,6 +93,24 @@ class LossReport:
     message: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
     tables: dict[str, Tensor] = field(default_factory=dict)
+
+
+def constructor_arguments(obj: Any) -> dict[str, Any]:
+    """The attributes of ``obj`` named like the arguments of its class's ``__init__``: what
+    rebuilds it, ``type(obj)(**constructor_arguments(obj))``, when it stores them by name."""
+    parameters = inspect.signature(type(obj).__init__).parameters.values()
+    skip = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return {
+        p.name: getattr(obj, p.name)
+        for p in parameters
+        if p.name != "self" and p.kind not in skip and hasattr(obj, p.name)
+    }
+
+
+def as_config(obj: Any, init_args: dict[str, Any]) -> dict[str, Any]:
+    """``{"class_path": ..., "init_args": ...}`` of an object, as in an ``ln-fit`` config."""
+    cls = type(obj)
+    return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": init_args}
 
 
 class NoisyLabelLoss(nn.Module, ABC):
@@ -198,18 +218,11 @@ class NoisyLabelLoss(nn.Module, ABC):
         Read from the attributes named like the ``__init__`` arguments; a loss that stores an
         argument under another name overrides this.
         """
-        parameters = inspect.signature(type(self).__init__).parameters.values()
-        skip = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-        return {
-            p.name: getattr(self, p.name)
-            for p in parameters
-            if p.name != "self" and p.kind not in skip and hasattr(self, p.name)
-        }
+        return constructor_arguments(self)
 
     def config(self) -> dict[str, Any]:
         """``{"class_path": ..., "init_args": ...}``, as in an ``ln-fit`` config."""
-        cls = type(self)
-        return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": self.init_args()}
+        return as_config(self, self.init_args())
 
     # ------------------------------------------------------------------ the reduced loss
     def forward(self, outputs: Mapping[str, Tensor], labels: Tensor) -> Tensor:

@@ -128,6 +128,7 @@ def on_load(model: Any, checkpoint: dict[str, Any], epoch_metrics: list[str]) ->
     record = checkpoint.get(resume.RECORD_KEY) or {}
     source = getattr(attached_trainer(model), "ckpt_path", None)
     resume.check_loaded_record(checkpoint, model, str(source) if source else "the checkpoint")
+    model.method.on_load_checkpoint(model, checkpoint)  # per-sample state sized to its rows
     check_checkpoint_heads(checkpoint["state_dict"], model)
     check_checkpoint_shapes(checkpoint["state_dict"], model)
     resume.restore_epoch_metrics(checkpoint, epoch_metrics, model.global_rank)
@@ -144,13 +145,15 @@ def load_model(
     **kwargs: Any,
 ) -> pl.LightningModule:
     """``cls.load_from_checkpoint``: the file read once and safely
-    (:func:`~ln_lightning.resume.read_checkpoint`), the loss rebuilt from the record unless
-    ``loss=`` is given (a model built in Python cannot pickle it into its hyper-parameters)."""
+    (:func:`~ln_lightning.resume.read_checkpoint`), the loss and the strategy rebuilt from the
+    record unless ``loss=`` / ``strategy=`` is given (a model built in Python cannot pickle them
+    into its hyper-parameters)."""
     checkpoint = resume.read_checkpoint(checkpoint_path, map_location, weights_only)
     if hparams_file is not None:  # replaces the saved ones, as in Lightning
         checkpoint[cls.CHECKPOINT_HYPER_PARAMS_KEY] = hyperparameters_from_file(hparams_file)
-    if "loss" not in kwargs:
-        loss = resume.loss_from_checkpoint(checkpoint)
-        if loss is not None:
-            kwargs["loss"] = loss
+    for key in ("loss", "strategy"):  # what a model built in Python could not save
+        if key not in kwargs:
+            built = resume.built_from_record(checkpoint, key)
+            if built is not None:
+                kwargs[key] = built
     return module_from_checkpoint(cls, checkpoint, strict, **kwargs)

@@ -2,23 +2,23 @@
 
 :class:`NoisyLabelClassifier <ln_lightning.NoisyLabelClassifier>` asks its method, through the
 members of :class:`TrainingMethod`, how to set up, what the network outputs, what a training
-step's loss is, which parameters to optimise and what to do at the start of a fit, an epoch
-and a batch and after an optimiser step. It never asks what kind of method it has.
+step's loss is, which parameters to optimise (and which optimisers of its own it brings), how
+to take a step when it optimises by hand, and what to do at the start of a fit, an epoch and a
+batch, after an optimiser step and when a checkpoint is loaded. It never asks what kind of
+method it has.
 
 The simple case is a loss (:class:`LossMethod`): the network's outputs go to the loss, whose
 hooks get a :class:`~ln_lightning.losses.base.TrainingContext` and whose
 :class:`~ln_lightning.losses.base.LossReport` is printed, logged and saved here (a loss does no
-I/O). A training strategy with networks of its own (``model.build_network()``), per-sample
-state (sized by ``model.trainer.datamodule.split("train")``), parameter groups with their own
-learning rates and a pass over the training set at the start of an epoch
-(``model.split_predictions()``, or :func:`ln_lightning.inference.predict_split` over its own
-network) implements the same members.
+I/O). A training strategy (:class:`ln_lightning.strategies.TrainingStrategy`: networks of its
+own, per-sample state, optimisers of its own) implements the same members.
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
+import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
@@ -27,7 +27,7 @@ from ln_lightning.data.dataset import NoisySample
 from ln_lightning.lightning_internals import attached_trainer
 from ln_lightning.losses.base import LossReport, NoisyLabelLoss, TrainingContext
 
-__all__ = ["LossMethod", "TrainingMethod", "report"]
+__all__ = ["LossMethod", "TrainingMethod", "manual_step", "report", "step_schedulers"]
 
 
 class TrainingMethod(Protocol):
@@ -43,6 +43,9 @@ class TrainingMethod(Protocol):
     """
 
     loss: NoisyLabelLoss
+    #: ``True``: the model optimises by hand (Lightning's manual optimisation) and calls
+    #: :meth:`optimise` after every training step; ``False``: Lightning's automatic step.
+    manual_optimization: bool
 
     def setup(self, model: Any) -> None:
         """Before training: build networks and state of its own."""
@@ -61,6 +64,18 @@ class TrainingMethod(Protocol):
         """Parameters, or parameter groups (dicts with their own settings), for the optimiser."""
         ...
 
+    def extra_optimizers(self, model: Any) -> list[Any]:
+        """Optimisers of its own, after the model's (only with :attr:`manual_optimization`)."""
+        ...
+
+    def optimise(self, model: Any, loss: Tensor) -> None:
+        """One step by hand on the step's loss (only with :attr:`manual_optimization`)."""
+        ...
+
+    def on_load_checkpoint(self, model: Any, checkpoint: dict[str, Any]) -> None:
+        """Before a checkpoint's weights are loaded: fit state of its own to them."""
+        ...
+
     def on_fit_start(self, model: Any) -> None: ...
 
     def on_train_epoch_start(self, model: Any) -> None: ...
@@ -68,6 +83,36 @@ class TrainingMethod(Protocol):
     def on_train_batch_start(self, model: Any, batch_idx: int) -> None: ...
 
     def after_optimizer_step(self, model: Any) -> None: ...
+
+
+def manual_step(model: Any, loss: Tensor) -> None:
+    """One optimisation step by hand, for a method with :attr:`~TrainingMethod.manual_optimization`:
+    every optimiser's gradients cleared, ``model.manual_backward(loss)`` (so ``16-mixed``'s
+    loss scaling and DDP's gradient averaging apply, as in the automatic step), every optimiser
+    stepped, then the method's :meth:`~TrainingMethod.after_optimizer_step`.
+
+    Lightning counts each optimiser's step in ``trainer.global_step`` (two optimisers: two steps
+    a batch); the batches of an epoch, and resuming, do not depend on it.
+    """
+    optimizers = model.optimizers()
+    optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+    for optimizer in optimizers:
+        optimizer.zero_grad()
+    model.manual_backward(loss)
+    for optimizer in optimizers:
+        optimizer.step()
+    model.method.after_optimizer_step(model)
+
+
+def step_schedulers(model: Any, metrics: dict[str, Any], monitor: str) -> None:
+    """At an epoch's end under manual optimisation (Lightning steps no scheduler then): every
+    scheduler one step, ``ReduceLROnPlateau`` on ``metrics[monitor]`` (when it was logged)."""
+    for config in model.trainer.lr_scheduler_configs:
+        if isinstance(config.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            if monitor in metrics:
+                config.scheduler.step(metrics[monitor])
+        else:
+            config.scheduler.step()
 
 
 def epoch_budget(trainer: Any) -> int | None:
@@ -101,6 +146,8 @@ class LossMethod:
         (torch.Size([]), ['logits'])
     """
 
+    manual_optimization = False
+
     def __init__(self, loss: NoisyLabelLoss) -> None:
         self.loss = loss
 
@@ -120,6 +167,16 @@ class LossMethod:
 
     def parameters_to_optimise(self, model: Any) -> list[Any]:
         return model.network.trained_parameters()
+
+    def extra_optimizers(self, model: Any) -> list[Any]:
+        """None: the model's optimiser trains the network."""
+        return []
+
+    def optimise(self, model: Any, loss: Tensor) -> None:
+        manual_step(model, loss)
+
+    def on_load_checkpoint(self, model: Any, checkpoint: dict[str, Any]) -> None:
+        """Nothing: the loss's buffers have their shapes from ``K``."""
 
     def context(self, model: Any, batch_idx: int = 0) -> TrainingContext:
         """What the loss's hooks may ask of the run, as plain values and callables."""

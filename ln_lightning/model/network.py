@@ -4,6 +4,7 @@ as one ``nn.Module`` (what a training method with networks of its own builds mor
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from copy import deepcopy
 from typing import Any
 
 import torch
@@ -14,7 +15,7 @@ from ln_lightning.backbones import build_backbone, feature_dim
 from ln_lightning.heads import LinearHeads
 from ln_lightning.losses.base import NoisyLabelLoss, teacher_key
 
-__all__ = ["Network", "ema_teacher"]
+__all__ = ["Network", "ema_teacher", "reinitialised_copy"]
 
 
 class _Student(nn.Module):
@@ -55,6 +56,25 @@ def ema_teacher(network: nn.Module, decay: float) -> AveragedModel:
     return teacher
 
 
+def reinitialised_copy(module: nn.Module) -> nn.Module:
+    """A deep copy of ``module`` whose layers draw their initial weights again
+    (``reset_parameters`` of every layer that has one).
+
+    Example:
+        >>> import torch
+        >>> layer = torch.nn.Linear(3, 2)
+        >>> copy = reinitialised_copy(layer)
+        >>> copy is not layer, torch.equal(copy.weight, layer.weight)
+        (True, False)
+    """
+    copy = deepcopy(module)
+    for layer in copy.modules():
+        reset = getattr(layer, "reset_parameters", None)
+        if callable(reset):
+            reset()
+    return copy
+
+
 class Network(nn.Module):
     """``backbone -> features -> heads``, plus an EMA teacher of both when the loss asks for one
     (``loss.teacher_decay``, SGN).
@@ -68,6 +88,9 @@ class Network(nn.Module):
         backbone_options: ``pretrained``, ``pretrained_file``, ``backbone_kwargs`` of
             :func:`~ln_lightning.backbones.build_backbone`.
         compile: Compile the backbone (``nn.Module.compile``), after the teacher is copied.
+        fresh: With an ``nn.Module`` backbone, train a copy of it with its weights initialised
+            again (``reset_parameters``) instead of the module itself: another network like it
+            (a strategy's peer).
 
     Example:
         >>> from ln_lightning import ShiftedGaussianNoise
@@ -85,9 +108,12 @@ class Network(nn.Module):
         input_shape: Sequence[int] | None = None,
         backbone_options: dict[str, Any] | None = None,
         compile: bool = False,
+        fresh: bool = False,
     ) -> None:
         super().__init__()
         in_chans = input_shape[0] if input_shape else None  # channels, or a vector's width
+        if fresh and isinstance(backbone, nn.Module):
+            backbone = reinitialised_copy(backbone)
         self.backbone = build_backbone(backbone, in_chans=in_chans, **(backbone_options or {}))
         loss.setup(num_classes)
         self.heads = LinearHeads(

@@ -13,10 +13,10 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "RECORD_KEY",
     "RUN_KEYS",
+    "built_from_record",
     "check_loaded_record",
     "class_path",
     "library_version",
-    "loss_from_checkpoint",
     "record_mismatch",
     "run_record",
     "wrong_loss_message",
@@ -27,7 +27,7 @@ __all__ = [
 RECORD_KEY = "ln_lightning"
 #: What must agree for ``--ckpt_path last`` to continue a checkpoint (the loss's arguments may
 #: change between runs; its class may not).
-RUN_KEYS = ("backbone", "loss", "num_classes", "datamodule")
+RUN_KEYS = ("backbone", "loss", "strategy", "num_classes", "datamodule")
 #: The layout of the checkpoints this version writes, in their record. A version that changes
 #: what a checkpoint holds raises it, so an older version refuses the file with one line
 #: instead of failing inside (records without it are format 1). Format 2: the network's
@@ -62,6 +62,7 @@ def run_record(model: Any, datamodule: Any = None) -> dict[str, Any]:
         "version": library_version(),
         "backbone": model.backbone_name,
         "loss": model.loss.config(),
+        "strategy": model.strategy.config() if getattr(model, "strategy", None) else None,
         "num_classes": int(model.num_classes),
         "input_shape": list(model.input_shape) if model.input_shape is not None else None,
         "datamodule": class_path(datamodule) if datamodule is not None else None,
@@ -79,9 +80,15 @@ def run_record(model: Any, datamodule: Any = None) -> dict[str, Any]:
     }
 
 
+#: Stands for "no strategy" in a comparison (``None`` there means "not recorded").
+NO_STRATEGY = "no strategy (the loss alone)"
+
+
 def _comparable(record: dict[str, Any], key: str) -> Any:
     value = record.get(key)
-    return value.get("class_path") if key == "loss" and isinstance(value, dict) else value
+    if key == "strategy" and key in record and value is None:
+        return NO_STRATEGY  # recorded: trained without one (older records lack the key)
+    return value.get("class_path") if isinstance(value, dict) else value
 
 
 def record_mismatch(saved: dict[str, Any], expected: dict[str, Any]) -> str | None:
@@ -97,17 +104,18 @@ def record_mismatch(saved: dict[str, Any], expected: dict[str, Any]) -> str | No
     return None
 
 
-def loss_from_checkpoint(checkpoint: dict[str, Any]) -> Any:
-    """The loss a checkpoint recorded, built again, or ``None`` when its hyper-parameters hold
-    the loss's config already (``ln-fit`` checkpoints; Lightning rebuilds it from those)."""
-    if (checkpoint.get("hyper_parameters") or {}).get("loss") is not None:
+def built_from_record(checkpoint: dict[str, Any], key: str) -> Any:
+    """The loss or the strategy (``key``) a checkpoint recorded, built again, or ``None`` when
+    its hyper-parameters hold its config already (``ln-fit`` checkpoints; Lightning rebuilds it
+    from those) or it recorded none."""
+    if (checkpoint.get("hyper_parameters") or {}).get(key) is not None:
         return None
-    record = checkpoint.get(RECORD_KEY)
-    if record is None:
+    config = (checkpoint.get(RECORD_KEY) or {}).get(key)
+    if config is None:
         return None
-    module, _, name = record["loss"]["class_path"].rpartition(".")
+    module, _, name = config["class_path"].rpartition(".")
     cls = getattr(importlib.import_module(module), name)
-    return cls(**record["loss"]["init_args"])
+    return cls(**config["init_args"])
 
 
 def wrong_loss_message(source: str, trained: str, current: str) -> str:
@@ -119,17 +127,34 @@ def wrong_loss_message(source: str, trained: str, current: str) -> str:
     )
 
 
+def _strategy_name(comparable: str) -> str:
+    return comparable if comparable == NO_STRATEGY else f"the strategy {comparable}"
+
+
 def check_loaded_record(
     checkpoint: dict[str, Any], model: Any, source: str = "the checkpoint"
 ) -> None:
-    """Refuse a checkpoint of another loss; warn when the loss's arguments differ.
+    """Refuse a checkpoint of another loss or training strategy; warn when the loss's
+    arguments differ.
 
     Raises:
-        ValueError: When the checkpoint records a loss class other than ``model``'s.
+        ValueError: When the checkpoint records a loss class or a strategy other than
+            ``model``'s.
     """
     record = checkpoint.get(RECORD_KEY)
     if record is None:
         return  # written before checkpoints carried the record: the heads are checked instead
+    if "strategy" in record:  # recorded since training strategies exist
+        trained = _comparable(record, "strategy")
+        strategy = getattr(model, "strategy", None)
+        current_strategy = class_path(strategy) if strategy is not None else NO_STRATEGY
+        if trained != current_strategy:
+            raise ValueError(
+                f"{source} was trained with {_strategy_name(trained)} but this model has "
+                f"{_strategy_name(current_strategy)}. Use the run's config.yaml (ln-fit ... "
+                "--config <run>/config.yaml), or NoisyLabelClassifier.load_from_checkpoint(path), "
+                "which rebuilds it."
+            )
     saved, current = record["loss"], model.loss.config()
     if saved["class_path"] != current["class_path"]:
         raise ValueError(
