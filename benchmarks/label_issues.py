@@ -10,7 +10,8 @@ all through the ``ln-fit`` command line a user types (``zoo/configs/own/images.y
    the config's own loss (what a user gets);
 2. **CE, one run**: the same with cross-entropy (and **SGN** or **Forward**,
    ``zoo/configs/losses/<name>.yaml``, with ``--methods SGN`` or ``--methods Forward``; the
-   training strategies **ELR**, **SOP** and **Co-teaching**, ``zoo/configs/strategies/``);
+   training strategies **ELR**, **SOP**, **Co-teaching** and **DivideMix**,
+   ``zoo/configs/strategies/``; **LN + ELR** and **LN + Co-teaching**: LN inside them);
 3. **cleanlab, 5-fold CE**: ``ln-fit-sweep folds --num-folds 5`` with CE (out-of-sample
    probabilities), then cleanlab's ``find_label_issues`` on them (its default, confident
    learning ranked by self-confidence);
@@ -40,6 +41,7 @@ import json
 import os
 import re
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -70,8 +72,11 @@ CLEANLAB = "cleanlab 5-fold CE"
 CLEAN = "CE on the true labels"
 #: The training strategies (``zoo/configs/strategies/<name>.yaml``, cross-entropy inside) by
 #: their name here -> the name of their config and run folder.
-STRATEGIES = {"ELR": "elr", "SOP": "sop", "Co-teaching": "coteaching"}
-METHODS = ("LN", "CE", "SGN", "Forward", *STRATEGIES, CLEANLAB, CLEAN)
+STRATEGIES = {"ELR": "elr", "SOP": "sop", "Co-teaching": "coteaching", "DivideMix": "dividemix"}
+#: LN inside a strategy: the config's own LN loss, the strategy's defaults on top
+#: (``--model.strategy <class>``); LN's likelihood is the small-loss criterion of Co-teaching.
+LN_INSIDE = {"LN + ELR": ("ln_elr", "ELR"), "LN + Co-teaching": ("ln_coteaching", "CoTeaching")}
+METHODS = ("LN", "CE", "SGN", "Forward", *STRATEGIES, *LN_INSIDE, CLEANLAB, CLEAN)
 FOLD_TIME = re.compile(r"^done\s+.+ \((\d+(?:\.\d+)?) s\)$", re.MULTILINE)
 
 
@@ -146,6 +151,8 @@ def fit_args(
         args += ["--config", str(ROOT / f"zoo/configs/losses/{loss.lower()}.yaml")]
     elif loss in STRATEGIES:
         args += ["--config", str(ROOT / f"zoo/configs/strategies/{STRATEGIES[loss]}.yaml")]
+    elif loss in LN_INSIDE:
+        args += [f"--model.strategy=ln_lightning.{LN_INSIDE[loss][1]}", *shlex.split(ln_args)]
     else:
         args += shlex.split(ln_args)
     return args
@@ -208,6 +215,21 @@ def scored(issues_csv: Path, score_key: str = "score") -> dict[str, float]:
     }
 
 
+def accuracies(metrics_csv: Path) -> dict[str, float | None]:
+    """A run's clean test accuracy (final weights), the best noisy validation accuracy (all a
+    user can see) and the clean test accuracy of the checkpoint it selects."""
+    best = None
+    with metrics_csv.open() as handle:
+        for row in csv.DictReader(handle):
+            if row.get("val/acc_noisy"):
+                best = max(best or 0.0, float(row["val/acc_noisy"]))
+    return {
+        "test_acc": last_value(metrics_csv, "test/acc"),
+        "val_acc_noisy": best,
+        "test_selected_acc": last_value(metrics_csv, "test_selected/acc"),
+    }
+
+
 def wrong_labels(labels_csv: Path) -> int:
     """How many rows of a ``path,label,clean_label`` file have a wrong label."""
     with labels_csv.open() as handle:
@@ -258,6 +280,7 @@ def benchmark(
     out.mkdir(parents=True, exist_ok=True)
     result: dict = {"noise": kind, "wrong": wrong_labels(labels)}
     single = {"LN": "ln", "CE": "ce", "SGN": "sgn", "Forward": "forward", **STRATEGIES}
+    single.update({name: folder for name, (folder, _) in LN_INSIDE.items()})
     commands = [
         ln_fit(fit_args(labels, test, epochs, m, seed, ln_args), out, single[m])
         for m in single
@@ -269,8 +292,7 @@ def benchmark(
     seconds = run_many(commands, out, jobs)
     if CLEAN in methods:  # no wrong labels to find: its test accuracy and its compute
         metrics = out / "ce_true" / "version_0" / "metrics.csv"
-        result[CLEAN] = {"test_acc": last_value(metrics, "test/acc"),
-                         "seconds": round(seconds["ce_true"], 1),
+        result[CLEAN] = {**accuracies(metrics), "seconds": round(seconds["ce_true"], 1),
                          "core_seconds": round(seconds["ce_true"], 1)}  # fmt: skip
     issues = {m: out / f"{single[m]}/version_0/label_issues.csv" for m in single if m in methods}
     # one thread per run: compute is the sum of the runs' times (the folds run side by side)
@@ -298,7 +320,7 @@ def benchmark(
         }
         if method in single:
             metrics = out / single[method] / "version_0/metrics.csv"
-            result[method]["test_acc"] = last_value(metrics, "test/acc")
+            result[method].update(accuracies(metrics))
     if not retrain:
         return result
     retrains = {  # LN on LN's cleaned labels, CE on cleanlab's
@@ -321,8 +343,9 @@ def benchmark(
 def table(results: list[dict]) -> str:
     lines = [
         "| noise | method | AUROC | precision = recall at N | flagged | flag precision "
-        "| flag recall | wall time (s) | compute (core-s) | test acc | retrained test acc |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| flag recall | wall time (s) | compute (core-s) | test acc | retrained test acc "
+        "| best noisy val acc |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for result in results:
         for method in [m for m in METHODS if m in result]:
@@ -330,6 +353,8 @@ def table(results: list[dict]) -> str:
             acc = f"{100 * r['test_acc']:.2f}" if r.get("test_acc") is not None else "-"
             again = r.get("retrained_test_acc")
             again = f"{100 * again:.2f}" if again is not None else "-"
+            val = r.get("val_acc_noisy")
+            val = f"{100 * val:.2f}" if val is not None else "-"
             found = (
                 f"{r['auroc']:.3f} | {r['precision_at_n']:.3f} | {r['flagged']} | "
                 f"{r['flag_precision']:.3f} | {r['flag_recall']:.3f}"
@@ -338,8 +363,59 @@ def table(results: list[dict]) -> str:
             )
             lines.append(
                 f"| {result['noise']} 40% (N = {result['wrong']}) | {method} | {found} | "
-                f"{r['seconds']:.0f} | {r['core_seconds']:.0f} | {acc} | {again} |"
+                f"{r['seconds']:.0f} | {r['core_seconds']:.0f} | {acc} | {again} | {val} |"
             )
+    return "\n".join(lines)
+
+
+def _percent(values: list[float]) -> str:
+    """``mean ± std`` in percent (std over seeds, ``ddof=1``; the value alone for one seed)."""
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return f"{100 * mean:.2f}"
+    return f"{100 * mean:.2f} ± {100 * statistics.stdev(values):.2f}"
+
+
+def summary(by_seed: dict[int, list[dict]]) -> str:
+    """The methods over seeds, per noise kind: clean test accuracy of the final weights and of
+    the checkpoint noisy validation selects, the best noisy validation accuracy, AUROC, and the
+    compute against one CE run; the true-label ceiling beside them, and the method a user would
+    pick with what they have (the highest noisy validation accuracy)."""
+    lines = []
+    kinds = [result["noise"] for result in next(iter(by_seed.values()))]
+    for kind in kinds:
+        runs = [next(r for r in results if r["noise"] == kind) for results in by_seed.values()]
+        methods = [m for m in METHODS if all(m in run for run in runs)]
+        ce = statistics.fmean(run["CE"]["core_seconds"] for run in runs) if "CE" in methods else 0
+        lines += [
+            f"\n{kind} 40%, {len(runs)} seed(s) ({', '.join(map(str, by_seed))})\n",
+            "| method | test acc (final) | test acc (selected) | best noisy val acc | AUROC "
+            "| compute (core-s) | x CE |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        picked: dict[str, float] = {}
+        for method in methods:
+            rows = [run[method] for run in runs]
+
+            def column(key: str, rows: list[dict] = rows) -> str:
+                values = [r[key] for r in rows if r.get(key) is not None]
+                return _percent(values) if len(values) == len(rows) else "-"
+
+            auroc = (
+                f"{statistics.fmean(r['auroc'] for r in rows):.3f}" if "auroc" in rows[0] else "-"
+            )
+            compute = statistics.fmean(r["core_seconds"] for r in rows)
+            ratio = f"{compute / ce:.2f}" if ce else "-"
+            lines.append(
+                f"| {method} | {column('test_acc')} | {column('test_selected_acc')} | "
+                f"{column('val_acc_noisy')} | {auroc} | {compute:.0f} | {ratio} |"
+            )
+            values = [r.get("val_acc_noisy") for r in rows]
+            if method != CLEAN and None not in values:
+                picked[method] = statistics.fmean(values)
+        if picked:
+            best = max(picked, key=picked.get)
+            lines.append(f"\nNoisy validation picks: {best} ({100 * picked[best]:.2f}).")
     return "\n".join(lines)
 
 
@@ -353,6 +429,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, help="only the first N training images (smoke tests)")
     parser.add_argument("--seed", type=int, default=0, help="of the noise and of the runs")
     parser.add_argument(
+        "--seeds", type=int, nargs="+",
+        help="several seeds in one command (each in <out>/seed<S>), then a summary over them",
+    )  # fmt: skip
+    parser.add_argument(
         "--methods", nargs="+", choices=METHODS, default=["LN", "CE", CLEANLAB],
         help="default: LN CE and cleanlab (SGN, Forward, the strategies and the true-label ceiling "
         "on request)",
@@ -365,15 +445,20 @@ def main(argv: list[str] | None = None) -> None:
             import cleanlab  # noqa: F401
         except ImportError:
             parser.error('the cleanlab comparison needs cleanlab: pip install -e ".[cleanlab]"')
-    files = write_folder(args.out, args.source, args.limit, args.seed)
-    results = [
-        benchmark(kind, files[kind], files["test"], args.out / kind, args.epochs, args.jobs,
-                  args.methods, retrain=not args.no_retrain, seed=args.seed,
-                  ln_args=args.ln_args)
-        for kind in args.noise
-    ]  # fmt: skip
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
-    print(table(results))
+    by_seed = {}
+    for seed in args.seeds or [args.seed]:
+        out = args.out / f"seed{seed}" if args.seeds else args.out
+        files = write_folder(out, args.source, args.limit, seed)
+        results = [
+            benchmark(kind, files[kind], files["test"], out / kind, args.epochs, args.jobs,
+                      args.methods, retrain=not args.no_retrain, seed=seed,
+                      ln_args=args.ln_args)
+            for kind in args.noise
+        ]  # fmt: skip
+        (out / "results.json").write_text(json.dumps(results, indent=2))
+        print(table(results))
+        by_seed[seed] = results
+    print(summary(by_seed))
 
 
 if __name__ == "__main__":

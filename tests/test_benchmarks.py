@@ -111,6 +111,25 @@ def test_label_issues(script, capsys, tmp_path):
     (log,) = (tmp_path / "out" / "symmetric").glob("forward.log")
     # one epoch: forward.yaml's warm-up (0.4 of the run, at least 1 epoch) is all of it, said
     assert "warm-up (1 epoch) is not shorter than the run (1 epoch)" in log.read_text()
+    # The strategies and LN inside one, over two seeds: a summary with the ceiling and the pick
+    script("label_issues").main(
+        [*args.split(), "--noise", "symmetric", "--seeds", "0", "1", "--no-retrain", "--methods",
+         "CE", "ELR", "LN + Co-teaching", "CE on the true labels"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    section = out.split("symmetric 40%, 2 seed(s) (0, 1)")[1].split("Noisy validation")[0]
+    rows = [row for name in ("CE", "ELR", "LN + Co-teaching", "CE on the true labels")
+            for row in table_rows(section, name)]  # fmt: skip
+    assert [row[0] for row in rows] == ["CE", "ELR", "LN + Co-teaching", "CE on the true labels"]
+    assert all(" ± " in row[1] and " ± " in row[3] for row in rows)  # over the two seeds
+    assert rows[0][6] == "1.00" and float(rows[2][6]) > 0  # compute against one CE run
+    picked = out.split("Noisy validation picks: ")[1].split(" (")[0]
+    assert picked in ("CE", "ELR", "LN + Co-teaching")  # never the ceiling: no user has it
+    config = (
+        tmp_path / "out" / "seed1" / "symmetric" / "ln_coteaching" / "version_0" / "config.yaml"
+    )
+    assert "ln_lightning.CoTeaching" in config.read_text()  # LN (the config's loss) inside it
+    assert "LogisticNormalLoss" in config.read_text()
 
 
 @pytest.mark.slow  # keeps the default run under 5 minutes

@@ -17,6 +17,11 @@ pytestmark = pytest.mark.slow
 CASES = {
     "elr": (("--config", "zoo/configs/strategies/elr.yaml"), 4, 15),
     "sop": (("--config", "zoo/configs/strategies/sop.yaml", "--model.strategy.lr_v=100"), 8, 30),
+    "dividemix": (
+        ("--config", "zoo/configs/strategies/dividemix.yaml", "--model.strategy.warmup_epochs=1"),
+        4,
+        15,
+    ),
     "coteaching": (
         ("--config", "zoo/configs/strategies/coteaching.yaml", "--model.strategy.gradual_epochs=2"),
         4,
