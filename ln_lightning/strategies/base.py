@@ -10,8 +10,8 @@ from torch import Tensor, nn
 
 from ln_lightning.data.dataset import NoisySample
 from ln_lightning.lightning_internals import attached_trainer, is_fitting
-from ln_lightning.losses.base import NoisyLabelLoss, as_config, constructor_arguments
-from ln_lightning.model.method import LossMethod, manual_step
+from ln_lightning.losses.base import LossReport, NoisyLabelLoss, as_config, constructor_arguments
+from ln_lightning.model.method import LossMethod, epoch_budget, manual_step, report
 
 __all__ = ["TrainingStrategy", "gather_rows", "training_pool_size"]
 
@@ -211,7 +211,14 @@ class TrainingStrategy(nn.Module):
 
     # ------------------------------------------------------------------ the loss's hooks
     def on_fit_start(self, model: Any) -> None:
+        """The loss's own start, then the strategy's :meth:`plan`, printed once."""
         self._loss_method.on_fit_start(model)
+        report(model, self.plan(epoch_budget(attached_trainer(model))))
+
+    def plan(self, max_epochs: int | None) -> LossReport | None:
+        """What the run will do, phase by phase, for a run of ``max_epochs`` (printed when fit
+        starts; say it when a phase never comes); ``None``: nothing to say."""
+        return None
 
     def on_train_epoch_start(self, model: Any) -> None:
         self._loss_method.on_train_epoch_start(model)

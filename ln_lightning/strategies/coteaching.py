@@ -8,6 +8,7 @@ from typing import Any
 from torch import Tensor
 
 from ln_lightning.data.dataset import NoisySample
+from ln_lightning.losses.base import LossReport
 from ln_lightning.registry import register_strategy
 from ln_lightning.strategies.base import TrainingStrategy
 
@@ -88,6 +89,22 @@ class CoTeaching(TrainingStrategy):
 
     def build(self, model: Any) -> None:
         self.peer = model.build_network()
+
+    def plan(self, max_epochs: int | None) -> LossReport:
+        """What each batch leaves out, and when it reaches ``forget_rate``.
+
+        Example:
+            >>> CoTeaching(0.2, 5).plan(20).message[:64]
+            'Co-teaching: each network learns from the 80% of each batch with'
+        """
+        return LossReport(
+            message=(
+                f"Co-teaching: each network learns from the {1 - self.forget_rate:.0%} of each "
+                "batch with the smallest loss under its peer (the share left out grows from 0 "
+                f"over the first {self.gradual_epochs} epochs). Set "
+                "--model.strategy.forget_rate to the share of wrong labels you expect."
+            )
+        )
 
     def parameters_to_optimise(self, model: Any) -> list[Any]:
         return [*model.network.trained_parameters(), *self.peer.trained_parameters()]

@@ -229,6 +229,32 @@ class DivideMix(TrainingStrategy):
         return {"logits": torch.log(mean.clamp_min(1e-12))}
 
     # ------------------------------------------------------------------ the phase
+    def plan(self, max_epochs: int | None) -> LossReport:
+        """The warm-up, then a division every epoch; said plainly when the warm-up is the run.
+
+        Example:
+            >>> DivideMix(warmup_epochs=5).plan(20).message[:63]
+            'DivideMix: cross-entropy on both networks for the first 5 of 20'
+        """
+        if max_epochs is not None and self.warmup_epochs >= max_epochs:
+            return LossReport(
+                message=(
+                    f"DivideMix: the warm-up ({self.warmup_epochs} epochs) is not shorter than "
+                    f"the run ({max_epochs} epochs), so the training set is never divided and "
+                    "this run is cross-entropy on two networks. Lower "
+                    "--model.strategy.warmup_epochs."
+                )
+            )
+        budget = f" of {max_epochs}" if max_epochs is not None else ""
+        return LossReport(
+            message=(
+                f"DivideMix: cross-entropy on both networks for the first {self.warmup_epochs}"
+                f"{budget} epochs; then at every epoch's start a Gaussian mixture on each "
+                "network's losses divides the training set, and each network trains with "
+                "MixMatch on its peer's division."
+            )
+        )
+
     def in_warmup(self, epoch: int) -> bool:
         """Whether ``epoch`` trains with plain cross-entropy (a pure function of the epoch)."""
         return epoch < self.warmup_epochs

@@ -63,6 +63,18 @@ def test_the_mixture_divides_low_from_high_losses_the_same_way_every_time():
     assert first[:80].min() > 0.9 and first[80:].max() < 0.1
 
 
+def test_a_warm_up_as_long_as_the_run_is_said_when_fit_starts(tmp_path, caplog):
+    assert "never divided" in DivideMix(warmup_epochs=5).plan(5).message
+    model = NoisyLabelClassifier(
+        loss=CrossEntropy(), strategy=DivideMix(warmup_epochs=2), input_shape=SHAPE
+    )
+    with caplog.at_level("INFO"):
+        quick_trainer(tmp_path, max_epochs=1, limit_train_batches=1).fit(
+            model, datamodule=DigitsDataModule()
+        )
+    assert "the training set is never divided" in caplog.text
+
+
 def test_dividemix_needs_cross_entropy_and_predicts_with_both_networks():
     with pytest.raises(ValueError, match="its loss must be CrossEntropy; got LogisticNormalLoss"):
         NoisyLabelClassifier(loss=LogisticNormalLoss(), strategy=DivideMix(), input_shape=SHAPE)
