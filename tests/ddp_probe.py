@@ -18,6 +18,12 @@ def _digest(tensors) -> str:
     return sha.hexdigest()
 
 
+def _rows_updated(strategy) -> int | None:
+    """Rows of ELR's targets or DivideMix's division that an update reached."""
+    state = getattr(strategy, "targets", getattr(strategy, "clean", None))
+    return int((state.abs().sum(1) > 0).sum()) if state is not None else None
+
+
 class RankProbe(Callback):
     """Write ``rank<R>.json``: a hash of the noisy labels, the metrics, the batches seen, and
     hashes of the EMA teacher's weights (SGN), the network's and a training strategy's state."""
@@ -44,9 +50,7 @@ class RankProbe(Callback):
             "network": _digest(pl_module.network.parameters()),
             "strategy": _digest(strategy.state_dict().values()) if strategy else None,
             # examples whose per-sample state (ELR's targets) an update reached
-            "rows_updated": int((strategy.targets.abs().sum(1) > 0).sum())
-            if hasattr(strategy, "targets")
-            else None,
+            "rows_updated": _rows_updated(strategy),
         }
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))

@@ -3,12 +3,13 @@ is checkpointed, resumes and stays the same on every DDP rank; the loss's own ho
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ln_lightning.data.dataset import NoisySample
+from ln_lightning.data.dataset import NoisySample, unpack_batch
 from ln_lightning.lightning_internals import attached_trainer, is_fitting
 from ln_lightning.losses.base import LossReport, NoisyLabelLoss, as_config, constructor_arguments
 from ln_lightning.model.method import LossMethod, epoch_budget, manual_step, report
@@ -78,6 +79,8 @@ class TrainingStrategy(nn.Module):
       ``16-mixed`` and DDP work as in the automatic step); Lightning counts every optimiser's step
       in ``trainer.global_step``. ``gradient_clip_val`` and ``accumulate_grad_batches`` are
       Lightning's automatic-step options, refused by Lightning under manual optimisation;
+    * **a pass over the training split** (:meth:`training_pass`): un-augmented, sharded over
+      the DDP ranks and gathered; what it decides is decided on rank 0 and broadcast;
     * **its phase** (warm-up, selection, a rate that grows) as a pure function of the epoch,
       so a resumed run is in the right phase without state of its own.
 
@@ -181,6 +184,66 @@ class TrainingStrategy(nn.Module):
                     f"training examples and this run's training pool has {rows}: resume on the "
                     "data it was trained on, or start a new run."
                 )
+
+    def training_pass(
+        self,
+        model: Any,
+        compute: Callable[[NoisySample], Tensor],
+        width: int,
+        datamodule: Any = None,
+    ) -> tuple[Tensor, Tensor]:
+        """``compute`` (a batch -> ``(B, width)`` values, called without gradients) over the
+        whole training split, un-augmented (the evaluation transform, a fixed order): the
+        examples' indices and their values, on every rank. Under DDP each rank computes every
+        ``world_size``-th batch (its shard) with rank 0's buffers (batch-norm statistics), and
+        the shards are gathered; decide from the result on rank 0 and broadcast
+        (``trainer.strategy.broadcast``). ``datamodule``: the trainer's when ``None``.
+
+        Example:
+            >>> import torch
+            >>> from ln_lightning import CrossEntropy, DigitsDataModule, NoisyLabelClassifier
+            >>> from ln_lightning.strategies import ELR
+            >>> model = NoisyLabelClassifier(loss=CrossEntropy(), strategy=ELR(),
+            ...                              input_shape=(1, 8, 8))
+            >>> data = DigitsDataModule()
+            >>> index, values = model.strategy.training_pass(
+            ...     model, lambda sample: sample.target.float().unsqueeze(1), 1, data)
+            >>> len(index) == len(data.split("train")), values.shape
+            (True, torch.Size([1293, 1]))
+        """
+        trainer = attached_trainer(model)
+        world = trainer.world_size if trainer is not None else 1
+        rank = trainer.global_rank if trainer is not None else 0
+        if world > 1:  # every shard with the same batch-norm statistics: rank 0's
+            for buffer in model.buffers():
+                if buffer.dtype.is_floating_point and buffer.dim() > 0:
+                    buffer.copy_(trainer.strategy.broadcast(buffer, src=0))
+        values, indices = [torch.zeros(0, width)], [torch.zeros(0, dtype=torch.long)]
+        with torch.no_grad():
+            for position, batch in enumerate(model.split_batches("train", datamodule)):
+                if position % world != rank:
+                    continue
+                sample = unpack_batch(batch)
+                moved = sample._replace(
+                    input=sample.input.to(model.device), target=sample.target.to(model.device)
+                )
+                values.append(compute(moved).float().cpu())
+                indices.append(self.index(sample).cpu())
+        value, index = torch.cat(values), torch.cat(indices)
+        if world == 1:
+            return index, value
+        counts = model.all_gather(torch.tensor([len(index)], device=model.device)).flatten()
+        most = int(counts.max())
+        padded_index = torch.zeros(most, dtype=torch.long)
+        padded_value = torch.zeros(most, width)
+        padded_index[: len(index)], padded_value[: len(value)] = index, value
+        gathered_index = model.all_gather(padded_index.to(model.device)).cpu()
+        gathered_value = model.all_gather(padded_value.to(model.device)).cpu()
+        keep = [slice(0, int(n)) for n in counts.tolist()]
+        return (
+            torch.cat([part[rows] for part, rows in zip(gathered_index, keep, strict=True)]),
+            torch.cat([part[rows] for part, rows in zip(gathered_value, keep, strict=True)]),
+        )
 
     # ------------------------------------------------------------------ the step
     def outputs(self, model: Any, inputs: Tensor) -> dict[str, Tensor]:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ln_lightning.data.dataset import NoisySample, unpack_batch
+from ln_lightning.data.dataset import NoisySample
 from ln_lightning.data.sampling import global_seed
 from ln_lightning.lightning_internals import attached_trainer
 from ln_lightning.losses.base import LossReport
@@ -288,11 +288,15 @@ class DivideMix(TrainingStrategy):
 
     def divide(self, model: Any) -> Tensor:
         """Both networks' clean probabilities ``(N, 2)`` over the training pool (0 outside the
-        training split), computed on rank 0 and broadcast to every rank."""
+        training split): the losses from a pass sharded over the ranks, the mixtures fitted on
+        rank 0 and broadcast to every rank."""
         trainer = attached_trainer(model)
+        with _evaluating(model.network, self.peer):
+            index, losses = self.training_pass(
+                model, lambda sample: self._losses(model, sample), width=2
+            )
         division = None
         if trainer is None or trainer.global_rank == 0:
-            losses, index = self._training_losses(model)
             seed = global_seed() + model.current_epoch
             division = torch.zeros(self.clean.shape, dtype=torch.float32)
             for column in range(2):
@@ -301,22 +305,14 @@ class DivideMix(TrainingStrategy):
             division = trainer.strategy.broadcast(division, src=0)
         return division
 
-    def _training_losses(self, model: Any) -> tuple[Tensor, Tensor]:
-        """Each network's cross-entropy on every training example (evaluation transform and
-        mode) and the examples' indices."""
-        losses, indices = [], []
-        with _evaluating(model.network, self.peer):
-            for batch in model.split_batches():
-                sample = unpack_batch(batch)
-                inputs = sample.input.to(model.device)
-                target = sample.target.to(model.device)
-                pair = [
-                    F.cross_entropy(net(inputs)["logits"].float(), target, reduction="none")
-                    for net in (model.network, self.peer)
-                ]
-                losses.append(torch.stack(pair, 1).cpu())
-                indices.append(self.index(sample).cpu())
-        return torch.cat(losses), torch.cat(indices)
+    def _losses(self, model: Any, sample: NoisySample) -> Tensor:
+        """Both networks' cross-entropy on a batch, ``(B, 2)``."""
+        networks = (model.network, self.peer)
+        pair = [
+            F.cross_entropy(net(sample.input)["logits"].float(), sample.target, reduction="none")
+            for net in networks
+        ]
+        return torch.stack(pair, 1)
 
     # ------------------------------------------------------------------ the step
     def training_step(
