@@ -80,7 +80,8 @@ def test_the_page_holds_the_flagged_rows_most_suspicious_first(tmp_path):
 
 
 def test_files_are_linked_relatively_and_the_page_stays_small(tmp_path):
-    """20,000 image files: linked, not copied or decoded; under 300 bytes of page per row."""
+    """20,000 image files: linked, not copied or decoded; under 300 bytes of page per flagged
+    row, and under 30 per example for the review's labels file (the paths' shared prefix once)."""
     table, issues = scored(n=20_000, seed=1)
     table.paths = [str(tmp_path / "data" / f"img{i:05d}.jpg") for i in range(20_000)]
     page = write_gallery(table, issues, ["a", "b", "c"], tmp_path / "run" / "label_issues.html",
@@ -88,7 +89,9 @@ def test_files_are_linked_relatively_and_the_page_stays_small(tmp_path):
     rows = page_data(page)["rows"]
     assert len(rows) == int(issues.is_issue.sum()) > 1000
     assert all(re.fullmatch(r"\.\./data/img\d{5}\.jpg", r["src"]) for r in rows)
-    assert page.stat().st_size < 300 * len(rows) + 20_000
+    assert page.stat().st_size < 300 * len(rows) + 30 * 20_000 + 30_000
+    review = page_data(page)["review"]
+    assert review["prefix"] == str(tmp_path / "data" / "img") and len(review["ids"]) == 20_000
 
 
 def test_the_caution_shows_and_feature_vectors_have_no_picture(tmp_path):

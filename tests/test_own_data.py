@@ -166,8 +166,8 @@ def test_injected_noise_on_top_of_the_given_labels(tmp_path):
         ("unknown label", r"the label\(s\) \['horse'\] are not classes"),
         ("empty class", r"the class\(es\) \['zebra'\] have no training images"),
         ("missing column", r"needs the columns path and label .* \(missing \['label'\]\)"),
-        ("missing image", r"1 image\(s\) listed in .* do not exist, e\.g\. .*ghost\.png"),
-        ("duplicate path", r"lists 1 image\(s\) more than once"),
+        ("missing image", r"labels\.csv:\d+: the image .*ghost\.png does not exist \(1 listed"),
+        ("duplicate path", r"labels\.csv:\d+: .* is listed again \(first at line \d+\)"),
         ("empty folder", r"the class folder .*owl holds no images"),
         (
             "missing test folder",

@@ -29,6 +29,7 @@ from ln_lightning.data.pool import (
     noise_source,
     pool_noise,
     pool_splits,
+    read_pool_labels,
 )
 from ln_lightning.data.sampling import ResumableSampler
 from ln_lightning.data.splits import (
@@ -227,9 +228,11 @@ class NoisyLabelDataModule(pl.LightningDataModule):
             splits, self.noise_spec, self.noisy_labels_file, self.num_classes
         )
         noisy = self.noise.noisy_labels
+        # A reviewed labels file (label_issues.html) leaves the examples decided "drop" out.
+        dropped = read_pool_labels(self.noisy_labels_file)[2] if self.noisy_labels_file else None
         pool = pool_splits(
             splits, noisy, clean, (self.train_transform(), self.eval_transform()),
-            self.val_fraction, self.seed, self.num_folds, self.fold,
+            self.val_fraction, self.seed, self.num_folds, self.fold, dropped,
         )  # fmt: skip
         self.train_set, self.val_set, self.test_set = pool.train, pool.val, pool.test
         self._example_ids = pool.example_ids

@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 
 from ln_lightning.data.base import NoisyLabelDataModule
 from ln_lightning.data.image_folder import GREY_MODES, ImageFolderDataModule, TimmImageTransforms
+from ln_lightning.data.reviewed import reviewed_rows
 from ln_lightning.data.splits import DataSplits
 from ln_lightning.labels import UNKNOWN
 from ln_lightning.registry import register_datamodule
@@ -227,22 +228,28 @@ class HFImageDataModule(TimmImageTransforms, NoisyLabelDataModule):
         return torch.tensor([index[str(v)] for v in values], dtype=torch.long)
 
     def _listed_rows(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The rows and labels of ``labels_file`` (``row_id,label``, labels by name)."""
+        """The rows and labels of ``labels_file`` (``row_id,label``, labels by name; a reviewed
+        file's rows decided ``drop`` left out), every fault named by its line."""
         index = {name: i for i, name in enumerate(self.class_names)}
         with Path(self.labels_file).expanduser().open(newline="", encoding="utf-8-sig") as handle:
             rows = list(csv.DictReader(handle))
         if not rows or not {"row_id", "label"} <= set(rows[0]):
             raise ValueError(f"{self.labels_file} needs the columns row_id,label.")
-        unknown = sorted({r["label"] for r in rows} - set(index))
-        if unknown:
-            raise ValueError(
-                f"{self.labels_file}: the label(s) {unknown[:5]} are not classes "
-                f"{self.class_names}."
-            )
+        kept = reviewed_rows(rows, self.labels_file, "row_id")  # a reviewed file's drops left out
         size = len(self.dataset[self.train_split])
-        ids = torch.tensor([int(r["row_id"]) for r in rows])
-        if len(ids) and not (int(ids.min()) >= 0 and int(ids.max()) < size):
-            raise ValueError(f"{self.labels_file}: row ids must lie in [0, {size}).")
+        for line, row in kept:
+            if row["label"].strip() not in index:
+                raise ValueError(
+                    f"{self.labels_file}:{line}: the label {row['label'].strip()!r} is not a "
+                    f"class of {self.train_split} {self.class_names[:20]}."
+                )
+            if not row["row_id"].strip().isdigit() or int(row["row_id"]) >= size:
+                raise ValueError(
+                    f"{self.labels_file}:{line}: row_id {row['row_id'].strip()!r} is not a row "
+                    f"of {self.train_split} (0 to {size - 1})."
+                )
+        rows = [{"row_id": r["row_id"].strip(), "label": r["label"].strip()} for _, r in kept]
+        ids = torch.tensor([int(r["row_id"]) for r in rows], dtype=torch.long)
         return ids, torch.tensor([index[r["label"]] for r in rows])
 
     def _images(self, split: str, rows: Sequence[int] | None = None) -> HFImages:

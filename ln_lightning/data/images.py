@@ -13,7 +13,6 @@ import multiprocessing
 import os
 import struct
 import sys
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -22,6 +21,8 @@ from statistics import median
 
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
+
+from ln_lightning.data.reviewed import reviewed_rows
 
 __all__ = [
     "IMAGE_CHECKS",
@@ -176,11 +177,15 @@ def read_labels_file(path: str | Path) -> LabelledImages:
     """Read a ``path,label`` CSV (or TSV) file; paths are relative to the file's folder.
 
     An optional ``clean_label`` column gives verified labels (empty where unknown). Labels are
-    class names or integers, kept as text here.
+    class names or integers, kept as text here. A reviewed file (``reviewed_labels.csv`` of
+    ``label_issues.html``) is read as it is: its rows decided ``drop`` are left out.
 
     Raises:
         FileNotFoundError: If the file, or an image it lists, does not exist.
-        ValueError: For a missing column, an empty file, an empty label or a path listed twice.
+        ValueError: For a missing column, an empty file, an empty label or a path listed twice,
+            naming the line; for a reviewed file (a ``decision`` column, written by
+            ``label_issues.html``), an unknown decision or a label that is not a class
+            (:func:`~ln_lightning.data.reviewed.reviewed_rows`).
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -197,27 +202,27 @@ def read_labels_file(path: str | Path) -> LabelledImages:
     if not rows:
         raise ValueError(f"{path} lists no images: add one path,label row per image.")
     folder = path.parent.resolve()
-    paths, labels, clean = [], [], []
+    paths, labels, clean, lines = [], [], [], []
     has_clean = "clean_label" in columns
-    for line, row in enumerate(rows, start=2):
-        file, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
-        if not file or not label:
-            raise ValueError(f"{path}:{line}: every row needs a path and a label; got {row}.")
-        paths.append(Path(os.path.normpath(os.path.join(folder, file))))
-        labels.append(label)
+    first: dict[Path, int] = {}
+    for line, row in reviewed_rows(rows, path, "path"):  # a reviewed file's drops left out
+        file = Path(os.path.normpath(os.path.join(folder, row["path"].strip())))
+        if file in first:
+            raise ValueError(
+                f"{path}:{line}: {file} is listed again (first at line {first[file]}); give each "
+                "image one row."
+            )
+        first[file] = line
+        paths.append(file)
+        labels.append(row["label"].strip())
+        lines.append(line)
         if has_clean:
             clean.append((row.get("clean_label") or "").strip() or None)
-    duplicates = [p for p, n in Counter(paths).items() if n > 1]
-    if duplicates:
-        raise ValueError(
-            f"{path} lists {len(duplicates)} image(s) more than once, e.g. {duplicates[0]}: "
-            "give each image one row."
-        )
-    absent = [p for p in paths if not p.is_file()]
+    absent = [(line, p) for line, p in zip(lines, paths, strict=True) if not p.is_file()]
     if absent:
         raise FileNotFoundError(
-            f"{len(absent)} image(s) listed in {path} do not exist, e.g. {absent[0]} (paths are "
-            f"relative to {folder})."
+            f"{path}:{absent[0][0]}: the image {absent[0][1]} does not exist ({len(absent)} "
+            f"listed image(s) do not; paths are relative to {folder})."
         )
     return LabelledImages(paths, labels, clean if has_clean else None)
 

@@ -3,6 +3,7 @@ read from a file or the data's own) and the train / noisy validation / clean tes
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ import torch
 from torch import Tensor
 
 from ln_lightning.data.dataset import NoisyLabelDataset
+from ln_lightning.data.reviewed import reviewed_rows
 from ln_lightning.data.splits import DataSplits, fold_split, validation_split
 from ln_lightning.labels import UNKNOWN
 from ln_lightning.noise import NoiseResult, NoiseSpec, load_noisy_labels, noise_from_labels
@@ -22,6 +24,7 @@ __all__ = [
     "noise_source",
     "pool_noise",
     "pool_splits",
+    "read_pool_labels",
 ]
 
 
@@ -53,12 +56,49 @@ def check_settings(
         )
 
 
+def read_pool_labels(path: str | Path) -> tuple[Tensor, Tensor, Tensor]:
+    """``(clean_labels, noisy_labels, dropped)`` of an ``index,clean_label,noisy_label`` file
+    (:func:`~ln_lightning.noise.save_noisy_labels`); a reviewed one (``given_label`` and
+    ``decision`` columns too, written by ``label_issues.html`` for data without file paths)
+    marks its examples decided ``drop`` in ``dropped``, each fault named by its line.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> path = Path(tempfile.mkdtemp()) / "reviewed_labels.csv"
+        >>> _ = path.write_text("index,clean_label,noisy_label,given_label,decision\\n"
+        ...                     "0,0,1,0,relabel\\n1,1,1,1,\\n2,-1,0,0,drop\\n")
+        >>> [t.tolist() for t in read_pool_labels(path)]
+        [[0, 1, -1], [1, 1, 0], [False, False, True]]
+    """
+    path = Path(path)
+    header = path.read_text().partition("\n")[0].strip() if path.is_file() else ""
+    if "decision" not in header.split(","):
+        clean, noisy = load_noisy_labels(path)
+        return clean, noisy, torch.zeros(len(clean), dtype=torch.bool)
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    kept = {line for line, _ in reviewed_rows(rows, path, "index", "noisy_label")}
+    try:
+        values = torch.tensor(
+            [[int(row[c]) for c in ("index", "clean_label", "noisy_label")] for row in rows]
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(
+            f"{path}: the columns index, clean_label and noisy_label must hold integers ({error})."
+        ) from None
+    if not torch.equal(values[:, 0], torch.arange(len(values))):
+        raise ValueError(f"{path}: indices must run 0, 1, 2, ... without gaps.")
+    dropped = torch.tensor([line not in kept for line in range(2, len(rows) + 2)])
+    return values[:, 1].clone(), values[:, 2].clone(), dropped
+
+
 def pool_noise(
     splits: DataSplits, spec: NoiseSpec | None, noisy_labels_file: str | None, num_classes: int
 ) -> tuple[NoiseResult, Tensor]:
     """The pool's noisy labels and its true labels (``-1`` where unknown): read from
-    ``noisy_labels_file``, the data's own (``spec`` ``None`` or ``train_noisy_labels``), or
-    drawn from ``spec``.
+    ``noisy_labels_file`` (:func:`read_pool_labels`), the data's own (``spec`` ``None`` or
+    ``train_noisy_labels``), or drawn from ``spec``.
 
     Example:
         >>> import torch
@@ -70,7 +110,7 @@ def pool_noise(
     """
     clean = splits.train_labels.long()
     if noisy_labels_file is not None:
-        file_clean, noisy = load_noisy_labels(noisy_labels_file)
+        file_clean, noisy, _ = read_pool_labels(noisy_labels_file)
         # The file's clean labels must agree with the data's where the data knows them; where
         # it does not (your own data), the file's are taken.
         known = clean != UNKNOWN
@@ -124,10 +164,12 @@ def pool_splits(
     seed: int,
     num_folds: int = 0,
     fold: int = 0,
+    dropped: Tensor | None = None,
 ) -> PoolSplits:
     """Train and noisy validation datasets over the pool (a held-out fold, a ``val_fraction``
     cut from ``seed``, or the data's own validation set), and the clean test dataset;
-    ``transforms`` is ``(train, eval)``."""
+    ``transforms`` is ``(train, eval)``. Examples marked in ``dropped`` (a reviewed labels
+    file's drops) are in neither; the cut is made before, so the others keep their split."""
     train_tf, eval_tf = transforms
     inputs = splits.train_inputs
     if num_folds:
@@ -141,6 +183,10 @@ def pool_splits(
         labels = splits.val_labels.long()
         val = NoisyLabelDataset(splits.val_inputs, labels, labels, torch.arange(len(labels)),
                                 eval_tf)  # fmt: skip
+    if dropped is not None and bool(dropped.any()):
+        train_idx = train_idx[~dropped[train_idx]]
+        if splits.val_inputs is None or num_folds:
+            val = NoisyLabelDataset(inputs, noisy, clean, val_idx[~dropped[val_idx]], eval_tf)
     test = None
     if splits.test_inputs is not None:
         labels = splits.test_labels.long()

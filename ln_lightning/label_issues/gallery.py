@@ -9,6 +9,13 @@ decoded, so writing the page for 20,000 images takes a fraction of a second); im
 memory (tensors, a Hugging Face data set) are embedded as small PNG thumbnails. The page builds
 the thumbnails of the visible page only.
 
+Its review mode fixes the labels: for each flagged example a person accepts the suggestion,
+keeps the given label, chooses another class, drops the example or marks it unsure (buttons,
+keys, or the whole filtered page at once); the decisions stay in the browser's local storage
+under the run's folder, and **Download reviewed_labels.csv** writes the whole labels file with
+them applied, which ``--data.labels_file`` (``--data.noisy_labels_file`` for data without file
+paths) reads back as it is (:mod:`ln_lightning.data.reviewed`).
+
 The contact sheet (``label_issues.png``) shows the first flagged examples in a grid, for papers,
 issues and terminals.
 """
@@ -29,10 +36,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ln_lightning.data.reviewed import DECISIONS
 from ln_lightning.files import atomic_write, save_figure
 from ln_lightning.label_issues.cautions import caution_text
 from ln_lightning.label_issues.rule import LabelIssues
 from ln_lightning.label_issues.store import IssueTable
+from ln_lightning.labels import UNKNOWN
 
 __all__ = [
     "THUMBNAIL_SIZE",
@@ -139,6 +148,8 @@ def write_gallery(
     names = [str(n) for n in class_names]
     rows = flagged_order(table, issues)
     folder = path.parent.resolve()
+    order = table.index.argsort().tolist()  # the review file lists the examples in this order
+    position = {row: n for n, row in enumerate(order)}
     records = []
     for rank, i in enumerate(rows, 1):
         picture = images(i) if images is not None else None
@@ -154,6 +165,7 @@ def write_gallery(
                 "rank": rank,
                 "id": table.paths[i] if table.paths is not None else str(int(table.index[i])),
                 "index": int(table.index[i]),
+                "pos": position[i],
                 "split": table.split[i],
                 "given": names[int(table.given[i])],
                 "suggested": names[int(issues.suggested[i])],
@@ -169,11 +181,35 @@ def write_gallery(
         "classes": names,
         "summary": _class_summary(table, issues, names, rows),
         "rows": records,
+        "decisions": list(DECISIONS),
+        "review": _review_data(table, order, folder),
     }
     payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
     with atomic_write(path) as handle:
         handle.write(_PAGE.replace("__TITLE__", html.escape(title)).replace("__DATA__", payload))
     return path
+
+
+def _review_data(table: IssueTable, order: list[int], folder: Path) -> dict[str, Any]:
+    """What the page's review mode needs to write ``reviewed_labels.csv``: every example's id
+    (paths as a common prefix and the rest), given and clean class, in the file's order, and
+    the key its decisions are kept under in the browser (the run's folder)."""
+    ids = (
+        [str(table.paths[i]) for i in order]
+        if table.paths is not None
+        else [str(int(table.index[i])) for i in order]
+    )
+    # A shared leading string only to keep the page small (not path semantics).
+    prefix = os.path.commonprefix(ids) if table.paths is not None and len(ids) > 1 else ""  # noqa: RUF071
+    known = bool((table.clean != UNKNOWN).any())
+    return {
+        "key": f"ln-lightning-review:{folder}",
+        "id_column": table.id_column if table.paths is not None else "index",
+        "prefix": prefix,
+        "ids": [name[len(prefix) :] for name in ids],
+        "given": [int(table.given[i]) for i in order],
+        "clean": [int(table.clean[i]) for i in order] if known else None,
+    }
 
 
 def _open(picture: Path | Image.Image | None) -> Image.Image | None:
@@ -228,112 +264,5 @@ def write_contact_sheet(
     return path
 
 
-_PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>__TITLE__</title>
-<style>
-body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}
-h1{font-size:1.4rem;margin:0 0 .3rem}
-.caution{background:#fff3cd;border:1px solid #e0c36c;padding:.6rem .8rem;margin:.8rem 0}
-.controls{display:flex;gap:1rem;align-items:center;flex-wrap:wrap;margin:.8rem 0}
-.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:.7rem}
-.card{border:1px solid #ddd;border-radius:6px;padding:.4rem;font-size:.8rem;margin:0}
-.thumb{width:100%;height:110px;object-fit:contain;background:#f4f4f4;image-rendering:pixelated}
-.noimage{height:110px;display:flex;align-items:center;justify-content:center;background:#f4f4f4}
-.given{color:#b00020}.suggested{color:#006400}.meta{color:#666}.id{color:#666;word-break:break-all}
-table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0 1rem}
-td,th{border:1px solid #ddd;padding:.25rem .5rem;text-align:left}
-</style></head>
-<body>
-<h1>__TITLE__</h1>
-<p id="counts"></p>
-<div id="caution" class="caution" hidden></div>
-<details><summary>Per class: how many were flagged, and into which classes</summary>
-<table id="summary"><thead><tr><th>given label</th><th>labelled</th><th>flagged</th>
-<th>suggested instead (count)</th></tr></thead><tbody></tbody></table></details>
-<div class="controls">
-<label>given <select id="given"><option value="">all</option></select></label>
-<label>suggested <select id="suggested"><option value="">all</option></select></label>
-<button id="previous">previous</button><span id="page"></span><button id="next">next</button>
-</div>
-<div id="grid" class="grid"></div>
-<script id="data" type="application/json">__DATA__</script>
-<script>
-const data = JSON.parse(document.getElementById("data").textContent);
-const perPage = 60;
-let page = 0;
-const text = (tag, value, cls) => {
-  const node = document.createElement(tag);
-  node.textContent = value;
-  if (cls) node.className = cls;
-  return node;
-};
-document.getElementById("counts").textContent =
-  `${data.rows.length} of ${data.total} labels look wrong, most suspicious first ` +
-  "(red: the label given, green: the label the model suggests).";
-if (data.caution) {
-  const box = document.getElementById("caution");
-  box.hidden = false;
-  box.textContent = data.caution;
-}
-const body = document.querySelector("#summary tbody");
-for (const row of data.summary) {
-  const tr = document.createElement("tr");
-  const into = row.into.map(([name, n]) => `${name} (${n})`).join(", ");
-  for (const value of [row.class, row.labelled, row.flagged, into]) tr.append(text("td", value));
-  body.append(tr);
-}
-// The filters and the page can be set in the address: label_issues.html#given=cat&page=2
-const wanted = new URLSearchParams(location.hash.slice(1));
-for (const id of ["given", "suggested"]) {
-  const select = document.getElementById(id);
-  for (const name of data.classes) select.append(new Option(name, name));
-  if (data.classes.includes(wanted.get(id))) select.value = wanted.get(id);
-  select.addEventListener("change", () => { page = 0; render(); });
-}
-page = Math.max(0, (parseInt(wanted.get("page"), 10) || 1) - 1);
-const chosen = () => {
-  const given = document.getElementById("given").value;
-  const suggested = document.getElementById("suggested").value;
-  return data.rows.filter(r => (!given || r.given === given) &&
-                               (!suggested || r.suggested === suggested));
-};
-function render() {
-  const rows = chosen();
-  const pages = Math.max(1, Math.ceil(rows.length / perPage));
-  page = Math.min(Math.max(page, 0), pages - 1);
-  document.getElementById("page").textContent = ` page ${page + 1} of ${pages} `;
-  const grid = document.getElementById("grid");
-  grid.replaceChildren();
-  for (const row of rows.slice(page * perPage, (page + 1) * perPage)) {
-    const card = document.createElement("figure");
-    card.className = "card";
-    if (row.src) {
-      const img = document.createElement("img");
-      img.className = "thumb";
-      img.loading = "lazy";
-      img.src = row.src;
-      img.alt = row.id;
-      card.append(img);
-    } else {
-      card.append(text("div", "no image", "noimage"));
-    }
-    const caption = document.createElement("figcaption");
-    caption.append(text("span", row.given, "given"), " \u2192 ",
-                   text("span", row.suggested, "suggested"));
-    caption.append(text("div", `#${row.rank}, score ${row.score}`, "meta"));
-    if (row.uncertainty !== null) {
-      caption.append(text("div", `uncertainty ${row.uncertainty}`, "meta"));
-    }
-    caption.append(text("div", row.id, "id"));
-    card.append(caption);
-    grid.append(card);
-  }
-}
-document.getElementById("previous").addEventListener("click", () => { page -= 1; render(); });
-document.getElementById("next").addEventListener("click", () => { page += 1; render(); });
-render();
-</script>
-</body></html>
-"""
+#: The page: HTML, CSS and script in one file, its data filled in by :func:`write_gallery`.
+_PAGE = (Path(__file__).parent / "page.html").read_text(encoding="utf-8")

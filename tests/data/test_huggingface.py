@@ -135,6 +135,26 @@ def test_injected_noise_on_a_data_set(saved):
         str(root / "shapes"))["train"]["label"]))  # fmt: skip
 
 
+def test_a_reviewed_file_of_rows_drops_relabels_and_names_bad_rows(saved, tmp_path):
+    root, _ = saved
+    given = datasets.load_from_disk(str(root / "shapes"))["train"]["label"]
+    header = "row_id,label,given_label,decision\n"
+    rows = [f"{i},{IMAGE_CLASSES[y]},{IMAGE_CLASSES[y]}," for i, y in enumerate(given)]
+    rows[0] = f"0,{IMAGE_CLASSES[(given[0] + 1) % 3]},{IMAGE_CLASSES[given[0]]},relabel"
+    rows[1] = f"1,{IMAGE_CLASSES[given[1]]},{IMAGE_CLASSES[given[1]]},drop"
+    file = tmp_path / "reviewed_labels.csv"
+    file.write_text(header + "\n".join(rows) + "\n")
+    data = HFImageDataModule(str(root / "shapes"), labels_file=str(file), image_size=16)
+    data.setup()
+    pool = data.split("train")
+    assert len(pool.noisy_labels) == len(given) - 1
+    assert int(pool.noisy_labels[0]) == (given[0] + 1) % 3
+    rows[5] = f"999,{IMAGE_CLASSES[0]},{IMAGE_CLASSES[0]},"
+    file.write_text(header + "\n".join(rows) + "\n")
+    with pytest.raises(ValueError, match=r"reviewed_labels.csv:7: row_id '999' is not a row"):
+        HFImageDataModule(str(root / "shapes"), labels_file=str(file), image_size=16).setup()
+
+
 def test_bad_columns_splits_and_paths_say_what_to_do(saved, tmp_path):
     root, _ = saved
     with pytest.raises(ValueError, match=r"no column 'photo'; its columns: \['image', 'label'\]"):
