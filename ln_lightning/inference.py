@@ -25,6 +25,7 @@ __all__ = [
     "ImagePredictions",
     "Predictor",
     "SplitPredictions",
+    "backbone_features",
     "evaluating",
     "predict_batches",
     "predict_images",
@@ -145,6 +146,33 @@ def predict_batches(model: Predictor, batches: Iterable[Any]) -> Iterator[SplitP
                 whitened_residual=residuals[1].cpu() if residuals is not None else None,
                 uncertainty=uncertainty.float().cpu() if uncertainty is not None else None,
             )
+
+
+def backbone_features(
+    model: Predictor,
+    batches: Iterable[Any],
+    dtype: torch.dtype = torch.float16,
+    thumbnail: int | None = None,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``(indices, features, thumbnails)``: the backbone's output of every example of
+    ``batches`` (flattened, kept as ``dtype`` on the CPU: half the memory in ``float16``) and,
+    with ``thumbnail``, its input averaged down to ``thumbnail x thumbnail`` per channel, for
+    searches by similarity (near-duplicates). The model is in eval mode meanwhile."""
+    indices, features, thumbnails, seen = [], [], [], 0
+    with evaluating(model):
+        for batch in batches:
+            inputs, given, _, index = unpack_batch(batch)
+            if index is None:
+                index = torch.arange(seen, seen + len(given))
+            seen += len(given)
+            output = model.backbone(inputs.to(model.device))
+            features.append(output.flatten(1).to("cpu", dtype))
+            indices.append(index.cpu())
+            if thumbnail and inputs.ndim == 4:
+                small = torch.nn.functional.adaptive_avg_pool2d(inputs.float(), thumbnail)
+                thumbnails.append(small.flatten(1).to("cpu", dtype))
+    pictures = torch.cat(thumbnails) if thumbnails else None
+    return torch.cat(indices), torch.cat(features), pictures
 
 
 def predict_split(model: Predictor, batches: Iterable[Any]) -> SplitPredictions:

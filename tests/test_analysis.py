@@ -164,6 +164,69 @@ def test_label_issues_are_confident_learning_and_written_most_suspicious_first(t
     ]
 
 
+def test_relabeled_labels_take_confident_suggestions_and_drop_or_keep_the_doubtful(tmp_path):
+    from ln_lightning.data.pool import read_pool_labels
+    from ln_lightning.data.reviewed import reviewed_rows
+    from ln_lightning.label_issues import (
+        IssueTable,
+        Relabeling,
+        find_label_issues,
+        suggested_probability,
+        write_relabeled_labels,
+    )
+
+    # Three classes. Example 1 (given 1) is flagged into class 0 at p = 0.8: confident.
+    # Example 4 (given 0) is flagged into class 1 at p = 0.48: doubtful at confidence 0.5.
+    probs = torch.tensor(
+        [[0.9, 0.05, 0.05], [0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.7, 0.2, 0.1],
+         [0.32, 0.48, 0.2], [0.1, 0.1, 0.8], [0.05, 0.15, 0.8]]
+    )  # fmt: skip
+    given = torch.tensor([0, 1, 1, 0, 0, 2, 2])
+    issues = find_label_issues(probs, given)
+    assert issues.is_issue.tolist() == [False, True, False, False, True, False, False]
+    assert issues.suggested[[1, 4]].tolist() == [0, 1]
+    table = IssueTable(
+        index=torch.arange(7), split=["train"] * 7, given=given,
+        clean=torch.tensor([0, 0, 1, 0, 0, 2, 2]), probs=probs, score=1 - probs.max(1).values,
+        paths=[f"/d/{i}.png" for i in range(7)],
+    )  # fmt: skip
+    suggested = suggested_probability(table, issues)[[1, 4]]
+    torch.testing.assert_close(suggested, torch.tensor([0.8, 0.48]))
+    names = ["cat", "dog", "owl"]
+    path = write_relabeled_labels(table, issues, names, tmp_path / "relabeled_labels.csv")
+    with path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["path", "label", "given_label", "decision", "clean_label"]
+    assert [(r["label"], r["decision"]) for r in rows[:5]] == [
+        ("cat", ""), ("cat", "accept"), ("dog", ""), ("cat", ""), ("cat", "drop"),
+    ]  # fmt: skip
+    kept = [row["path"] for _, row in reviewed_rows(rows, path, "path")]
+    assert "/d/4.png" not in kept and len(kept) == 6  # what a new run trains on
+    keep = Relabeling(confidence=0.4, doubtful="keep")
+    write_relabeled_labels(table, issues, names, path, keep)  # 0.48 is now confident
+    with path.open() as handle:
+        assert [r["decision"] for r in csv.DictReader(handle)][:5] == [
+            "",
+            "accept",
+            "",
+            "",
+            "accept",
+        ]
+    write_relabeled_labels(table, issues, names, path, Relabeling(0.9, "keep"))  # both doubtful
+    with path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["label"], r["decision"]) for r in rows if r["decision"]] == [
+        ("dog", "unsure"), ("cat", "unsure"),
+    ]  # fmt: skip
+    table.paths = None  # arrays: the pool's file with the decisions, for --data.noisy_labels_file
+    write_relabeled_labels(table, issues, names, path)
+    clean, noisy, dropped = read_pool_labels(path)
+    assert torch.equal(clean, table.clean)
+    assert noisy.tolist() == [0, 0, 1, 0, 0, 2, 2] and dropped.nonzero().flatten().tolist() == [4]
+    with pytest.raises(ValueError, match=r"confidence must be in \(0, 1\]; got 0"):
+        Relabeling(confidence=0)
+
+
 def test_cautions_say_when_the_flags_cannot_be_trusted(tmp_path):
     from ln_lightning.label_issues import (
         IssueTable,

@@ -71,7 +71,7 @@ def test_data_pipeline(script, capsys, tmp_path):
         assert float(row[4]) == pytest.approx(ours / bare, rel=0.01)
 
 
-@pytest.mark.slow  # eight ln-fit processes (five of them the folds), about two minutes
+@pytest.mark.slow  # nine ln-fit processes (five of them the folds), about two minutes
 def test_label_issues(script, capsys, tmp_path):
     write_mnist(tmp_path / "fashion", n_train=300, n_test=80)
     args = f"--out {tmp_path / 'out'} --source {tmp_path / 'fashion'} --epochs 1 --jobs 2"
@@ -84,6 +84,9 @@ def test_label_issues(script, capsys, tmp_path):
     assert float(rows[2][8]) > float(rows[0][8]) > 0
     retrained = tmp_path / "out" / "symmetric" / "ln_retrained" / "version_0" / "metrics.csv"
     assert retrained.exists()
+    # LN retrained on its cleaned and on its relabeled labels: a test accuracy each
+    assert all(0 < float(cell) <= 100 for cell in rows[0][10:12])
+    assert rows[1][10:12] == ["-", "-"] and rows[2][11] == "-"  # CE; cleanlab: cleaned only
     # Run again: every finished command is skipped (its time read back), the table is the same.
     finished = retrained.stat().st_mtime_ns
     script("label_issues").main([*args.split(), "--noise", "symmetric"])
@@ -302,3 +305,20 @@ def test_cache_memory(script, capsys):
     assert [r["cached"] for r in table["none"]] == [False, False]
     assert all(r["VmHWM"] >= r["VmRSS"] > 0 for rows in table.values() for r in rows)
     assert [row[0] for row in table_rows(capsys.readouterr().out, "0")] == ["0"]
+
+
+@pytest.mark.slow  # one ln-fit run of one epoch and two Datalab checks, about a minute
+def test_near_duplicates(script, capsys, tmp_path):
+    write_mnist(tmp_path / "fashion", n_train=200, n_test=20)
+    args = f"--out {tmp_path / 'out'} --source {tmp_path / 'fashion'} --planted 10 --epochs 1"
+    script("near_duplicates").main(args.split())
+    out = capsys.readouterr().out
+    assert "220 images, 10 exact and 10 shifted copies planted" in out
+    run = table_rows(out, "ln-fit run (near_duplicates.csv, its default)")[0]
+    default = table_rows(out, "ours, signature, similarity >= 0.999")[0]
+    # the run's own file and the same search on its checkpoint agree; random pictures have no
+    # look-alikes, so every exact copy is found and nothing else
+    assert run[1:] == default[1:] and default[1:4] == ["10", "1.000", "1.000"]
+    assert table_rows(out, "Datalab near_duplicate (defaults), signature")
+    written = (tmp_path / "out" / "run" / "version_0" / "near_duplicates.csv").read_text()
+    assert written.startswith("similarity,first,first_label,second,second_label\n")

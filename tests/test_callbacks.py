@@ -105,6 +105,19 @@ def test_mislabel_report_finds_the_wrong_labels(tmp_path):
     changed = again.datamodule.noise.noisy_labels != cli.datamodule.noise.noisy_labels
     assert int(changed.sum()) == len(flagged)  # every flagged label relabelled, nothing else
     assert again.datamodule.noise.realised_rate < cli.datamodule.noise.realised_rate
+    # relabeled_labels.csv: confident suggestions taken, the doubtful flags left out of both splits
+    with (run / "relabeled_labels.csv").open() as handle:
+        decided = [r["decision"] for r in csv.DictReader(handle)]
+    assert decided.count("accept") + decided.count("drop") == len(flagged) > decided.count("drop")
+    relabeled = fit(
+        tmp_path / "relabeled", *quick(train_batches=1),
+        f"--data.init_args.noisy_labels_file={run / 'relabeled_labels.csv'}",
+    )  # fmt: skip
+    data = relabeled.datamodule
+    assert len(data.train_set) + len(data.val_set) == 1437 - decided.count("drop")
+    kept = torch.cat([data.train_set.indices, data.val_set.indices])
+    wrong = data.noise.is_corrupted[kept].float().mean()
+    assert float(wrong) < cli.datamodule.noise.realised_rate
 
 
 def test_a_weak_model_says_its_flags_cannot_be_trusted(tmp_path, lightning_log):
@@ -170,6 +183,10 @@ def test_bad_callback_arguments_are_refused():
 
     with pytest.raises(ValueError, match="score must be one of"):
         MislabelReport(score="entropy")
+    with pytest.raises(ValueError, match=r"doubtful must be one of \('drop', 'keep'\)"):
+        MislabelReport(doubtful="ignore")
+    with pytest.raises(ValueError, match=r"confidence must be in \(0, 1\]; got 1.5"):
+        MislabelReport(relabel_confidence=1.5)
     with pytest.raises(ValueError, match="bins"):
         ResidualHistogram(bins=1)
     with pytest.raises(ValueError, match="every_n_epochs"):

@@ -39,9 +39,12 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    """A real run: two epochs on 3 x 24 PNGs, 4 of each class filed under the next class."""
+    """A real run: two epochs on 3 x 24 PNGs, 4 of each class filed under the next class, and
+    one picture copied into another class's folder (a near-duplicate with another label)."""
     root = tmp_path_factory.mktemp("review")
-    write_image_files(root / "photos", 24, flips=4, in_given_folder=True)
+    paths, _, _ = write_image_files(root / "photos", 24, flips=4, in_given_folder=True)
+    original = paths[-1]  # the last triangle, filed under triangle
+    shutil.copy(original, root / "photos" / IMAGE_CLASSES[0] / "copy_of_a_triangle.png")
     data = ImageFolderDataModule(root=str(root / "photos"), image_size=16, augment=False,
                                  batch_size=16, num_workers=0)  # fmt: skip
     model = NoisyLabelClassifier(backbone="small_cnn", num_classes=3, input_shape=data.input_shape)
@@ -171,6 +174,25 @@ def test_review_reload_download_and_retrain(
     output = "".join(capsys.readouterr()) + "\n".join(lightning_log)
     dropped = sum(d == "drop" for d, _ in decided.values())
     assert dropped <= 1 and f"of {len(rows) - dropped} labels look wrong" in output
+
+
+def test_the_copy_is_a_near_duplicate_with_another_label_on_the_page(run_dir, browser):
+    with (run_dir / "near_duplicates.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    pairs = {frozenset(Path(r[k]).name for k in ("first", "second")) for r in rows}
+    assert frozenset({"triangle_023.png", "copy_of_a_triangle.png"}) in pairs
+    assert all(r["first_label"] != r["second_label"] for r in rows)
+    assert len(rows) <= 3  # the copy, not every look-alike of a class
+    copy = next(r for r in rows if "copy_of_a_triangle.png" in r["first"] + r["second"])
+    assert float(copy["similarity"]) > 0.999
+    page = run_dir / "label_issues.html"
+    shown = page_data(page)["duplicates"]
+    assert shown["total"] == len(rows) and len(shown["pairs"]) == min(len(rows), 300)
+    browser.get(page.resolve().as_uri())
+    section = browser.find_element(By.ID, "duplicates")
+    assert section.is_displayed()
+    assert len(section.find_elements(By.CSS_SELECTOR, ".pair")) == len(shown["pairs"])
+    assert f"{len(rows)} pairs of examples look alike" in section.text
 
 
 def test_data_without_files_downloads_the_pool_format(browser, tmp_path):

@@ -38,6 +38,14 @@ class MislabelReport(Callback):
     * ``cleaned_labels.csv``: the labels with the flagged ones removed (or relabelled), in the
       format a new run reads (``--data.labels_file`` for files, ``--data.noisy_labels_file``
       otherwise), for retraining or for a person to review;
+    * ``relabeled_labels.csv``: the labels with the model as the reviewer: a flagged example
+      whose suggested class has at least ``relabel_confidence`` probability takes it, the other
+      flagged ones are left out (``doubtful="drop"``) or keep their label (``"keep"``); in the
+      format of the page's ``reviewed_labels.csv``, which a new run reads as it is
+      (:func:`ln_lightning.label_issues.write_relabeled_labels`);
+    * ``near_duplicates.csv``: pairs of examples whose backbone features and input thumbnails
+      are near-identical (``duplicate_similarity``) but whose labels differ, most similar
+      first, also shown side by side on the page (:mod:`ln_lightning.label_issues.duplicates`);
     * ``label_issues.html``: the flagged examples with their pictures, most suspicious first,
       filters by given and suggested class, a per-class summary and the caution, in one
       self-contained page (:func:`ln_lightning.label_issues.gallery.write_gallery`), and
@@ -83,6 +91,15 @@ class MislabelReport(Callback):
         top_k: Rows of the W&B table (0: none).
         cleaning: ``remove`` (default) leaves flagged examples out of ``cleaned_labels.csv``;
             ``relabel`` gives them the suggested label (data without files: always relabel).
+        relabel_confidence: The probability of its suggested class at which a flagged example
+            is relabelled in ``relabeled_labels.csv``, in (0, 1].
+        doubtful: What ``relabeled_labels.csv`` does with the flagged examples below it:
+            ``drop`` or ``keep``.
+        duplicate_similarity: Two labelled examples whose signatures (backbone features and
+            input thumbnail, :func:`ln_lightning.label_issues.signature`) have at least this
+            cosine similarity and whose labels differ go to ``near_duplicates.csv`` and the
+            page; ``None``: no search (it costs one more inference pass).
+        duplicate_neighbours: The most similar examples looked at per example.
         file_name: Name of the label-issue file inside the run directory (the page and the
             sheet take its stem).
         gallery: Write ``label_issues.html``.
@@ -107,7 +124,8 @@ class MislabelReport(Callback):
         >>> trainer.fit(NoisyLabelClassifier(input_shape=(1, 8, 8)), datamodule=data)
         >>> sorted(path.name for path in folder.glob("*.*"))  # doctest: +NORMALIZE_WHITESPACE
         ['classes.txt', 'cleaned_labels.csv', 'label_issues.csv', 'label_issues.html',
-         'label_issues.png', 'labels.npy', 'pred_probs.npy']
+         'label_issues.png', 'labels.npy', 'near_duplicates.csv', 'pred_probs.npy',
+         'relabeled_labels.csv']
     """
 
     def __init__(
@@ -116,6 +134,10 @@ class MislabelReport(Callback):
         every_n_epochs: int = 0,
         top_k: int = 50,
         cleaning: str = "remove",
+        relabel_confidence: float = 0.5,
+        doubtful: str = "drop",
+        duplicate_similarity: float | None = 0.999,
+        duplicate_neighbours: int = 5,
         file_name: str = "label_issues.csv",
         gallery: bool = True,
         contact_sheet: int = 24,
@@ -139,6 +161,12 @@ class MislabelReport(Callback):
             )
         self.score, self.every_n_epochs, self.top_k = score, every_n_epochs, top_k
         self.cleaning, self.file_name = cleaning, file_name
+        self.relabeling = label_issues.Relabeling(relabel_confidence, doubtful)
+        self.duplicates = (
+            None
+            if duplicate_similarity is None
+            else label_issues.DuplicateSearch(duplicate_similarity, duplicate_neighbours)
+        )
         self.gallery, self.contact_sheet = gallery, contact_sheet
         self.prob_columns, self.top_classes, self.pred_probs = prob_columns, top_classes, pred_probs
         self.metrics: dict[str, float] = {}
@@ -229,12 +257,15 @@ class MislabelReport(Callback):
         overall, by_class = label_issues.cautions(table.given, names, self.val_accuracy)
         table.caution = label_issues.caution_rows(table.given, overall, by_class)
         images = report.image_source(datamodule, table)
+        duplicates = None
+        if self.duplicates is not None and len(table.index) > 1:
+            duplicates = report.find_near_duplicates(pl_module, datamodule, table, self.duplicates)
         written = report.write_report(
             table, names, folder, images=images,
             title=f"Labels that look wrong: {type(datamodule).__name__}",
             file_name=self.file_name, page=self.gallery, contact_sheet=self.contact_sheet,
             cleaned=not datamodule.num_folds,  # a fold alone does not cover the pool
-            cleaning=self.cleaning,
+            cleaning=self.cleaning, relabeling=self.relabeling, duplicates=duplicates,
         )  # fmt: skip
         self.issues = written.issues
         rank_zero_info(written.message)

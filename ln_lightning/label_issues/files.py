@@ -1,11 +1,13 @@
 """The files of a label-issue pass: ``label_issues.csv`` (and reading it back),
-``cleaned_labels.csv``, ``classes.txt`` and cleanlab's inputs (``pred_probs.npy``,
-``labels.npy``), each written whole (:func:`ln_lightning.files.atomic_write`)."""
+``cleaned_labels.csv``, ``relabeled_labels.csv``, ``classes.txt`` and cleanlab's inputs
+(``pred_probs.npy``, ``labels.npy``), each written whole
+(:func:`ln_lightning.files.atomic_write`)."""
 
 from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +22,53 @@ from ln_lightning.labels import UNKNOWN
 __all__ = [
     "CLASSES_FILE",
     "CLEANING",
+    "DOUBTFUL",
+    "Relabeling",
     "read_label_issues",
+    "suggested_probability",
     "write_class_names",
     "write_cleaned_labels",
     "write_cleanlab_inputs",
     "write_label_issues",
+    "write_relabeled_labels",
 ]
+
+#: What ``relabeled_labels.csv`` does with a flagged example whose suggestion is not confident:
+#: leave it out of training, or keep its given label (marked ``unsure``).
+DOUBTFUL = ("drop", "keep")
+
+
+@dataclass(frozen=True)
+class Relabeling:
+    """How ``relabeled_labels.csv`` is made, checked once when made.
+
+    Attributes:
+        confidence: A flagged example takes its suggested class when the model gives that
+            class at least this probability, in (0, 1].
+        doubtful: A flagged example below it is left out (``drop``) or keeps its given label
+            (``keep``, marked ``unsure``).
+
+    Example:
+        >>> Relabeling(confidence=0.8).doubtful
+        'drop'
+        >>> Relabeling(doubtful="skip")
+        Traceback (most recent call last):
+        ...
+        ValueError: doubtful must be one of ('drop', 'keep'); got 'skip'.
+    """
+
+    confidence: float = 0.5
+    doubtful: str = "drop"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.confidence <= 1:
+            raise ValueError(f"confidence must be in (0, 1]; got {self.confidence}.")
+        if self.doubtful not in DOUBTFUL:
+            raise ValueError(f"doubtful must be one of {DOUBTFUL}; got {self.doubtful!r}.")
+
+
+#: Relabel at probability 0.5 (the suggestion beats all other classes together); drop the rest.
+DEFAULT_RELABELING = Relabeling()
 
 #: What ``cleaned_labels.csv`` does with a flagged example: leave it out, or give it the
 #: suggested label.
@@ -239,3 +282,59 @@ def write_cleanlab_inputs(
     with PredProbsFile(probs, table.index, table.probs.num_classes) as file:
         file.write(table.index, table.probs.dense())
     return probs, labels
+
+
+def suggested_probability(table: IssueTable, issues: LabelIssues) -> Tensor:
+    """The model's probability of each example's suggested class (0 where it is not among the
+    kept top classes)."""
+    top = table.probs
+    match = top.classes == issues.suggested[:, None]
+    return torch.where(match, top.probs, torch.zeros_like(top.probs)).sum(1)
+
+
+def write_relabeled_labels(
+    table: IssueTable,
+    issues: LabelIssues,
+    class_names: Sequence[str],
+    path: str | Path,
+    relabeling: Relabeling = DEFAULT_RELABELING,
+) -> Path:
+    """Write ``relabeled_labels.csv``: the labels with the model as the reviewer.
+
+    A flagged example whose suggested class has probability ``>= relabeling.confidence``
+    takes it (``accept``); a flagged example below it is left out (``doubtful="drop"``) or
+    keeps its given label (``"keep"``, marked ``unsure``); the rest keep theirs. The file has
+    the format of ``label_issues.html``'s ``reviewed_labels.csv``
+    (:mod:`ln_lightning.data.reviewed`), every example once, so ``--data.labels_file`` reads
+    it as it is (``row_id`` rows of a Hugging Face data set too); without paths it is the
+    ``index,clean_label,noisy_label`` file of ``--data.noisy_labels_file`` with
+    ``given_label`` and ``decision`` added.
+    """
+    path = Path(path)
+    doubtful = relabeling.doubtful
+    sure = issues.is_issue & (suggested_probability(table, issues) >= relabeling.confidence)
+    unsure = issues.is_issue & ~sure
+    label = torch.where(sure, issues.suggested, table.given)
+    decisions = [
+        "accept" if bool(s) else ("drop" if doubtful == "drop" else "unsure") if bool(u) else ""
+        for s, u in zip(sure, unsure, strict=True)
+    ]
+    known = bool((table.clean != UNKNOWN).any())
+    with atomic_write(path, newline="") as handle:
+        writer = csv.writer(handle)
+        if table.paths is None:
+            writer.writerow(["index", "clean_label", "noisy_label", "given_label", "decision"])
+        else:
+            extra = ["clean_label"] if known else []
+            writer.writerow([table.id_column, "label", "given_label", "decision", *extra])
+        for i in table.index.argsort().tolist():
+            if table.paths is None:
+                row = [int(table.index[i]), int(table.clean[i]), int(label[i]),
+                       int(table.given[i]), decisions[i]]  # fmt: skip
+            else:
+                row = [table.paths[i], class_names[int(label[i])],
+                       class_names[int(table.given[i])], decisions[i]]  # fmt: skip
+                if known:
+                    row.append(_name(class_names, int(table.clean[i])))
+            writer.writerow(row)
+    return path

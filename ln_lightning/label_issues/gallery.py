@@ -39,11 +39,13 @@ from PIL import Image
 from ln_lightning.data.reviewed import DECISIONS
 from ln_lightning.files import atomic_write, save_figure
 from ln_lightning.label_issues.cautions import caution_text
+from ln_lightning.label_issues.duplicates import DuplicatePairs
 from ln_lightning.label_issues.rule import LabelIssues
 from ln_lightning.label_issues.store import IssueTable
 from ln_lightning.labels import UNKNOWN
 
 __all__ = [
+    "DUPLICATES_SHOWN",
     "THUMBNAIL_SIZE",
     "ImageSource",
     "example_image",
@@ -54,6 +56,8 @@ __all__ = [
 
 #: Longest side of an embedded thumbnail, in pixels.
 THUMBNAIL_SIZE = 96
+#: Near-duplicate pairs the page shows (all are in ``near_duplicates.csv``).
+DUPLICATES_SHOWN = 300
 #: What a gallery shows for row ``i`` of an :class:`~ln_lightning.label_issues.IssueTable`: an
 #: image file (linked), an image in memory (embedded) or nothing (e.g. a feature vector).
 ImageSource = Callable[[int], "Path | Image.Image | None"]
@@ -129,6 +133,7 @@ def write_gallery(
     path: str | Path,
     images: ImageSource | None = None,
     title: str = "Labels that look wrong",
+    duplicates: DuplicatePairs | None = None,
 ) -> Path:
     """Write ``label_issues.html`` (see the module docstring) for the flagged rows of ``table``.
 
@@ -139,6 +144,8 @@ def write_gallery(
         path: Where to write the page; image files are linked relative to its folder.
         images: The picture of row ``i``, if any (:data:`ImageSource`).
         title: The page's heading.
+        duplicates: Near-duplicate pairs with different labels, shown side by side (the first
+            :data:`DUPLICATES_SHOWN`).
 
     Returns:
         ``path``.
@@ -152,18 +159,12 @@ def write_gallery(
     position = {row: n for n, row in enumerate(order)}
     records = []
     for rank, i in enumerate(rows, 1):
-        picture = images(i) if images is not None else None
-        if isinstance(picture, Path):
-            source = Path(os.path.relpath(picture.resolve(), folder)).as_posix()
-        elif isinstance(picture, Image.Image):
-            source = _thumbnail_uri(picture)
-        else:
-            source = None
+        source = _source(images, i, folder)
         uncertainty = table.uncertainty[i] if table.uncertainty is not None else None
         records.append(
             {
                 "rank": rank,
-                "id": table.paths[i] if table.paths is not None else str(int(table.index[i])),
+                "id": _example_id(table, i),
                 "index": int(table.index[i]),
                 "pos": position[i],
                 "split": table.split[i],
@@ -183,11 +184,56 @@ def write_gallery(
         "rows": records,
         "decisions": list(DECISIONS),
         "review": _review_data(table, order, folder),
+        "duplicates": _duplicate_data(table, names, duplicates, images, folder),
     }
     payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
     with atomic_write(path) as handle:
         handle.write(_PAGE.replace("__TITLE__", html.escape(title)).replace("__DATA__", payload))
     return path
+
+
+def _example_id(table: IssueTable, row: int) -> str:
+    return table.paths[row] if table.paths is not None else str(int(table.index[row]))
+
+
+def _source(images: ImageSource | None, row: int, folder: Path) -> str | None:
+    """What an ``<img>`` shows for ``row``: its file relative to the page, or a thumbnail."""
+    picture = images(row) if images is not None else None
+    if isinstance(picture, Path):
+        return Path(os.path.relpath(picture.resolve(), folder)).as_posix()
+    if isinstance(picture, Image.Image):
+        return _thumbnail_uri(picture)
+    return None
+
+
+def _duplicate_data(
+    table: IssueTable,
+    names: list[str],
+    duplicates: DuplicatePairs | None,
+    images: ImageSource | None,
+    folder: Path,
+) -> dict[str, Any] | None:
+    if duplicates is None:
+        return None
+    pairs = []
+    for a, b, value in zip(duplicates.first.tolist(), duplicates.second.tolist(),
+                           duplicates.similarity.tolist(), strict=True):  # fmt: skip
+        if len(pairs) == DUPLICATES_SHOWN:
+            break
+        pairs.append(
+            {
+                "similarity": round(value, 4),
+                "examples": [
+                    {
+                        "id": _example_id(table, i),
+                        "given": names[int(table.given[i])],
+                        "src": _source(images, i, folder),
+                    }
+                    for i in (a, b)
+                ],
+            }
+        )
+    return {"total": len(duplicates), "pairs": pairs}
 
 
 def _review_data(table: IssueTable, order: list[int], folder: Path) -> dict[str, Any]:

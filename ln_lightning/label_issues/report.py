@@ -14,13 +14,30 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ln_lightning.inference import Predictor, SplitPredictions, predict_batches
+from ln_lightning.inference import (
+    Predictor,
+    SplitPredictions,
+    backbone_features,
+    predict_batches,
+)
 from ln_lightning.label_issues import gallery
 from ln_lightning.label_issues.cautions import caution_text, cautions
+from ln_lightning.label_issues.duplicates import (
+    THUMBNAIL,
+    DuplicatePairs,
+    DuplicateSearch,
+    conflicting_pairs,
+    nearest_neighbours,
+    signature,
+    write_near_duplicates,
+)
 from ln_lightning.label_issues.files import (
+    DEFAULT_RELABELING,
+    Relabeling,
     write_cleaned_labels,
     write_cleanlab_inputs,
     write_label_issues,
+    write_relabeled_labels,
 )
 from ln_lightning.label_issues.rule import (
     LabelIssues,
@@ -36,6 +53,7 @@ __all__ = [
     "Report",
     "ScoringModel",
     "detection",
+    "find_near_duplicates",
     "image_source",
     "merge_folds",
     "merge_pred_probs",
@@ -117,6 +135,27 @@ def score_splits(
     return table
 
 
+def find_near_duplicates(
+    model: ScoringModel, datamodule: Any, table: IssueTable, search: DuplicateSearch
+) -> DuplicatePairs:
+    """The pairs of ``table``'s rows whose signatures (backbone features and input thumbnails,
+    :mod:`~ln_lightning.label_issues.duplicates`) are near-duplicates and whose given labels
+    differ: one more inference pass over the table's splits."""
+    pairs = zip(table.split, table.index.tolist(), strict=True)
+    row_of = {(name, i): row for row, (name, i) in enumerate(pairs)}
+    rows, signatures = [], []
+    for name in dict.fromkeys(table.split):
+        batches = model.split_batches(name, datamodule)
+        index, features, thumbnails = backbone_features(model, batches, thumbnail=THUMBNAIL)
+        rows += [row_of[(name, int(i))] for i in index]
+        signatures.append(signature(features, thumbnails).half())  # half the memory
+    width = signatures[0].shape[1]
+    ordered = torch.empty((len(table.index), width), dtype=signatures[0].dtype)
+    ordered[torch.tensor(rows)] = torch.cat(signatures)
+    similarity, neighbours = nearest_neighbours(ordered, search.neighbours)
+    return conflicting_pairs(similarity, neighbours, table.given, search.similarity)
+
+
 def image_source(datamodule: Any, table: IssueTable) -> gallery.ImageSource:
     """The picture of each row: its file where the examples are files, else its input drawn
     as an image (nothing for inputs that are no image)."""
@@ -164,13 +203,17 @@ def write_report(
     contact_sheet: int = 0,
     cleaned: bool = True,
     cleaning: str = "remove",
+    relabeling: Relabeling = DEFAULT_RELABELING,
+    duplicates: DuplicatePairs | None = None,
     note: str = "",
 ) -> Report:
     """The verdict on ``table`` (confident learning) and its files in ``folder``:
     ``label_issues.csv`` (with ``classes.txt``), ``labels.npy``, ``label_issues.html`` (when
     ``page``; the pictures from ``images``), ``label_issues.png`` (the first ``contact_sheet``
-    flagged examples, when > 0) and ``cleaned_labels.csv`` (when ``cleaned``; a fold alone does
-    not cover the pool). ``note`` follows the summary in :attr:`Report.message`.
+    flagged examples, when > 0), ``cleaned_labels.csv`` and ``relabeled_labels.csv`` (when
+    ``cleaned``; a fold alone does not cover the pool) and ``near_duplicates.csv`` (when
+    ``duplicates`` are given, also shown on the page). ``note`` follows the summary in
+    :attr:`Report.message`.
 
     Example:
         >>> import tempfile, torch
@@ -179,8 +222,10 @@ def write_report(
         >>> table = IssueTable(index=torch.arange(5), split=["train"] * 5, given=given,
         ...                    clean=torch.full((5,), -1), probs=probs, score=probs[:, 0])
         >>> report = write_report(table, ["cat", "dog"], tempfile.mkdtemp())
-        >>> report.message.split(" (")[0], sorted(report.files)
-        ('1 of 5 labels look wrong', ['cleaned_labels', 'gallery', 'label_issues', 'labels'])
+        >>> report.message.split(" (")[0]
+        '1 of 5 labels look wrong'
+        >>> sorted(report.files)  # doctest: +NORMALIZE_WHITESPACE
+        ['cleaned_labels', 'gallery', 'label_issues', 'labels', 'relabeled_labels']
     """
     folder = Path(folder)
     issues = find_label_issues(table.probs, table.given)
@@ -191,9 +236,15 @@ def write_report(
         summary(issues, class_names, table.given) + note + caution_text(table.caution)
         + f". Ranked: {files['label_issues']}"
     )  # fmt: skip
+    if duplicates is not None:
+        ids = table.paths or [str(int(i)) for i in table.index]
+        files["near_duplicates"] = write_near_duplicates(
+            duplicates, ids, table.given, class_names, folder / "near_duplicates.csv", table.clean
+        )
+        message += f"; {len(duplicates)} near-duplicate pair(s) with different labels"
     if page:
         files["gallery"] = gallery.write_gallery(
-            table, issues, class_names, stem.with_suffix(".html"), images, title
+            table, issues, class_names, stem.with_suffix(".html"), images, title, duplicates
         )
         message += f"; to look at them: {files['gallery']}"
     if contact_sheet:
@@ -206,7 +257,12 @@ def write_report(
         files["cleaned_labels"] = write_cleaned_labels(
             table, issues, class_names, folder / "cleaned_labels.csv", cleaning
         )
-        message += f"; cleaned labels: {files['cleaned_labels']}"
+        files["relabeled_labels"] = write_relabeled_labels(
+            table, issues, class_names, folder / "relabeled_labels.csv", relabeling
+        )
+        message += (
+            f"; cleaned labels: {files['cleaned_labels']}; relabeled: {files['relabeled_labels']}"
+        )
     return Report(issues, files, message)
 
 
