@@ -36,9 +36,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from label_issues import NAMES, SOURCES, find_idx  # the own-images benchmark beside this file
 from PIL import Image
 
-from ln_lightning.data.mnist import FILES, read_idx
+from ln_lightning.data.mnist import read_idx
 from ln_lightning.label_issues.duplicates import (
     THUMBNAIL,
     conflicting_pairs,
@@ -47,25 +48,7 @@ from ln_lightning.label_issues.duplicates import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-         "Ankle boot")  # fmt: skip
-SOURCES = ("/usr/share/datasets/fashion-mnist", "data", "data/FashionMNIST/raw")
 THRESHOLDS = (0.99, 0.995, 0.999, 0.9999)
-
-
-def find_idx(directories: list[str]) -> dict[str, Path]:
-    for directory in directories:
-        found = {}
-        for key, name in FILES.items():
-            for candidate in (Path(directory) / name, Path(directory) / f"{name}.gz"):
-                if candidate.is_file():
-                    found[key] = candidate
-        if len(found) == len(FILES):
-            return found
-    raise SystemExit(
-        f"Fashion-MNIST IDX files not found in {directories}: apt-get install "
-        "dataset-fashion-mnist, or pass --source with torchvision's download folder."
-    )
 
 
 def shifted(pixels: np.ndarray) -> np.ndarray:
