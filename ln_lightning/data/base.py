@@ -1,8 +1,7 @@
 """The base data module: a noisy training pool, a noisy validation split, a clean test set.
 
-Its parts: the pool's noise and splits (``pool.py``), loaders and rank-0 work
-(``loading.py``), the examples (``dataset.py``), what it promises the library
-(``contract.py``).
+Its parts: the pool's noise and splits (``pool.py``), loaders and rank-0 work (``loading.py``),
+the examples (``dataset.py``), what it promises the library (``contract.py``).
 """
 
 from __future__ import annotations
@@ -224,12 +223,10 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         splits = self.load_splits()
         check_split_labels(splits, self.num_classes, name)
         check_split_inputs(splits, name)
-        self.noise, clean = pool_noise(
-            splits, self.noise_spec, self.noisy_labels_file, self.num_classes
-        )
+        file = self.noisy_labels_file
+        self.noise, clean = pool_noise(splits, self.noise_spec, file, self.num_classes)
         noisy = self.noise.noisy_labels
-        # A reviewed labels file (label_issues.html) leaves the examples decided "drop" out.
-        dropped = read_pool_labels(self.noisy_labels_file)[2] if self.noisy_labels_file else None
+        dropped = read_pool_labels(file)[2] if file else None  # a reviewed file's "drop"s
         pool = pool_splits(
             splits, noisy, clean, (self.train_transform(), self.eval_transform()),
             self.val_fraction, self.seed, self.num_folds, self.fold, dropped,
