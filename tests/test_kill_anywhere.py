@@ -90,13 +90,18 @@ def runs(tmp_path_factory) -> tuple[Path, list[tuple[str, Path, Path]]]:
     return out / "logs/whole/version_0", cases
 
 
+def written(folder: Path, name: str) -> bytes:
+    """A file of a run; the page names its run's folder (its review's storage key): masked."""
+    return (folder / name).read_bytes().replace(str(folder.resolve()).encode(), b"<run folder>")
+
+
 @pytest.mark.slow
 def test_a_killed_run_leaves_no_half_written_file(runs):
     reference, cases = runs
     for case, killed, _ in cases:
         for name in OUTPUTS:
             if (killed / name).exists():
-                assert (killed / name).read_bytes() == (reference / name).read_bytes(), (case, name)
+                assert written(killed, name) == written(reference, name), (case, name)
         for checkpoint in (killed / "checkpoints").glob("*.ckpt"):
             read_checkpoint(checkpoint)  # raises on a file cut short
 
