@@ -132,6 +132,12 @@ def image_run(tmp_path_factory):
     """Two epochs on 3 x 24 PNGs, 4 of each class filed under the next class."""
     root = tmp_path_factory.mktemp("gallery")
     write_image_files(root / "photos", 24, flips=4, in_given_folder=True)
+    return fit_with_report(root)
+
+
+def fit_with_report(root: Path) -> Path:
+    """Two epochs of a small CNN on the class folders of ``root / "photos"``, with the
+    label-issue report; the run's folder."""
     data = ImageFolderDataModule(root=str(root / "photos"), image_size=16, augment=False,
                                  batch_size=16, num_workers=0)  # fmt: skip
     model = NoisyLabelClassifier(backbone="small_cnn", num_classes=3, input_shape=data.input_shape)

@@ -10,19 +10,15 @@ import sys
 import time
 from pathlib import Path
 
-import lightning.pytorch as pl
 import pytest
 import torch
 
-from ln_lightning import NoisyLabelClassifier
-from ln_lightning.callbacks import MislabelReport
 from ln_lightning.cli import main as ln_fit_main
-from ln_lightning.data import ImageFolderDataModule
 from ln_lightning.data.pool import read_pool_labels
 from ln_lightning.data.synthetic import IMAGE_CLASSES, write_image_files
 from ln_lightning.label_issues.gallery import write_gallery
 from tests.helpers import SMALL_IMAGES
-from tests.test_gallery import CHROMIUM, page_data, scored
+from tests.test_gallery import CHROMIUM, fit_with_report, page_data, scored
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium")
 from selenium.webdriver.chrome.service import Service  # noqa: E402
@@ -45,14 +41,7 @@ def run_dir(tmp_path_factory) -> Path:
     paths, _, _ = write_image_files(root / "photos", 24, flips=4, in_given_folder=True)
     original = paths[-1]  # the last triangle, filed under triangle
     shutil.copy(original, root / "photos" / IMAGE_CLASSES[0] / "copy_of_a_triangle.png")
-    data = ImageFolderDataModule(root=str(root / "photos"), image_size=16, augment=False,
-                                 batch_size=16, num_workers=0)  # fmt: skip
-    model = NoisyLabelClassifier(backbone="small_cnn", num_classes=3, input_shape=data.input_shape)
-    trainer = pl.Trainer(max_epochs=2, default_root_dir=root / "run", logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, callbacks=[MislabelReport()])  # fmt: skip
-    trainer.fit(model, datamodule=data)
-    return root / "run"
+    return fit_with_report(root)
 
 
 @pytest.fixture

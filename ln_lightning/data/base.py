@@ -28,7 +28,6 @@ from ln_lightning.data.pool import (
     noise_source,
     pool_noise,
     pool_splits,
-    read_pool_labels,
 )
 from ln_lightning.data.sampling import ResumableSampler
 from ln_lightning.data.splits import (
@@ -223,10 +222,9 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         splits = self.load_splits()
         check_split_labels(splits, self.num_classes, name)
         check_split_inputs(splits, name)
-        file = self.noisy_labels_file
-        self.noise, clean = pool_noise(splits, self.noise_spec, file, self.num_classes)
+        file = self.noisy_labels_file  # a reviewed one also says which examples to drop
+        self.noise, clean, dropped = pool_noise(splits, self.noise_spec, file, self.num_classes)
         noisy = self.noise.noisy_labels
-        dropped = read_pool_labels(file)[2] if file else None  # a reviewed file's "drop"s
         pool = pool_splits(
             splits, noisy, clean, (self.train_transform(), self.eval_transform()),
             self.val_fraction, self.seed, self.num_folds, self.fold, dropped,

@@ -95,22 +95,23 @@ def read_pool_labels(path: str | Path) -> tuple[Tensor, Tensor, Tensor]:
 
 def pool_noise(
     splits: DataSplits, spec: NoiseSpec | None, noisy_labels_file: str | None, num_classes: int
-) -> tuple[NoiseResult, Tensor]:
-    """The pool's noisy labels and its true labels (``-1`` where unknown): read from
-    ``noisy_labels_file`` (:func:`read_pool_labels`), the data's own (``spec`` ``None`` or
-    ``train_noisy_labels``), or drawn from ``spec``.
+) -> tuple[NoiseResult, Tensor, Tensor | None]:
+    """The pool's noisy labels, its true labels (``-1`` where unknown) and the examples a
+    reviewed file drops (``None`` without a file): read from ``noisy_labels_file``
+    (:func:`read_pool_labels`), the data's own (``spec`` ``None`` or ``train_noisy_labels``),
+    or drawn from ``spec``.
 
     Example:
         >>> import torch
         >>> splits = DataSplits(torch.zeros(6, 2), torch.tensor([0, 1, 0, 1, 0, 1]),
         ...                     torch.zeros(2, 2), torch.tensor([0, 1]))
-        >>> noise, clean = pool_noise(splits, NoiseSpec("symmetric", 0.5, seed=0), None, 2)
+        >>> noise, clean, _ = pool_noise(splits, NoiseSpec("symmetric", 0.5, seed=0), None, 2)
         >>> noise.noisy_labels.shape, clean.tolist()
         (torch.Size([6]), [0, 1, 0, 1, 0, 1])
     """
     clean = splits.train_labels.long()
     if noisy_labels_file is not None:
-        file_clean, noisy, _ = read_pool_labels(noisy_labels_file)
+        file_clean, noisy, dropped = read_pool_labels(noisy_labels_file)
         # The file's clean labels must agree with the data's where the data knows them; where
         # it does not (your own data), the file's are taken.
         known = clean != UNKNOWN
@@ -119,12 +120,12 @@ def pool_noise(
                 f"{noisy_labels_file} was written for other data: its clean labels "
                 f"({len(file_clean)}) do not match this data set's training pool ({len(clean)})."
             )
-        return noise_from_labels(file_clean, noisy, num_classes), file_clean
+        return noise_from_labels(file_clean, noisy, num_classes), file_clean, dropped
     if splits.train_noisy_labels is not None or spec is None:
         given = splits.train_noisy_labels
         noisy = given.long() if given is not None else clean
-        return noise_from_labels(clean, noisy, num_classes), clean
-    return spec.draw(clean, num_classes), clean
+        return noise_from_labels(clean, noisy, num_classes), clean, None
+    return spec.draw(clean, num_classes), clean, None
 
 
 def noise_source(spec: NoiseSpec | None, noisy_labels_file: str | None) -> str:
