@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Iterator
 
 import pytest
+
+# Under pytest-xdist (``-n auto`` in pyproject.toml) each worker gets its share of the cores, for
+# itself and for the ``ln-fit`` processes its tests start: N workers with every core each would
+# oversubscribe the machine and run slower than one process.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    _share = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_share))
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(autouse=True)

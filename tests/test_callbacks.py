@@ -224,6 +224,7 @@ def folder_of(save_dir: Path, run: Path) -> Path:
     return save_dir / "ln-tests" / run.name.rsplit("-", 1)[-1]
 
 
+@pytest.mark.slow  # a W&B run and its files: 15 s
 def test_wandb_offline_run_records_config_metrics_noise_and_figures(tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")

@@ -48,7 +48,11 @@ def test_default_config_fits_tests_and_writes_a_checkpoint(tmp_path):
             ["--model.loss.covariance=diagonal"],
             lambda m: m.heads.heads["scale"].out_features == 10,
         ),
-        (["--model.backbone=resnet18"], lambda m: type(m.backbone).__name__ == "ResNet"),
+        pytest.param(  # a ResNet-18 on 8x8 digits: 15 s, with -m slow
+            ["--model.backbone=resnet18"],
+            lambda m: type(m.backbone).__name__ == "ResNet",
+            marks=pytest.mark.slow,
+        ),
         (
             [
                 "--model.optimizer=SGD",

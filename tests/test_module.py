@@ -205,6 +205,7 @@ def test_bf16_autocast_loss_and_gradients_stay_close_to_float32(loss):
     assert cosine > 0.99  # bf16 has 8 bits of mantissa: same direction, small relative error
 
 
+@pytest.mark.slow  # torch.compile: 20 s
 def test_compiled_backbone_gives_the_same_losses_and_gradients():
     """--model.compile true: torch.compile of the backbone (inductor, on the CPU here)."""
     torch.manual_seed(0)

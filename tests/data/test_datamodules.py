@@ -299,7 +299,7 @@ def test_noisy_labels_file_is_reused_exactly(tmp_path):
         other.setup()
 
 
-@pytest.mark.parametrize("kind", ["cifar10", "clothing1m"])
+@pytest.mark.parametrize("kind", ["cifar10", pytest.param("clothing1m", marks=pytest.mark.slow)])
 def test_a_model_trains_on_the_file_based_modules(tmp_path, kind):
 
     from ln_lightning import NoisyLabelClassifier

@@ -70,6 +70,7 @@ def read(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow  # three ln-fit runs: 20 s
 def test_a_saved_data_set_trains_flags_rows_retrains_and_predicts(
     saved, monkeypatch, capsys, lightning_log
 ):
