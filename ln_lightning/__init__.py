@@ -10,6 +10,7 @@ named here, every registered method (``ln_lightning.CrossEntropy``, ...) and dat
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 __version__ = "0.1.0"
@@ -51,6 +52,10 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'ln_lightning' has no attribute {name!r}")
     if name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    elif importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        # a submodule (``from ln_lightning import outputs``): imported alone, not through the
+        # registry, which imports every module and would meet the one importing this
+        value = importlib.import_module(f"{__name__}.{name}")
     else:
         from ln_lightning.registry import find_class
 

@@ -80,6 +80,31 @@ def test_importing_the_functional_losses_loads_neither_lightning_nor_timm():
     assert result.stdout.strip() == "[]", result.stderr[-2000:]
 
 
+def test_every_module_imports_first():
+    """``import ln_lightning.<any module>`` in a fresh interpreter (a user's own script, a
+    doctest run on one file) works: no import circle that only an earlier import hides."""
+    package = ROOT / "ln_lightning"
+    names = sorted(
+        ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for path in package.rglob("*.py")
+        if path.name != "__main__.py"
+    )
+    probe = (
+        "import importlib, sys, torch, lightning\n"
+        f"for name in {names!r}:\n"
+        "    ours = [m for m in sys.modules if m.split('.')[0] in ('ln_lightning', 'zoo')]\n"
+        "    for loaded in ours:\n"
+        "        del sys.modules[loaded]\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except ImportError as error:\n"
+        "        print(name, error)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout == "", result.stdout
+
+
 # ------------------------------------------------------------------ docs/architecture.md's layers
 def module_name(path: Path) -> str:
     parts = path.relative_to(ROOT).with_suffix("").parts

@@ -133,7 +133,33 @@ def report(model: Any, loss_report: LossReport | None) -> None:
         outputs.write_table(model.trainer, name, table)
 
 
-class LossMethod:
+class OptimisesTheNetwork:
+    """The optimisation every training method starts from: the model's optimiser on the
+    network's trained parameters, no optimiser of its own, and, under manual optimisation, one
+    step by hand (:func:`manual_step`). A method that trains more (SOP's per-example
+    parameters, a peer network) overrides these.
+
+    Example:
+        >>> from ln_lightning import NoisyLabelClassifier
+        >>> model = NoisyLabelClassifier(input_shape=(1, 8, 8))
+        >>> isinstance(model.method, OptimisesTheNetwork), model.method.extra_optimizers(model)
+        (True, [])
+    """
+
+    def parameters_to_optimise(self, model: Any) -> list[Any]:
+        """What the model's optimiser updates: the network's trained parameters."""
+        return model.network.trained_parameters()
+
+    def extra_optimizers(self, model: Any) -> list[Any]:
+        """Optimisers of its own (with ``manual_optimization``); none by default."""
+        return []
+
+    def optimise(self, model: Any, loss: Tensor) -> None:
+        """One step by hand (:func:`manual_step`)."""
+        manual_step(model, loss)
+
+
+class LossMethod(OptimisesTheNetwork):
     """A loss trains the network: the simple :class:`TrainingMethod`.
 
     Example:
@@ -164,16 +190,6 @@ class LossMethod:
         one, as ``teacher.<head>``) against the given labels."""
         outputs = model.network.training_outputs(sample.input)
         return self.loss(outputs, sample.target), outputs
-
-    def parameters_to_optimise(self, model: Any) -> list[Any]:
-        return model.network.trained_parameters()
-
-    def extra_optimizers(self, model: Any) -> list[Any]:
-        """None: the model's optimiser trains the network."""
-        return []
-
-    def optimise(self, model: Any, loss: Tensor) -> None:
-        manual_step(model, loss)
 
     def on_load_checkpoint(self, model: Any, checkpoint: dict[str, Any]) -> None:
         """Nothing: the loss's buffers have their shapes from ``K``."""

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from ln_lightning.data.dataset import NoisySample, unpack_batch
 from ln_lightning.lightning_internals import attached_trainer, is_fitting
 from ln_lightning.losses.base import LossReport, NoisyLabelLoss, as_config, constructor_arguments
-from ln_lightning.model.method import LossMethod, epoch_budget, manual_step, report
+from ln_lightning.model.method import LossMethod, OptimisesTheNetwork, epoch_budget, report
 
 __all__ = ["TrainingStrategy", "gather_rows", "training_pool_size"]
 
@@ -62,7 +62,7 @@ def _require_index(strategy: TrainingStrategy, sample: NoisySample) -> Tensor:
     return sample.index
 
 
-class TrainingStrategy(nn.Module):
+class TrainingStrategy(OptimisesTheNetwork, nn.Module):
     """Base class of the training strategies: what trains the network when a loss is not enough.
 
     A strategy is an ``nn.Module`` attached to the model (``model.strategy``), so everything it
@@ -259,18 +259,6 @@ class TrainingStrategy(nn.Module):
     def index(self, sample: NoisySample) -> Tensor:
         """The batch's sample indices (a clear error for plain batches, which have none)."""
         return _require_index(self, sample)
-
-    def parameters_to_optimise(self, model: Any) -> list[Any]:
-        """What the model's optimiser updates: the network's trained parameters."""
-        return model.network.trained_parameters()
-
-    def extra_optimizers(self, model: Any) -> list[Any]:
-        """Optimisers of its own (with :attr:`manual_optimization`); none by default."""
-        return []
-
-    def optimise(self, model: Any, loss: Tensor) -> None:
-        """One step by hand (:func:`~ln_lightning.model.method.manual_step`)."""
-        manual_step(model, loss)
 
     # ------------------------------------------------------------------ the loss's hooks
     def on_fit_start(self, model: Any) -> None:
