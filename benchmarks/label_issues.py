@@ -233,8 +233,16 @@ def accuracies(metrics_csv: Path) -> dict[str, float | None]:
 
 def wrong_labels(labels_csv: Path) -> int:
     """How many rows of a ``path,label,clean_label`` file have a wrong label."""
+    return file_quality(labels_csv)[1]
+
+
+def file_quality(labels_csv: Path) -> tuple[int, int]:
+    """``(kept, wrong)``: the rows a run trains on (those not decided ``drop``) of a labels
+    file with ``clean_label`` (the benchmark's, ``cleaned_labels.csv``,
+    ``relabeled_labels.csv``) and how many of them carry a wrong label."""
     with labels_csv.open() as handle:
-        return sum(row["label"] != row["clean_label"] for row in csv.DictReader(handle))
+        rows = [row for row in csv.DictReader(handle) if row.get("decision") != "drop"]
+    return len(rows), sum(row["label"] != row["clean_label"] for row in rows)
 
 
 def true_labels_file(labels_csv: Path, path: Path) -> Path:
@@ -338,9 +346,12 @@ def benchmark(
         out,
         jobs,
     )  # fmt: skip
-    for method, key, name, _, _ in chosen:
+    for method, key, name, labels_file, _ in chosen:
         metrics = out / name / "version_0" / "metrics.csv"
         result[method][key] = last_value(metrics, "test/acc")
+        kept, wrong = file_quality(labels_file)  # what the retrain learnt from
+        result[method][key.replace("test_acc", "kept")] = kept
+        result[method][key.replace("test_acc", "wrong")] = wrong
     return result
 
 
@@ -421,6 +432,16 @@ def summary(by_seed: dict[int, list[dict]]) -> str:
             values = [r.get("val_acc_noisy") for r in rows]
             if method != CLEAN and None not in values:
                 picked[method] = statistics.fmean(values)
+        for method in methods:
+            for key, file in (("retrained", "cleaned"), ("relabeled", "relabeled")):
+                rows = [run[method] for run in runs if f"{key}_kept" in run[method]]
+                if rows:
+                    kept = statistics.fmean(r[f"{key}_kept"] for r in rows)
+                    wrong = statistics.fmean(r[f"{key}_wrong"] / r[f"{key}_kept"] for r in rows)
+                    lines.append(
+                        f"\n{method}'s {file} labels: {kept:.0f} examples kept, "
+                        f"{100 * wrong:.1f}% of them wrong (mean of {len(rows)} seed(s))."
+                    )
         if picked:
             best = max(picked, key=picked.get)
             lines.append(f"\nNoisy validation picks: {best} ({100 * picked[best]:.2f}).")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import importlib
 import json
 import re
@@ -84,8 +85,14 @@ def test_label_issues(script, capsys, tmp_path):
     assert float(rows[2][8]) > float(rows[0][8]) > 0
     retrained = tmp_path / "out" / "symmetric" / "ln_retrained" / "version_0" / "metrics.csv"
     assert retrained.exists()
-    # LN retrained on its cleaned and on its relabeled labels: a test accuracy each
+    # LN retrained on its cleaned and on its relabeled labels: a test accuracy each, and what
+    # each retrain learnt from (the rows it kept, drops left out, and how many are wrong)
     assert all(0 < float(cell) <= 100 for cell in rows[0][10:12])
+    for name, file in (("cleaned", "cleaned_labels.csv"), ("relabeled", "relabeled_labels.csv")):
+        with (tmp_path / "out/symmetric/ln/version_0" / file).open() as handle:
+            kept = [r for r in csv.DictReader(handle) if r.get("decision") != "drop"]
+        wrong = sum(r["label"] != r["clean_label"] for r in kept) / len(kept)
+        assert f"LN's {name} labels: {len(kept)} examples kept, {100 * wrong:.1f}% of" in out
     assert rows[1][10:12] == ["-", "-"] and rows[2][11] == "-"  # CE; cleanlab: cleaned only
     # Run again: every finished command is skipped (its time read back), the table is the same.
     finished = retrained.stat().st_mtime_ns
