@@ -287,6 +287,7 @@ def test_wandb_offline_run_records_config_metrics_noise_and_figures(tmp_path, mo
     assert (folder / "config.yaml").is_file() and not (tmp_path / "config.yaml").exists()
 
 
+@pytest.mark.slow  # a 30-class run
 def test_beyond_prob_columns_the_report_keeps_the_top_classes_and_pred_probs_on_request(tmp_path):
     import numpy as np
 

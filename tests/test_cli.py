@@ -118,6 +118,7 @@ def test_other_data_modules_by_class_path(tmp_path):
         TwoMoonsDataModule(noise_type="asymmetric")
 
 
+@pytest.mark.slow  # two runs; the resume itself is also in tests/test_resume.py
 def test_ckpt_path_last_resumes_the_previous_run_of_the_experiment(tmp_path):
     """A new run logs to a new version; ``--ckpt_path last`` still finds the previous one."""
     args = ["fit", "--config", CONFIG, *quick(train_batches=3), "--test_after_fit=false",

@@ -173,13 +173,15 @@ def test_every_cell_builds(table, setting, method, args, tmp_path, monkeypatch):
 # Every row with its own loss (LN), and every method on the embedded default.
 STEP_CELLS = [c for c in CELLS if c[2] == "LN" or data_folder(c[3]) == "digits"]
 # The default run leaves to -m slow the methods other default tests train from the CLI
-# (tests/test_loss_configs.py, tests/strategies/) and Clothing1M's ResNet-50 at 224 px (its
-# config is built by test_every_cell_builds).
+# (tests/test_loss_configs.py, tests/strategies/), Clothing1M's ResNet-50 at 224 px and the
+# 100-class twins of CIFAR-10 and CIFAR-10N (their configs are built by test_every_cell_builds).
 TRAINED_ELSEWHERE = {"SGN", "Forward", "SOP", "Co-teaching", "DivideMix"}
 
 
 def step_key(cell: tuple) -> set[str]:
-    return ({data_folder(cell[3])} - {"clothing1m"}) | ({cell[2]} - TRAINED_ELSEWHERE)
+    return ({data_folder(cell[3])} - {"clothing1m", "cifar100", "cifar100n"}) | (
+        {cell[2]} - TRAINED_ELSEWHERE
+    )
 
 
 @pytest.mark.parametrize(

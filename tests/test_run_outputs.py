@@ -121,6 +121,7 @@ def test_ln_fit_predict_writes_a_predictions_file(fitted):
     assert [p.name for p in (cwd / "runs/digits").iterdir()] == ["version_0"]
 
 
+@pytest.mark.slow  # three runs
 def test_ckpt_path_last_continues_only_a_run_of_this_kind(tmp_path):
     args = ["fit", "--config", CONFIG, *quick(), "--test_after_fit=false",
             f"--trainer.logger.init_args.save_dir={tmp_path}"]  # fmt: skip
