@@ -21,6 +21,7 @@ from ln_lightning.labels import UNKNOWN, corrupted_mask
 __all__ = [
     "MODEL_SELECTION",
     "SELECTED_TEST",
+    "SELECTION_MONITOR",
     "TEST",
     "TRAIN",
     "VAL",
@@ -35,11 +36,18 @@ __all__ = [
 TRAIN, VAL = "train", "val"
 #: Prefix of the clean test metrics of the final weights (``test/acc``, ``test/nll``, ...).
 TEST = "test"
-#: Prefix of the same metrics for the checkpoint selected by :data:`MODEL_SELECTION`
-#: (``test_selected/acc``, ...), which ``ln-fit fit --test_after_fit true`` also evaluates.
+#: Prefix of the same metrics for the checkpoint the monitored ``ModelCheckpoint`` selected
+#: (:data:`SELECTION_MONITOR` in the shipped configs; ``test_selected/acc``, ...), which
+#: ``ln-fit fit --test_after_fit true`` also evaluates.
 SELECTED_TEST = "test_selected"
 #: The paper's model-selection metric: accuracy on the noisy validation split.
 MODEL_SELECTION = "val/acc_noisy"
+#: What the shipped configs' ``ModelCheckpoint`` monitors: :data:`MODEL_SELECTION`, logged as
+#: NaN (which ``ModelCheckpoint`` ranks last) while the method warms up with another loss
+#: (``ForwardCorrection``'s and DivideMix's cross-entropy epochs), so the selected checkpoint
+#: is one the method trained and not an early warm-up epoch that noisy validation happens to
+#: rank first.
+SELECTION_MONITOR = "val/acc_noisy_after_warmup"
 #: The validation loss (what an ``lr_scheduler`` that needs a metric watches).
 VAL_LOSS = "val/loss"
 

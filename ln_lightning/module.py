@@ -40,7 +40,9 @@ class NoisyLabelClassifier(pl.LightningModule):
     come from ``loss.predict_proba`` (for LN: ``S_C(mu / tau)``, Sec. 3.3), always the
     network's. Logged per epoch, synchronised across DDP ranks: ``train/loss``,
     ``train/acc_noisy``, ``train/acc_clean``, the memorisation curves of Fig. 4, ``val/loss``,
-    ``val/acc_noisy`` (the paper's model-selection metric), ``val/acc_clean``, and ``test/acc``,
+    ``val/acc_noisy`` (the paper's model-selection metric), ``val/acc_noisy_after_warmup`` (the
+    same, NaN while the method warms up with another loss: what the shipped configs'
+    ``ModelCheckpoint`` monitors), ``val/acc_clean``, and ``test/acc``,
     ``test/nll``, ``test/ece``, ``test/brier``, ``test/loss`` (and the teacher's accuracies;
     :mod:`ln_lightning.model.stage_metrics`).
 
@@ -251,6 +253,10 @@ class NoisyLabelClassifier(pl.LightningModule):
         taught = self.network.teacher_outputs(inputs)
         if taught is not None:
             accuracies.log(self, self.loss.predict_proba(taught), targets, clean_targets, True)
+
+    @override
+    def on_validation_epoch_end(self) -> None:
+        self.val_metrics.log_epoch_end(self, self.method.selectable(self))
 
     @contextlib.contextmanager
     def test_metrics_prefix(self, prefix: str) -> Iterator[None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,17 @@ def test_forward_warms_up_for_a_share_of_the_run_and_says_so(tmp_path, lightning
         "cross-entropy for the first 2 of 5 epochs, 0.4 of the run" in m for m in lightning_log
     )
     assert any("transition matrix (estimated after 2 CE epochs)" in m for m in lightning_log)
+    # The CE epochs are never the selected checkpoint: the monitored accuracy is NaN for them.
+    with open(Path(cli.trainer.log_dir) / "metrics.csv") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["val/acc_noisy"]]
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3, 4]
+    monitored = [float(r["val/acc_noisy_after_warmup"]) for r in rows]
+    assert all(math.isnan(v) for v in monitored[:2])
+    assert monitored[2:] == [float(r["val/acc_noisy"]) for r in rows[2:]]
+    (best,) = [c for c in cli.trainer.checkpoint_callbacks if c.monitor]
+    assert best.monitor == "val/acc_noisy_after_warmup"
+    assert int(best.best_model_path.split("epoch=")[1][:3]) >= 2
+    assert float(best.best_model_score) == max(monitored[2:])
 
 
 def test_forward_says_when_its_warmup_leaves_the_run_plain_cross_entropy(tmp_path, lightning_log):

@@ -212,6 +212,13 @@ class NoisyLabelLoss(nn.Module, ABC):
         """Called before every training step, with ``context.elapsed_epochs`` (e.g. to follow a
         schedule). Keep it cheap: it runs once per step."""
 
+    def selectable(self, context: TrainingContext) -> bool:
+        """Whether the weights of the epoch just trained (``context.epoch``) are this loss's own,
+        so model selection may pick them: ``False`` during a warm-up that trains with another
+        loss (``ForwardCorrection``'s cross-entropy epochs). The model logs its noisy validation
+        accuracy as NaN for such epochs under ``val/acc_noisy_after_warmup``."""
+        return True
+
     def init_args(self) -> dict[str, Any]:
         """The constructor arguments that rebuild this loss: ``type(loss)(**loss.init_args())``.
 

@@ -183,6 +183,26 @@ class ForwardCorrection(SoftmaxLoss):
         estimate = LF.estimate_transition_matrix(context.training_probabilities(), self.percentile)
         return self._set(estimate, f"estimated after {context.epoch} CE epochs")
 
+    def selectable(self, context: TrainingContext) -> bool:
+        """``False`` while the run is still in its CE warm-up (``T`` to be estimated later in
+        this run): those epochs are cross-entropy's, not forward correction's.
+
+        Example:
+            >>> loss = ForwardCorrection(warmup_epochs=8)
+            >>> loss.setup(3)
+            >>> context = TrainingContext(epoch=2, training_probabilities=lambda: None,
+            ...                           true_transition_matrix=lambda: None, max_epochs=20)
+            >>> loss.selectable(context)  # epoch 2 of 8 CE epochs
+            False
+            >>> loss.selectable(TrainingContext(2, lambda: None, lambda: None, max_epochs=8))
+            True
+        """
+        if bool(self.transition_ready) or self.source is not None:
+            return True
+        if context.max_epochs is None:  # a count of CE epochs, then T: a warm-up
+            return self.warmup_epochs is None
+        return self.warmup_length(context.max_epochs) >= context.max_epochs  # T never comes
+
     def _set(self, matrix: Tensor, how: str) -> LossReport:
         check_transition_matrix(matrix, self.transition_matrix.shape[0])
         self.transition_matrix.copy_(matrix)

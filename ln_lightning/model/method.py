@@ -3,8 +3,9 @@
 :class:`NoisyLabelClassifier <ln_lightning.NoisyLabelClassifier>` asks its method, through the
 members of :class:`TrainingMethod`, how to set up, what the network outputs, what a training
 step's loss is, which parameters to optimise (and which optimisers of its own it brings), how
-to take a step when it optimises by hand, and what to do at the start of a fit, an epoch and a
-batch, after an optimiser step and when a checkpoint is loaded. It never asks what kind of
+to take a step when it optimises by hand, whether an epoch's weights may be selected (not
+during a warm-up), and what to do at the start of a fit, an epoch and a batch, after an
+optimiser step and when a checkpoint is loaded. It never asks what kind of
 method it has.
 
 The simple case is a loss (:class:`LossMethod`): the network's outputs go to the loss, whose
@@ -74,6 +75,11 @@ class TrainingMethod(Protocol):
 
     def on_load_checkpoint(self, model: Any, checkpoint: dict[str, Any]) -> None:
         """Before a checkpoint's weights are loaded: fit state of its own to them."""
+        ...
+
+    def selectable(self, model: Any) -> bool:
+        """Whether the weights of the epoch just trained are the method's own, so a checkpoint
+        selection may pick them; ``False`` during a warm-up with another loss."""
         ...
 
     def on_fit_start(self, model: Any) -> None: ...
@@ -208,6 +214,9 @@ class LossMethod(OptimisesTheNetwork):
             elapsed_epochs=model.current_epoch + fraction,
             max_epochs=epoch_budget(trainer),
         )
+
+    def selectable(self, model: Any) -> bool:
+        return self.loss.selectable(self.context(model))
 
     def on_fit_start(self, model: Any) -> None:
         report(model, self.loss.on_fit_start(self.context(model)))

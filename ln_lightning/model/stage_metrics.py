@@ -12,11 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
 
 from ln_lightning.metrics import (
+    SELECTION_MONITOR,
     TEST,
     TRAIN,
     VAL,
@@ -153,6 +155,16 @@ class ValMetrics(nn.Module):
         module.log(
             VAL_LOSS, loss, on_step=False, on_epoch=True, batch_size=len(targets), sync_dist=True
         )
+
+    def log_epoch_end(self, module: pl.LightningModule, selectable: bool) -> None:
+        """Log :data:`~ln_lightning.metrics.SELECTION_MONITOR`: the epoch's noisy validation
+        accuracy (already summed over DDP ranks by ``compute``) when a selection may pick these
+        weights, NaN while the method warms up."""
+        noisy = self.accuracies.noisy
+        if not noisy.update_called:  # no validation batch ran
+            return
+        value = noisy.compute() if selectable else torch.full((), float("nan"), device=noisy.device)
+        module.log(SELECTION_MONITOR, value)
 
 
 class TestMetrics(nn.Module):

@@ -271,6 +271,10 @@ class TrainingStrategy(OptimisesTheNetwork, nn.Module):
         starts; say it when a phase never comes); ``None``: nothing to say."""
         return None
 
+    def selectable(self, model: Any) -> bool:
+        """The loss's answer (a strategy with a warm-up of its own adds it)."""
+        return self._loss_method.selectable(model)
+
     def on_train_epoch_start(self, model: Any) -> None:
         self._loss_method.on_train_epoch_start(model)
 

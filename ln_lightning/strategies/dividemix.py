@@ -19,7 +19,7 @@ from ln_lightning.data.sampling import global_seed
 from ln_lightning.lightning_internals import attached_trainer
 from ln_lightning.losses.base import LossReport
 from ln_lightning.losses.softmax import CrossEntropy
-from ln_lightning.model.method import report
+from ln_lightning.model.method import epoch_budget, report
 from ln_lightning.registry import register_strategy
 from ln_lightning.strategies.base import TrainingStrategy
 
@@ -258,6 +258,14 @@ class DivideMix(TrainingStrategy):
     def in_warmup(self, epoch: int) -> bool:
         """Whether ``epoch`` trains with plain cross-entropy (a pure function of the epoch)."""
         return epoch < self.warmup_epochs
+
+    def selectable(self, model: Any) -> bool:
+        """Not the warm-up's epochs (cross-entropy, not DivideMix), unless the warm-up is the
+        whole run."""
+        max_epochs = epoch_budget(attached_trainer(model))
+        ends = max_epochs is None or self.warmup_epochs < max_epochs
+        warming_up = ends and self.in_warmup(model.current_epoch)
+        return not warming_up and super().selectable(model)
 
     def unlabelled_weight_at(self, elapsed_epochs: float) -> float:
         """``unlabelled_weight`` ramped linearly from the end of the warm-up.

@@ -90,6 +90,20 @@ def test_forward_module_phases_and_validation(batch):
         ForwardCorrection(transition_matrix="estimated")
 
 
+def test_forward_epochs_are_selectable_unless_a_warm_up_precedes_an_estimate():
+    def context(epoch: int, max_epochs: int | None) -> TrainingContext:
+        return TrainingContext(epoch, lambda: None, lambda: None, max_epochs=max_epochs)
+
+    given = ForwardCorrection(transition_matrix=torch.eye(3).tolist())
+    assert given.selectable(context(0, 10))  # a given T: no warm-up
+    counted = ForwardCorrection(warmup_epochs=3)
+    counted.setup(3)
+    assert not counted.selectable(context(0, None))  # T comes after 3 epochs, budget or not
+    assert counted.selectable(context(0, 3))  # the whole run is CE: nothing else to pick
+    counted.transition_ready.fill_(True)
+    assert counted.selectable(context(5, None))
+
+
 def test_forward_warmup_is_a_share_of_the_run_or_a_count():
     assert [ForwardCorrection().warmup_length(n) for n in (1, 2, 5, 20, 200)] == [1, 1, 2, 8, 80]
     assert ForwardCorrection(warmup_fraction=0.1).warmup_length(200) == 20
@@ -122,7 +136,9 @@ def test_forward_phase_is_a_function_of_the_epoch(batch):
     for epoch in range(4):
         assert loss.on_train_epoch_start(context(epoch)) is None
         torch.testing.assert_close(loss({"logits": logits}, labels), ce.mean())
+        assert not loss.selectable(context(epoch))  # CE's epochs: not for model selection
     estimated = loss.on_train_epoch_start(context(4))
+    assert loss.selectable(context(4))
     assert calls == [4] and "estimated after 4 CE epochs" in estimated.message
     torch.testing.assert_close(
         loss.transition_matrix, LF.estimate_transition_matrix(probs, percentile=97.0)

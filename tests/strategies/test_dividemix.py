@@ -97,15 +97,24 @@ def test_a_fit_divides_after_the_warm_up_and_keeps_the_division_for_a_resumed_ep
         loss=CrossEntropy(), strategy=DivideMix(warmup_epochs=1), input_shape=SHAPE
     )
     batches: dict[int, int] = {}
+    monitored: dict[int, float] = {}
 
     class CountBatches(pl.Callback):
         def on_train_batch_end(self, trainer, *args) -> None:
             batches[trainer.current_epoch] = batches.get(trainer.current_epoch, 0) + 1
 
+        def on_validation_end(self, trainer, module) -> None:
+            if not trainer.sanity_checking:
+                metric = trainer.callback_metrics["val/acc_noisy_after_warmup"]
+                monitored[trainer.current_epoch] = float(metric)
+
     trainer = quick_trainer(tmp_path, max_epochs=2, callbacks=[CountBatches()])
     trainer.fit(model, datamodule=DigitsDataModule())
     # the division splits each batch: the loader (and its length) is the same in every phase
     assert batches == {0: 3, 1: 3}
+    # the warm-up epoch is not for selection; the first DivideMix epoch is
+    assert math.isnan(monitored[0])
+    assert monitored[1] == float(trainer.callback_metrics["val/acc_noisy"])
     strategy = model.strategy
     assert int(strategy.divided_epoch) == 1
     train = trainer.datamodule.split("train").indices
