@@ -7,9 +7,11 @@ all through the ``ln-fit`` command line a user types (``zoo/configs/own/images.y
 28x28, Adam 1e-3, batch 256, the same epochs for every run, no augmentation):
 
 1. **LN, one run**: ``label_issues.csv`` of the run (in-sample scores, ``1 - p(given)``), with
-   the config's own loss (what a user gets);
-2. **CE, one run**: the same with cross-entropy (and **SGN** or **Forward**,
-   ``zoo/configs/losses/<name>.yaml``, with ``--methods SGN`` or ``--methods Forward``; the
+   LN annealed and isotropic (``zoo/configs/losses/ln_isotropic.yaml``, the own-data configs'
+   loss until stop 39);
+2. **CE, one run**: the same with cross-entropy (and **Forward**, the own-data configs' loss
+   since stop 39, or **SGN**: ``zoo/configs/losses/<name>.yaml``, with ``--methods Forward`` or
+   ``--methods SGN``; the
    training strategies **ELR**, **SOP**, **Co-teaching** and **DivideMix**,
    ``zoo/configs/strategies/``; **LN + ELR** and **LN + Co-teaching**: LN inside them);
 3. **cleanlab, 5-fold CE**: ``ln-fit-sweep folds --num-folds 5`` with CE (out-of-sample
@@ -20,7 +22,8 @@ all through the ``ln-fit`` command line a user types (``zoo/configs/own/images.y
    cleanlab's cleaned labels.
 5. **the ceiling** (``--methods "CE on the true labels"``): CE on the true labels of the same
    pictures, the accuracy a noisy-label method aims at (nothing to find: the detection columns
-   are ``-``).
+   are ``-``); and ``"Forward on the true labels"``, the own-data default on labels that are
+   all right.
 
 It prints (and writes as JSON) per noise kind: AUROC of the ranking score, precision and recall
 among the top N (N = the true number of wrong labels), the flags' precision and recall, the wall
@@ -39,6 +42,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import re
 import shlex
@@ -60,6 +64,7 @@ from ln_lightning.label_issues import (
     write_cleaned_labels,
     write_label_issues,
 )
+from ln_lightning.metrics import MODEL_SELECTION, SELECTION_MONITOR
 from ln_lightning.noise import FASHION_MNIST_ASYMMETRIC_MAP, inject_noise
 from ln_lightning.sweep import last_value
 
@@ -71,13 +76,21 @@ SOURCES = ("/usr/share/datasets/fashion-mnist", "data", "data/FashionMNIST/raw")
 CLEANLAB = "cleanlab 5-fold CE"
 #: CE trained on the true labels of the same pictures: the ceiling a noisy-label method aims at.
 CLEAN = "CE on the true labels"
+#: The runs on the true labels (nothing to find, so no detection columns): the ceiling, and the
+#: own-data default (Forward) on clean labels, what it costs a user whose labels are right.
+ON_TRUE_LABELS = {
+    CLEAN: ("ce_true", "CE"),
+    "Forward on the true labels": ("forward_true", "Forward"),
+}
 #: The training strategies (``zoo/configs/strategies/<name>.yaml``, cross-entropy inside) by
 #: their name here -> the name of their config and run folder.
 STRATEGIES = {"ELR": "elr", "SOP": "sop", "Co-teaching": "coteaching", "DivideMix": "dividemix"}
-#: LN inside a strategy: the config's own LN loss, the strategy's defaults on top
+#: LN inside a strategy: LN (``ln_isotropic.yaml``), the strategy's defaults on top
 #: (``--model.strategy <class>``); LN's likelihood is the small-loss criterion of Co-teaching.
 LN_INSIDE = {"LN + ELR": ("ln_elr", "ELR"), "LN + Co-teaching": ("ln_coteaching", "CoTeaching")}
-METHODS = ("LN", "CE", "SGN", "Forward", *STRATEGIES, *LN_INSIDE, CLEANLAB, CLEAN)
+#: LN as the own-data configs had it until stop 39 (annealed, isotropic).
+LN_CONFIG = str(ROOT / "zoo/configs/losses/ln_isotropic.yaml")
+METHODS = ("LN", "CE", "SGN", "Forward", *STRATEGIES, *LN_INSIDE, CLEANLAB, *ON_TRUE_LABELS)
 FOLD_TIME = re.compile(r"^done\s+.+ \((\d+(?:\.\d+)?) s\)$", re.MULTILINE)
 
 
@@ -136,8 +149,9 @@ def write_folder(out: Path, source: list[str], limit: int | None, seed: int) -> 
 def fit_args(
     labels: Path, test: Path, epochs: int, loss: str, seed: int = 0, ln_args: str = ""
 ) -> list[str]:
-    """The user's command: LN is the config's own loss (plus ``ln_args``), CE, SGN or Forward
-    (``forward.yaml``: its CE warm-up 0.4 of the run) replaces it, or a strategy's config
+    """The user's command: the own-images config with its loss replaced by LN
+    (``ln_isotropic.yaml``, plus ``ln_args``), CE, SGN or Forward (``forward.yaml``, the config's
+    own loss: its CE warm-up 0.4 of the run), or a strategy's config
     (ELR, SOP, Co-teaching: ``zoo/configs/strategies/<name>.yaml``) is added."""
     args = [
         "--config", str(ROOT / "zoo/configs/own/images.yaml"), f"--seed_everything={seed}",
@@ -153,9 +167,10 @@ def fit_args(
     elif loss in STRATEGIES:
         args += ["--config", str(ROOT / f"zoo/configs/strategies/{STRATEGIES[loss]}.yaml")]
     elif loss in LN_INSIDE:
-        args += [f"--model.strategy=ln_lightning.{LN_INSIDE[loss][1]}", *shlex.split(ln_args)]
-    else:
-        args += shlex.split(ln_args)
+        strategy = f"--model.strategy=ln_lightning.{LN_INSIDE[loss][1]}"
+        args += ["--config", LN_CONFIG, strategy, *shlex.split(ln_args)]
+    else:  # LN
+        args += ["--config", LN_CONFIG, *shlex.split(ln_args)]
     return args
 
 
@@ -218,12 +233,16 @@ def scored(issues_csv: Path, score_key: str = "score") -> dict[str, float]:
 
 def accuracies(metrics_csv: Path) -> dict[str, float | None]:
     """A run's clean test accuracy (final weights), the best noisy validation accuracy (all a
-    user can see) and the clean test accuracy of the checkpoint it selects."""
+    user can see) of the epochs selection may pick (``val/acc_noisy_after_warmup``: not a
+    warm-up's; ``val/acc_noisy`` in runs that predate it) and the clean test accuracy of the
+    checkpoint it selects."""
     best = None
     with metrics_csv.open() as handle:
-        for row in csv.DictReader(handle):
-            if row.get("val/acc_noisy"):
-                best = max(best or 0.0, float(row["val/acc_noisy"]))
+        rows = list(csv.DictReader(handle))
+    key = SELECTION_MONITOR if rows and SELECTION_MONITOR in rows[0] else MODEL_SELECTION
+    for row in rows:
+        if row.get(key) and not math.isnan(float(row[key])):
+            best = max(best or 0.0, float(row[key]))
     return {
         "test_acc": last_value(metrics_csv, "test/acc"),
         "val_acc_noisy": best,
@@ -295,14 +314,16 @@ def benchmark(
         for m in single
         if m in methods
     ]
-    if CLEAN in methods:
+    on_true_labels = {m: ON_TRUE_LABELS[m] for m in ON_TRUE_LABELS if m in methods}
+    if on_true_labels:
         true_labels = true_labels_file(labels, labels.parent / "true_labels.csv")  # same paths
-        commands.append(ln_fit(fit_args(true_labels, test, epochs, "CE", seed), out, "ce_true"))
+    for name, loss in on_true_labels.values():
+        commands.append(ln_fit(fit_args(true_labels, test, epochs, loss, seed), out, name))
     seconds = run_many(commands, out, jobs)
-    if CLEAN in methods:  # no wrong labels to find: its test accuracy and its compute
-        metrics = out / "ce_true" / "version_0" / "metrics.csv"
-        result[CLEAN] = {**accuracies(metrics), "seconds": round(seconds["ce_true"], 1),
-                         "core_seconds": round(seconds["ce_true"], 1)}  # fmt: skip
+    for method, (name, _) in on_true_labels.items():  # nothing to find: accuracy and compute
+        metrics = out / name / "version_0" / "metrics.csv"
+        result[method] = {**accuracies(metrics), "seconds": round(seconds[name], 1),
+                          "core_seconds": round(seconds[name], 1)}  # fmt: skip
     issues = {m: out / f"{single[m]}/version_0/label_issues.csv" for m in single if m in methods}
     # one thread per run: compute is the sum of the runs' times (the folds run side by side)
     times = {m: seconds[single[m]] for m in issues}
@@ -430,7 +451,7 @@ def summary(by_seed: dict[int, list[dict]]) -> str:
                 f"{column('retrained_test_acc')} | {column('relabeled_test_acc')} |"
             )
             values = [r.get("val_acc_noisy") for r in rows]
-            if method != CLEAN and None not in values:
+            if method not in ON_TRUE_LABELS and None not in values:
                 picked[method] = statistics.fmean(values)
         for method in methods:
             for key, file in (("retrained", "cleaned"), ("relabeled", "relabeled")):

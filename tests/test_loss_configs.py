@@ -10,15 +10,16 @@ import pytest
 import torch
 import yaml
 
-from ln_lightning import NoisyLabelLoss
+from ln_lightning import ForwardCorrection, LogisticNormalLoss, NoisyLabelLoss
 from ln_lightning.cli import run_cli
+from ln_lightning.data.synthetic import write_image_files
 from ln_lightning.registry import registered
 from tests.helpers import QUICK, quick
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "zoo/configs/losses").glob("*.yaml"))
 METHODS = {entry.name: entry for entry in registered("method")}
-VARIANTS = {"ln_annealed"}  # LN with its annealed min_scale
+VARIANTS = {"ln_annealed", "ln_isotropic"}  # LN annealed; and isotropic (the former own default)
 
 
 def test_every_method_ships_a_config():
@@ -137,3 +138,22 @@ def test_forward_says_when_its_warmup_leaves_the_run_plain_cross_entropy(tmp_pat
     (said,) = [m for m in lightning_log if "T is never estimated" in m]
     assert "warm-up (3 epochs) is not shorter than the run (3 epochs)" in said
     assert "--model.loss.init_args.warmup_epochs" in said
+
+
+def test_ln_isotropic_on_an_own_data_config_is_the_ln_it_had(tmp_path):
+    # The own-data configs train with forward correction; ln_isotropic.yaml on top gives back
+    # exactly the LN they had (nothing of Forward's settings left over).
+    write_image_files(tmp_path / "photos", 2)
+    own = ["--config", str(ROOT / "zoo/configs/own/images.yaml"), "--trainer.logger=false",
+           f"--data.root={tmp_path / 'photos'}"]  # fmt: skip
+    default = run_cli(own, run=False).model.loss
+    assert isinstance(default, ForwardCorrection)
+    assert (default.warmup_fraction, default.percentile) == (0.4, 97.0)
+    ln_config = str(ROOT / "zoo/configs/losses/ln_isotropic.yaml")
+    ln = run_cli([*own, "--config", ln_config], run=False).model.loss
+    assert (
+        ln.config()
+        == LogisticNormalLoss(
+            temperature=1.0, min_scale=1.0, covariance="isotropic", anneal_epochs=10
+        ).config()
+    )
