@@ -158,13 +158,14 @@ class ValMetrics(nn.Module):
 
     def log_epoch_end(self, module: pl.LightningModule, selectable: bool) -> None:
         """Log :data:`~ln_lightning.metrics.SELECTION_MONITOR`: the epoch's noisy validation
-        accuracy (already summed over DDP ranks by ``compute``) when a selection may pick these
-        weights, NaN while the method warms up."""
+        accuracy when a selection may pick these weights, NaN while the method warms up
+        (``compute`` sums every DDP rank's counts, so ``sync_dist`` only averages equal
+        values)."""
         noisy = self.accuracies.noisy
         if not noisy.update_called:  # no validation batch ran
             return
         value = noisy.compute() if selectable else torch.full((), float("nan"), device=noisy.device)
-        module.log(SELECTION_MONITOR, value)
+        module.log(SELECTION_MONITOR, value, sync_dist=True)
 
 
 class TestMetrics(nn.Module):
