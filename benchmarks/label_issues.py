@@ -10,8 +10,8 @@ all through the ``ln-fit`` command line a user types (``zoo/configs/own/images.y
    LN annealed and isotropic (``zoo/configs/losses/ln_isotropic.yaml``, the own-data configs'
    loss until stop 39);
 2. **CE, one run**: the same with cross-entropy (and **Forward**, the own-data configs' loss
-   since stop 39, or **SGN**: ``zoo/configs/losses/<name>.yaml``, with ``--methods Forward`` or
-   ``--methods SGN``; the
+   since stop 39, **SGN**, or **Forward LN**, the transition-aware LN:
+   ``zoo/configs/losses/<name>.yaml``, with ``--methods Forward``, ``SGN`` or ``"Forward LN"``; the
    training strategies **ELR**, **SOP**, **Co-teaching** and **DivideMix**,
    ``zoo/configs/strategies/``; **LN + ELR** and **LN + Co-teaching**: LN inside them);
 3. **cleanlab, 5-fold CE**: ``ln-fit-sweep folds --num-folds 5`` with CE (out-of-sample
@@ -90,7 +90,9 @@ STRATEGIES = {"ELR": "elr", "SOP": "sop", "Co-teaching": "coteaching", "DivideMi
 LN_INSIDE = {"LN + ELR": ("ln_elr", "ELR"), "LN + Co-teaching": ("ln_coteaching", "CoTeaching")}
 #: LN as the own-data configs had it until stop 39 (annealed, isotropic).
 LN_CONFIG = str(ROOT / "zoo/configs/losses/ln_isotropic.yaml")
-METHODS = ("LN", "CE", "SGN", "Forward", *STRATEGIES, *LN_INSIDE, CLEANLAB, *ON_TRUE_LABELS)
+#: Losses with a config of their own (``zoo/configs/losses/<name>.yaml``) by their name here.
+LOSS_CONFIGS = {"SGN": "sgn", "Forward": "forward", "Forward LN": "forward_ln"}
+METHODS = ("LN", "CE", *LOSS_CONFIGS, *STRATEGIES, *LN_INSIDE, CLEANLAB, *ON_TRUE_LABELS)
 FOLD_TIME = re.compile(r"^done\s+.+ \((\d+(?:\.\d+)?) s\)$", re.MULTILINE)
 
 
@@ -150,8 +152,9 @@ def fit_args(
     labels: Path, test: Path, epochs: int, loss: str, seed: int = 0, ln_args: str = ""
 ) -> list[str]:
     """The user's command: the own-images config with its loss replaced by LN
-    (``ln_isotropic.yaml``, plus ``ln_args``), CE, SGN or Forward (``forward.yaml``, the config's
-    own loss: its CE warm-up 0.4 of the run), or a strategy's config
+    (``ln_isotropic.yaml``, plus ``ln_args``), CE, SGN, Forward (``forward.yaml``, the config's
+    own loss: its CE warm-up 0.4 of the run) or Forward LN (``forward_ln.yaml``), or a strategy's
+    config
     (ELR, SOP, Co-teaching: ``zoo/configs/strategies/<name>.yaml``) is added."""
     args = [
         "--config", str(ROOT / "zoo/configs/own/images.yaml"), f"--seed_everything={seed}",
@@ -162,8 +165,8 @@ def fit_args(
     ]  # fmt: skip
     if loss == "CE":
         args.append("--model.loss=ln_lightning.CrossEntropy")
-    elif loss in ("SGN", "Forward"):
-        args += ["--config", str(ROOT / f"zoo/configs/losses/{loss.lower()}.yaml")]
+    elif loss in LOSS_CONFIGS:
+        args += ["--config", str(ROOT / f"zoo/configs/losses/{LOSS_CONFIGS[loss]}.yaml")]
     elif loss in STRATEGIES:
         args += ["--config", str(ROOT / f"zoo/configs/strategies/{STRATEGIES[loss]}.yaml")]
     elif loss in LN_INSIDE:
@@ -307,7 +310,7 @@ def benchmark(
 ) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     result: dict = {"noise": kind, "wrong": wrong_labels(labels)}
-    single = {"LN": "ln", "CE": "ce", "SGN": "sgn", "Forward": "forward", **STRATEGIES}
+    single = {"LN": "ln", "CE": "ce", **LOSS_CONFIGS, **STRATEGIES}
     single.update({name: folder for name, (folder, _) in LN_INSIDE.items()})
     commands = [
         ln_fit(fit_args(labels, test, epochs, m, seed, ln_args), out, single[m])

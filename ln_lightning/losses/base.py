@@ -20,6 +20,7 @@ __all__ = [
     "TrainingContext",
     "as_config",
     "constructor_arguments",
+    "merge_reports",
     "teacher_key",
 ]
 
@@ -93,6 +94,27 @@ class LossReport:
     message: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
     tables: dict[str, Tensor] = field(default_factory=dict)
+
+
+def merge_reports(*reports: LossReport | None) -> LossReport | None:
+    """One :class:`LossReport` of several (messages on their own lines); ``None`` if none.
+
+    Example:
+        >>> merge_reports(None, LossReport("a", {"x": 1.0}), LossReport("b")).message.split()
+        ['a', 'b']
+        >>> merge_reports(None, None) is None
+        True
+    """
+    given = [report for report in reports if report is not None]
+    if not given:
+        return None
+    if len(given) == 1:
+        return given[0]
+    return LossReport(
+        message="\n".join(report.message for report in given if report.message),
+        metrics={key: value for report in given for key, value in report.metrics.items()},
+        tables={key: value for report in given for key, value in report.tables.items()},
+    )
 
 
 def constructor_arguments(obj: Any) -> dict[str, Any]:

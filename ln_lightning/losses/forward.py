@@ -1,15 +1,18 @@
-"""Forward loss correction (Patrini et al. 2017) with a built-in estimation phase."""
+"""Forward loss correction (Patrini et al. 2017) with a built-in estimation phase, for
+cross-entropy and for the Logistic-Normal likelihood (transition-aware LN)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from ln_lightning.labels import check_transition_matrix
 from ln_lightning.losses import functional as LF
-from ln_lightning.losses.base import LossReport, TrainingContext
+from ln_lightning.losses.base import LossReport, TrainingContext, merge_reports
+from ln_lightning.losses.logistic_normal import LogisticNormalLoss
 from ln_lightning.losses.softmax import SoftmaxLoss
 from ln_lightning.registry import register_method
 
@@ -18,8 +21,196 @@ from ln_lightning.registry import register_method
 WARMUP_FRACTION = 0.4
 
 
+class TransitionPhase:
+    """The transition matrix ``T`` of a forward-corrected loss: given, the data's, or estimated
+    after a cross-entropy-like warm-up, as buffers kept in the checkpoint.
+
+    A mixin placed before a :class:`NoisyLabelLoss` in the bases (``ForwardCorrection``,
+    ``ForwardLogisticNormalLoss``): its hooks run the loss's own first and add what ``T``
+    reports. The loss trains as itself while ``transition_ready`` is false (the warm-up) and
+    corrects with ``transition_matrix`` after. Arguments as :class:`ForwardCorrection`'s.
+    """
+
+    transition_matrix: Tensor
+    transition_ready: Tensor
+
+    def __init__(
+        self,
+        transition_matrix: list[list[float]] | str | None = None,
+        warmup_epochs: int | None = None,
+        warmup_fraction: float = WARMUP_FRACTION,
+        percentile: float = 97.0,
+        **loss_args: Any,
+    ) -> None:
+        super().__init__(**loss_args)
+        if isinstance(transition_matrix, str) and transition_matrix != "data":
+            raise ValueError(
+                "transition_matrix must be a K x K list, 'data' or None; "
+                f"got {transition_matrix!r}."
+            )
+        if warmup_epochs is not None and warmup_epochs < 1:
+            raise ValueError(
+                f"warmup_epochs must be >= 1, or None for warmup_fraction of max_epochs; "
+                f"got {warmup_epochs!r}."
+            )
+        if not 0.0 < warmup_fraction < 1.0:
+            raise ValueError(f"warmup_fraction must lie in (0, 1); got {warmup_fraction!r}.")
+        if not 0.0 < percentile <= 100.0:
+            raise ValueError(f"percentile must lie in (0, 100]; got {percentile!r}.")
+        self.source = transition_matrix
+        self.warmup_epochs = None if warmup_epochs is None else int(warmup_epochs)
+        self.warmup_fraction = float(warmup_fraction)
+        #: Warm-up epochs of this run before ``T`` is estimated, set when fit starts.
+        self.warmup: int | None = self.warmup_epochs
+        self.percentile = float(percentile)
+        if isinstance(transition_matrix, list):
+            self.setup(len(transition_matrix))
+
+    def extra_repr(self) -> str:
+        source = "given" if isinstance(self.source, list) else self.source or "estimated"
+        warmup = self.warmup_epochs or f"{self.warmup_fraction:g} of max_epochs"
+        own = super().extra_repr()
+        return f"transition_matrix={source}, warmup={warmup}" + (f", {own}" if own else "")
+
+    def init_args(self) -> dict:
+        return {
+            **super().init_args(),
+            "transition_matrix": self.source,
+            "warmup_epochs": self.warmup_epochs,
+            "warmup_fraction": self.warmup_fraction,
+            "percentile": self.percentile,
+        }
+
+    def setup(self, num_classes: int) -> None:
+        super().setup(num_classes)
+        if isinstance(self.source, list):
+            matrix = torch.as_tensor(self.source, dtype=torch.float32)
+            check_transition_matrix(matrix, num_classes)
+            ready = True
+        else:
+            matrix, ready = torch.eye(num_classes), False
+        self.register_buffer("transition_matrix", matrix)
+        self.register_buffer("transition_ready", torch.tensor(ready))
+
+    def _require_setup(self) -> None:
+        if not hasattr(self, "transition_ready"):
+            raise RuntimeError(f"{type(self).__name__}.setup(num_classes) must run first.")
+
+    def warmup_length(self, max_epochs: int | None) -> int:
+        """Warm-up epochs before ``T`` is estimated in a run of ``max_epochs``:
+        ``warmup_epochs``, else ``warmup_fraction`` of ``max_epochs`` rounded, at least 1.
+
+        Example:
+            >>> ForwardCorrection().warmup_length(20), ForwardCorrection().warmup_length(200)
+            (8, 80)
+            >>> ForwardCorrection(warmup_epochs=5).warmup_length(20)
+            5
+
+        Raises:
+            ValueError: No ``warmup_epochs`` and no epoch budget to take a share of.
+        """
+        if self.warmup_epochs is not None:
+            return self.warmup_epochs
+        if max_epochs is None:
+            raise ValueError(
+                f"{type(self).__name__}: warmup_fraction needs the run's max_epochs, and this "
+                "run has no epoch limit (max_steps only?); give the warm-up epochs before T is "
+                "estimated with --model.loss.init_args.warmup_epochs N."
+            )
+        return max(1, round(self.warmup_fraction * max_epochs))
+
+    def on_fit_start(self, context: TrainingContext) -> LossReport | None:
+        own = super().on_fit_start(context)
+        if self.source is None:  # estimated: plan the warm-up (none left once T is estimated)
+            mine = None if bool(self.transition_ready) else self._plan_warmup(context.max_epochs)
+            return merge_reports(own, mine)
+        if self.source != "data":  # a given matrix
+            return own
+        matrix = context.true_transition_matrix()
+        if matrix is None:
+            raise ValueError(
+                "transition_matrix='data' needs a data module that knows its true noise matrix "
+                "(true_transition_matrix()); this run's has none. Give the matrix, or None to "
+                "estimate it."
+            )
+        return merge_reports(
+            own, self._set(torch.as_tensor(matrix, dtype=torch.float32), "the data's true T")
+        )
+
+    def _plan_warmup(self, max_epochs: int | None) -> LossReport:
+        name, warmup = type(self).__name__, self.warmup_name
+        self.warmup = self.warmup_length(max_epochs)
+        if max_epochs is not None and self.warmup >= max_epochs:
+            return LossReport(
+                message=(
+                    f"{name}: the {self.warmup_short} warm-up ({_epochs(self.warmup)}) is not shorter "
+                    f"than the run ({_epochs(max_epochs)}), so T is never estimated and this run "
+                    f"is plain {warmup}. Lower --model.loss.init_args.warmup_epochs, or "
+                    f"leave it out (then {self.warmup_fraction:g} of max_epochs)."
+                )
+            )
+        share = "" if self.warmup_epochs is not None else f", {self.warmup_fraction:g} of the run"
+        budget = f" of {max_epochs}" if max_epochs is not None else ""
+        return LossReport(
+            message=(
+                f"{name}: {warmup} for the first {self.warmup}{budget} epochs"
+                f"{share}; then T is estimated from the model's predictions on the training data "
+                "and the rest of the run trains with the corrected loss."
+            )
+        )
+
+    #: What the loss trains as during the warm-up, for the messages: in words, and short.
+    warmup_name, warmup_short = "cross-entropy", "CE"
+
+    def on_train_epoch_start(self, context: TrainingContext) -> LossReport | None:
+        own = super().on_train_epoch_start(context)
+        if bool(self.transition_ready):
+            return own
+        if self.warmup is None:  # hooks called without fit's start (a loop of your own)
+            self.warmup = self.warmup_length(context.max_epochs)
+        if context.epoch < self.warmup:
+            return own
+        estimate = LF.estimate_transition_matrix(context.training_probabilities(), self.percentile)
+        return merge_reports(
+            own, self._set(estimate, f"estimated after {context.epoch} {self.warmup_short} epochs")
+        )
+
+    def selectable(self, context: TrainingContext) -> bool:
+        """``False`` while the run is still in its warm-up (``T`` to be estimated later in
+        this run): those epochs are the warm-up loss's, not the corrected loss's.
+
+        Example:
+            >>> loss = ForwardCorrection(warmup_epochs=8)
+            >>> loss.setup(3)
+            >>> context = TrainingContext(epoch=2, training_probabilities=lambda: None,
+            ...                           true_transition_matrix=lambda: None, max_epochs=20)
+            >>> loss.selectable(context)  # epoch 2 of 8 CE epochs
+            False
+            >>> loss.selectable(TrainingContext(2, lambda: None, lambda: None, max_epochs=8))
+            True
+        """
+        if not super().selectable(context):
+            return False
+        if bool(self.transition_ready) or self.source is not None:
+            return True
+        if context.max_epochs is None:  # a count of warm-up epochs, then T: a warm-up
+            return self.warmup_epochs is None
+        return self.warmup_length(context.max_epochs) >= context.max_epochs  # T never comes
+
+    def _set(self, matrix: Tensor, how: str) -> LossReport:
+        check_transition_matrix(matrix, self.transition_matrix.shape[0])
+        self.transition_matrix.copy_(matrix)
+        self.transition_ready.fill_(True)
+        rows = "\n".join("  " + " ".join(f"{v:.3f}" for v in row) for row in matrix.tolist())
+        return LossReport(
+            message=f"{type(self).__name__}: transition matrix ({how}):\n{rows}",
+            metrics={"forward/transition_diag_mean": float(matrix.diagonal().mean())},
+            tables={"transition_matrix": matrix.detach().cpu()},
+        )
+
+
 @register_method("forward")
-class ForwardCorrection(SoftmaxLoss):
+class ForwardCorrection(TransitionPhase, SoftmaxLoss):
     """Forward correction ``-log((T^T p)_y)`` with a known or estimated transition matrix.
 
     ``T[i, j] = P(noisy label j | true class i)``. Three ways to get ``T``:
@@ -67,160 +258,86 @@ class ForwardCorrection(SoftmaxLoss):
         percentile: float = 97.0,
         reduction: str = "mean",
     ) -> None:
-        super().__init__(reduction=reduction)
-        if isinstance(transition_matrix, str) and transition_matrix != "data":
-            raise ValueError(
-                "transition_matrix must be a K x K list, 'data' or None; "
-                f"got {transition_matrix!r}."
-            )
-        if warmup_epochs is not None and warmup_epochs < 1:
-            raise ValueError(
-                f"warmup_epochs must be >= 1, or None for warmup_fraction of max_epochs; "
-                f"got {warmup_epochs!r}."
-            )
-        if not 0.0 < warmup_fraction < 1.0:
-            raise ValueError(f"warmup_fraction must lie in (0, 1); got {warmup_fraction!r}.")
-        if not 0.0 < percentile <= 100.0:
-            raise ValueError(f"percentile must lie in (0, 100]; got {percentile!r}.")
-        self.source = transition_matrix
-        self.warmup_epochs = None if warmup_epochs is None else int(warmup_epochs)
-        self.warmup_fraction = float(warmup_fraction)
-        #: CE epochs of this run before ``T`` is estimated, set when fit starts.
-        self.warmup: int | None = self.warmup_epochs
-        self.percentile = float(percentile)
-        if isinstance(transition_matrix, list):
-            self.setup(len(transition_matrix))
-
-    def extra_repr(self) -> str:
-        source = "given" if isinstance(self.source, list) else self.source or "estimated"
-        warmup = self.warmup_epochs or f"{self.warmup_fraction:g} of max_epochs"
-        return f"transition_matrix={source}, warmup={warmup}"
-
-    def init_args(self) -> dict:
-        return {
-            "transition_matrix": self.source,
-            "warmup_epochs": self.warmup_epochs,
-            "warmup_fraction": self.warmup_fraction,
-            "percentile": self.percentile,
-            "reduction": self.reduction,
-        }
-
-    def setup(self, num_classes: int) -> None:
-        if isinstance(self.source, list):
-            matrix = torch.as_tensor(self.source, dtype=torch.float32)
-            check_transition_matrix(matrix, num_classes)
-            ready = True
-        else:
-            matrix, ready = torch.eye(num_classes), False
-        self.register_buffer("transition_matrix", matrix)
-        self.register_buffer("transition_ready", torch.tensor(ready))
-
-    def warmup_length(self, max_epochs: int | None) -> int:
-        """CE epochs before ``T`` is estimated in a run of ``max_epochs``: ``warmup_epochs``,
-        else ``warmup_fraction`` of ``max_epochs`` rounded, at least 1.
-
-        Example:
-            >>> ForwardCorrection().warmup_length(20), ForwardCorrection().warmup_length(200)
-            (8, 80)
-            >>> ForwardCorrection(warmup_epochs=5).warmup_length(20)
-            5
-
-        Raises:
-            ValueError: No ``warmup_epochs`` and no epoch budget to take a share of.
-        """
-        if self.warmup_epochs is not None:
-            return self.warmup_epochs
-        if max_epochs is None:
-            raise ValueError(
-                "ForwardCorrection: warmup_fraction needs the run's max_epochs, and this run has "
-                "no epoch limit (max_steps only?); give the CE epochs before T is estimated with "
-                "--model.loss.init_args.warmup_epochs N."
-            )
-        return max(1, round(self.warmup_fraction * max_epochs))
-
-    def on_fit_start(self, context: TrainingContext) -> LossReport | None:
-        if self.source is None:  # estimated: plan the warm-up (none left once T is estimated)
-            return None if bool(self.transition_ready) else self._plan_warmup(context.max_epochs)
-        if self.source != "data":  # a given matrix
-            return None
-        matrix = context.true_transition_matrix()
-        if matrix is None:
-            raise ValueError(
-                "transition_matrix='data' needs a data module that knows its true noise matrix "
-                "(true_transition_matrix()); this run's has none. Give the matrix, or None to "
-                "estimate it."
-            )
-        return self._set(torch.as_tensor(matrix, dtype=torch.float32), "the data's true T")
-
-    def _plan_warmup(self, max_epochs: int | None) -> LossReport:
-        self.warmup = self.warmup_length(max_epochs)
-        if max_epochs is not None and self.warmup >= max_epochs:
-            return LossReport(
-                message=(
-                    f"ForwardCorrection: the CE warm-up ({_epochs(self.warmup)}) is not shorter "
-                    f"than the run ({_epochs(max_epochs)}), so T is never estimated and this run "
-                    "is plain cross-entropy. Lower --model.loss.init_args.warmup_epochs, or "
-                    f"leave it out (then {self.warmup_fraction:g} of max_epochs)."
-                )
-            )
-        share = "" if self.warmup_epochs is not None else f", {self.warmup_fraction:g} of the run"
-        budget = f" of {max_epochs}" if max_epochs is not None else ""
-        return LossReport(
-            message=(
-                f"ForwardCorrection: cross-entropy for the first {self.warmup}{budget} epochs"
-                f"{share}; then T is estimated from the model's predictions on the training data "
-                "and the rest of the run trains with the corrected loss."
-            )
-        )
-
-    def on_train_epoch_start(self, context: TrainingContext) -> LossReport | None:
-        if bool(self.transition_ready):
-            return None
-        if self.warmup is None:  # hooks called without fit's start (a loop of your own)
-            self.warmup = self.warmup_length(context.max_epochs)
-        if context.epoch < self.warmup:
-            return None
-        estimate = LF.estimate_transition_matrix(context.training_probabilities(), self.percentile)
-        return self._set(estimate, f"estimated after {context.epoch} CE epochs")
-
-    def selectable(self, context: TrainingContext) -> bool:
-        """``False`` while the run is still in its CE warm-up (``T`` to be estimated later in
-        this run): those epochs are cross-entropy's, not forward correction's.
-
-        Example:
-            >>> loss = ForwardCorrection(warmup_epochs=8)
-            >>> loss.setup(3)
-            >>> context = TrainingContext(epoch=2, training_probabilities=lambda: None,
-            ...                           true_transition_matrix=lambda: None, max_epochs=20)
-            >>> loss.selectable(context)  # epoch 2 of 8 CE epochs
-            False
-            >>> loss.selectable(TrainingContext(2, lambda: None, lambda: None, max_epochs=8))
-            True
-        """
-        if bool(self.transition_ready) or self.source is not None:
-            return True
-        if context.max_epochs is None:  # a count of CE epochs, then T: a warm-up
-            return self.warmup_epochs is None
-        return self.warmup_length(context.max_epochs) >= context.max_epochs  # T never comes
-
-    def _set(self, matrix: Tensor, how: str) -> LossReport:
-        check_transition_matrix(matrix, self.transition_matrix.shape[0])
-        self.transition_matrix.copy_(matrix)
-        self.transition_ready.fill_(True)
-        rows = "\n".join("  " + " ".join(f"{v:.3f}" for v in row) for row in matrix.tolist())
-        return LossReport(
-            message=f"ForwardCorrection: transition matrix ({how}):\n{rows}",
-            metrics={"forward/transition_diag_mean": float(matrix.diagonal().mean())},
-            tables={"transition_matrix": matrix.detach().cpu()},
+        super().__init__(
+            transition_matrix, warmup_epochs, warmup_fraction, percentile, reduction=reduction
         )
 
     def per_example(self, outputs: Mapping[str, Tensor], labels: Tensor) -> Tensor:
         logits = self._require(outputs, "logits")
-        if not hasattr(self, "transition_ready"):
-            raise RuntimeError("ForwardCorrection.setup(num_classes) must run first.")
+        self._require_setup()
         if not bool(self.transition_ready):
             return LF.cross_entropy(logits, labels)  # warm-up phase
         return LF.forward_corrected_cross_entropy(logits, labels, self.transition_matrix)
+
+
+@register_method("forward_ln", example={"covariance": "isotropic"})
+class ForwardLogisticNormalLoss(TransitionPhase, LogisticNormalLoss):
+    """Transition-aware LN: LN's likelihood of the noisy label around the forward-corrected mean.
+
+    The network's mean ``mu`` models the *clean* class, as in :class:`ForwardCorrection`; the
+    label is scored by LN's Gaussian (Eq. 5, with its predicted covariance) around
+    ``mu~ = tau S_C^{-1}(T^T S_C(mu / tau))``, the mean of the noisy label
+    (``functional.forward_corrected_mean``). ``T`` is handled as in
+    :class:`ForwardCorrection`: given, the data's, or estimated after a warm-up, which here
+    trains with plain LN (annealed if ``anneal_epochs`` says so). Predictions, residuals and
+    uncertainties read the clean mean.
+
+    Args:
+        transition_matrix, warmup_epochs, warmup_fraction, percentile: As
+            :class:`ForwardCorrection`.
+        temperature, min_scale, smoothing, dummy_class, covariance, anneal_epochs, reduction:
+            As :class:`LogisticNormalLoss`.
+
+    Example:
+        >>> import torch
+        >>> loss = ForwardLogisticNormalLoss(
+        ...     transition_matrix=[[0.6, 0.4], [0.0, 1.0]], covariance="identity")
+        >>> mean = torch.tensor([[6.0, -6.0]])  # sure of class 0
+        >>> flipped = torch.tensor([1])  # a flip T expects costs less than under plain LN
+        >>> float(loss({"mean": mean}, flipped)) < float(LogisticNormalLoss(
+        ...     covariance="identity")({"mean": mean}, flipped))
+        True
+    """
+
+    warmup_name, warmup_short = "plain LN", "LN"
+
+    def __init__(
+        self,
+        transition_matrix: list[list[float]] | str | None = None,
+        warmup_epochs: int | None = None,
+        warmup_fraction: float = WARMUP_FRACTION,
+        percentile: float = 97.0,
+        temperature: float = 1.0,
+        min_scale: float = 1.0,
+        smoothing: float = 0.01,
+        dummy_class: bool = True,
+        covariance: LF.Covariance = "isotropic",
+        anneal_epochs: float = 0.0,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(
+            transition_matrix,
+            warmup_epochs,
+            warmup_fraction,
+            percentile,
+            temperature=temperature,
+            min_scale=min_scale,
+            smoothing=smoothing,
+            dummy_class=dummy_class,
+            covariance=covariance,
+            anneal_epochs=anneal_epochs,
+            reduction=reduction,
+        )
+
+    def per_example(self, outputs: Mapping[str, Tensor], labels: Tensor) -> Tensor:
+        mean, scale = self._heads(outputs)
+        self._require_setup()
+        if bool(self.transition_ready):
+            mean = LF.forward_corrected_mean(
+                mean, self.transition_matrix, temperature=self.temperature,
+                dummy_class=self.dummy_class,
+            )  # fmt: skip
+        return LF.logistic_normal_loss(mean, scale, labels, self.current_params)
 
 
 def _epochs(count: int) -> str:

@@ -4,19 +4,22 @@ Each file mirrors the loss module of the same name in :mod:`ln_lightning.losses`
 ``logistic_normal`` (the paper's method; its bijection and targets in ``softmax_centered``,
 its full covariance as one autograd function in ``_ln_full_covariance``),
 ``shifted_gaussian`` (SGN, its successor), ``softmax`` (CE, LS, GCE, NAN), ``forward``
-(Forward correction and its estimate of ``T``) and ``heteroscedastic`` (Het, Het-tau,
-Het-tau-Sigma_full). Everything is importable from here, e.g.
+(Forward correction, its estimate of ``T`` and the forward-corrected LN mean) and
+``heteroscedastic`` (Het, Het-tau, Het-tau-Sigma_full). Everything is importable from here, e.g.
 ``from ln_lightning.losses.functional import logistic_normal_loss``.
 
 Every function computes in float32 whatever the input dtype (float64 inputs stay float64;
-autocast is switched off inside), never materialises a ``K x K`` matrix and costs O(K) per
-example (times the samples for the heteroscedastic ones). They import torch alone.
+autocast is switched off inside), never materialises a ``K x K`` matrix per example and costs
+O(K) per example (times the samples for the heteroscedastic ones; the forward-corrected LN
+mean is one product with ``T``, O(K^2) operations and O(K) memory per example). They import
+torch alone.
 """
 
 from ln_lightning.losses.functional._common import check_labels, upcast
 from ln_lightning.losses.functional.forward import (
     estimate_transition_matrix,
     forward_corrected_cross_entropy,
+    forward_corrected_mean,
 )
 from ln_lightning.losses.functional.heteroscedastic import (
     check_het_hparams,
@@ -75,6 +78,7 @@ __all__ = [
     "cross_entropy",
     "estimate_transition_matrix",
     "forward_corrected_cross_entropy",
+    "forward_corrected_mean",
     "gaussian_terms",
     "generalized_cross_entropy",
     "helmert_coordinates",

@@ -35,6 +35,59 @@ def forward_corrected_cross_entropy(
         return -torch.logsumexp(log_probs + columns, dim=-1)
 
 
+def forward_corrected_mean(
+    mean: Tensor, transition_matrix: Tensor, *, temperature: float = 1.0, dummy_class: bool = True
+) -> Tensor:
+    """The Logistic-Normal mean of the *noisy* label, from the mean of the clean class.
+
+    Forward correction in LN's logit space: the clean class probabilities
+    ``p = S_C(mu / tau)`` (Sec. 3.3) become the noisy label's ``p~ = T^T p``, mapped back
+    through the same bijection, ``mu~ = tau S_C^{-1}(p~)`` (Eq. 10-11). With the dummy class
+    its probability is kept, so ``mu~_k = tau log sum_i exp(mu_i / tau) T_ik``; with ``T = I``,
+    ``mu~ = mu``. Computed as one ``(B, M) x (M, M)`` product after subtracting the row's
+    largest logit: no ``K x K`` matrix per example.
+
+    Args:
+        mean: Predicted clean mean ``mu``, shape ``(B, D)`` (``D = K`` with the dummy class,
+            ``K - 1`` without).
+        transition_matrix: Row-stochastic ``(K, K)``, ``T[i, j] = P(noisy j | true i)``.
+        temperature: ``tau`` > 0 of the loss.
+        dummy_class: Whether the logit space includes the dummy class.
+
+    Returns:
+        Float32 ``(B, D)``; the LN loss of it against the noisy label is the
+        transition-aware LN (``ForwardLogisticNormalLoss``).
+
+    Example:
+        >>> import torch
+        >>> mean = torch.tensor([[3.0, 0.0]])
+        >>> same = forward_corrected_mean(mean, torch.eye(2))
+        >>> torch.allclose(same, mean, atol=1e-6)
+        True
+        >>> flips = torch.tensor([[0.6, 0.4], [0.0, 1.0]])  # 40% of class 0 labelled 1
+        >>> noisy = forward_corrected_mean(mean, flips)
+        >>> torch.allclose(torch.softmax(noisy, -1), torch.softmax(mean, -1) @ flips)
+        True
+    """
+    num_classes = mean.shape[-1] if dummy_class else mean.shape[-1] + 1
+    if transition_matrix.shape != (num_classes, num_classes):
+        raise ValueError(
+            f"transition_matrix must have shape ({num_classes}, {num_classes}) for a mean of "
+            f"width {mean.shape[-1]} (dummy_class={dummy_class}); "
+            f"got {tuple(transition_matrix.shape)}."
+        )
+    with torch.autocast(mean.device.type, enabled=False):
+        scaled = upcast(mean) / temperature
+        logits = torch.cat([scaled, scaled.new_zeros((*scaled.shape[:-1], 1))], dim=-1)
+        matrix = transition_matrix.to(logits)
+        if dummy_class:  # the dummy category keeps its probability
+            matrix = torch.block_diag(matrix, matrix.new_ones(1, 1))
+        top = logits.amax(-1, keepdim=True).detach()
+        noisy = torch.exp(logits - top) @ matrix  # p~ up to the row's normaliser
+        log_noisy = torch.log(noisy.clamp_min(torch.finfo(noisy.dtype).tiny))
+        return temperature * (log_noisy[..., :-1] - log_noisy[..., -1:])
+
+
 def estimate_transition_matrix(probs: Tensor, percentile: float = 97.0) -> Tensor:
     """Estimate ``T`` from a model's class probabilities on the noisy training data.
 
