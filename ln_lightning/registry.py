@@ -139,7 +139,7 @@ def registered(kind: str) -> list[Registered]:
 
     Example:
         >>> [entry.name for entry in registered("method")][:3]
-        ['ce', 'forward', 'gce']
+        ['ce', 'forward', 'forward_ln']
     """
     if kind not in PACKAGES:
         raise ValueError(f"kind must be one of {sorted(PACKAGES)}; got {kind!r}.")

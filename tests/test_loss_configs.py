@@ -44,9 +44,9 @@ def epoch_losses(metrics_csv: Path) -> list[float]:
         return [float(row["train/loss"]) for row in csv.DictReader(handle) if row.get("train/loss")]
 
 
-# CE, LN and SGN in the default run; every other loss config with -m slow (each is also one
-# training step in the default run's table cells, tests/test_configs.py).
-DEFAULT_LOSSES = ("ce", "ln", "sgn")
+# CE, LN, SGN and transition-aware LN in the default run; every other loss config with -m slow
+# (each is also one training step in the default run's table cells, tests/test_configs.py).
+DEFAULT_LOSSES = ("ce", "ln", "sgn", "forward_ln")
 
 
 @pytest.mark.parametrize(
@@ -59,6 +59,7 @@ def test_every_loss_trains_from_the_cli(path, tmp_path):
     # across values of lambda): compare the epochs after it.
     extra = {
         "forward": ["--model.loss.warmup_epochs=1"],
+        "forward_ln": ["--model.loss.warmup_epochs=1", "--model.loss.anneal_epochs=1"],
         "ln_annealed": ["--model.loss.anneal_epochs=1"],
     }.get(path.stem, [])
     cli = run_cli(
@@ -79,7 +80,7 @@ def test_every_loss_trains_from_the_cli(path, tmp_path):
     assert len(losses) == 5 and all(map(torch.isfinite, torch.tensor(losses)))
     start = 1 if extra else 0
     assert losses[-1] < losses[start], losses
-    if path.stem == "forward":
+    if path.stem in ("forward", "forward_ln"):
         assert bool(loss.transition_ready)
         (written,) = tmp_path.rglob("transition_matrix.csv")  # the estimate of T, K x K
         rows = [[float(v) for v in line.split(",")] for line in written.read_text().split()]

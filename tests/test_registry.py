@@ -39,9 +39,8 @@ def test_every_method_strategy_and_data_module_is_exported_under_its_class_name(
 
 
 def test_the_methods_are_the_papers_baselines_and_ln():
-    assert list_methods() == sorted(
-        ["ce", "ls", "gce", "nan", "forward", "het", "het_tau", "het_tau_full", "ln", "sgn"]
-    )
+    papers = ["ce", "ls", "gce", "nan", "forward", "het", "het_tau", "het_tau_full", "ln"]
+    assert list_methods() == sorted([*papers, "sgn", "forward_ln"])  # SGN, the successor; LN + T
     assert "digits" in list_datamodules() and "image_folder" in list_datamodules()
 
 

@@ -29,6 +29,15 @@ class TransitionPhase:
     ``ForwardLogisticNormalLoss``): its hooks run the loss's own first and add what ``T``
     reports. The loss trains as itself while ``transition_ready`` is false (the warm-up) and
     corrects with ``transition_matrix`` after. Arguments as :class:`ForwardCorrection`'s.
+
+    Example:
+        >>> from ln_lightning import CrossEntropy
+        >>> class MyForward(TransitionPhase, CrossEntropy):  # T's phase on a loss of yours
+        ...     pass
+        >>> loss = MyForward(warmup_fraction=0.25)
+        >>> loss.setup(3)
+        >>> loss.warmup_length(20), bool(loss.transition_ready), loss.init_args()["percentile"]
+        (5, False, 97.0)
     """
 
     transition_matrix: Tensor
@@ -143,9 +152,9 @@ class TransitionPhase:
         if max_epochs is not None and self.warmup >= max_epochs:
             return LossReport(
                 message=(
-                    f"{name}: the {self.warmup_short} warm-up ({_epochs(self.warmup)}) is not shorter "
-                    f"than the run ({_epochs(max_epochs)}), so T is never estimated and this run "
-                    f"is plain {warmup}. Lower --model.loss.init_args.warmup_epochs, or "
+                    f"{name}: the {self.warmup_short} warm-up ({_epochs(self.warmup)}) is not "
+                    f"shorter than the run ({_epochs(max_epochs)}), so T is never estimated and "
+                    f"the whole run is {warmup}. Lower --model.loss.init_args.warmup_epochs, or "
                     f"leave it out (then {self.warmup_fraction:g} of max_epochs)."
                 )
             )

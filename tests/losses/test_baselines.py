@@ -7,11 +7,13 @@ import torch
 
 from ln_lightning import (
     ForwardCorrection,
+    ForwardLogisticNormalLoss,
     GeneralizedCrossEntropy,
     Heteroscedastic,
     HeteroscedasticLowRank,
     HeteroscedasticTemperature,
     LabelSmoothing,
+    LogisticNormalLoss,
     NoiseAgainstNoise,
 )
 from ln_lightning.losses import functional as LF
@@ -151,6 +153,105 @@ def test_forward_phase_is_a_function_of_the_epoch(batch):
     too_long = ForwardCorrection(warmup_epochs=10)
     too_long.setup(10)
     assert "T is never estimated" in too_long.on_fit_start(context(0)).message
+
+
+@pytest.mark.parametrize("dummy_class", [True, False])
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_forward_corrected_mean_maps_the_clean_probabilities_through_t(dummy_class, temperature):
+    gen = torch.Generator().manual_seed(3)
+    width = 10 if dummy_class else 9
+    mean = 4 * torch.randn(32, width, generator=gen, dtype=torch.float64)
+    t = expected_transition_matrix(10, "asymmetric", 0.4, MNIST_ASYMMETRIC_MAP).double()
+
+    def simplex(logit_mean):  # S_C(mu / tau) over the M categories (the dummy's last)
+        return LF.softmax_centered(logit_mean / temperature)
+
+    same = LF.forward_corrected_mean(
+        mean, torch.eye(10, dtype=torch.float64), temperature=temperature, dummy_class=dummy_class
+    )
+    torch.testing.assert_close(same, mean)  # T = I: the clean mean
+    noisy = LF.forward_corrected_mean(mean, t, temperature=temperature, dummy_class=dummy_class)
+    assert noisy.dtype == torch.float64 and noisy.shape == mean.shape
+    clean = simplex(mean)
+    # With the dummy class the real classes go through T and the dummy keeps its probability.
+    want = torch.cat([clean[:, :-1] @ t, clean[:, -1:]], 1) if dummy_class else clean @ t
+    torch.testing.assert_close(simplex(noisy), want)
+    # The brute-force reference: mu~_k = tau logsumexp_i(mu_i / tau + log T_ik) (with the dummy).
+    if dummy_class:
+        brute = temperature * torch.logsumexp((mean / temperature)[:, :, None] + t.log(), dim=1)
+        torch.testing.assert_close(noisy, brute)
+
+
+def test_forward_corrected_mean_is_float32_finite_and_checked():
+    t = expected_transition_matrix(10, "asymmetric", 0.4, MNIST_ASYMMETRIC_MAP)
+    extreme = torch.tensor([[1e4] + [-1e4] * 9, [-1e4] * 10], dtype=torch.bfloat16)
+    extreme.requires_grad_(True)
+    out = LF.forward_corrected_mean(extreme, t)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    out.sum().backward()
+    assert torch.isfinite(extreme.grad).all()
+    with pytest.raises(ValueError, match=r"shape \(10, 10\).*dummy_class=True"):
+        LF.forward_corrected_mean(torch.zeros(2, 10), torch.eye(9))
+    with pytest.raises(ValueError, match=r"shape \(10, 10\) for a mean of width 9"):
+        LF.forward_corrected_mean(torch.zeros(2, 9), torch.eye(9), dummy_class=False)
+
+
+def test_transition_aware_ln_is_ln_until_t_and_ln_around_the_corrected_mean_after(batch):
+    logits, labels, _ = batch
+    outputs = {"mean": logits.float(), "scale": torch.randn(64, 1, generator=torch.Generator())}
+    settings = {"temperature": 0.5, "min_scale": 0.5, "covariance": "isotropic"}
+    plain = LogisticNormalLoss(**settings)
+    plain.setup(10)
+    loss = ForwardLogisticNormalLoss(**settings)  # 0.4 of 10 epochs: plain LN for epochs 0-3
+    loss.setup(10)
+    t = expected_transition_matrix(10, "asymmetric", 0.4, MNIST_ASYMMETRIC_MAP)
+
+    def context(epoch: int) -> TrainingContext:
+        return TrainingContext(epoch, lambda: t[labels], lambda: None, max_epochs=10)
+
+    assert "plain LN for the first 4 of 10 epochs" in loss.on_fit_start(context(0)).message
+    for epoch in range(4):
+        assert loss.on_train_epoch_start(context(epoch)) is None
+        assert not loss.selectable(context(epoch))  # LN's epochs, not the corrected loss's
+        torch.testing.assert_close(loss(outputs, labels), plain(outputs, labels))
+    estimated = loss.on_train_epoch_start(context(4))
+    assert "estimated after 4 LN epochs" in estimated.message and loss.selectable(context(4))
+    corrected = LF.forward_corrected_mean(outputs["mean"], loss.transition_matrix, temperature=0.5)
+    torch.testing.assert_close(loss(outputs, labels), plain({**outputs, "mean": corrected}, labels))
+    assert not torch.allclose(loss(outputs, labels), plain(outputs, labels))
+    # Predictions and residuals are the clean mean's, as LN's.
+    torch.testing.assert_close(loss.predict_proba(outputs), plain.predict_proba(outputs))
+    torch.testing.assert_close(loss.residuals(outputs, labels), plain.residuals(outputs, labels))
+    # A given identity T is LN; a flip T expects costs less than under LN.
+    identity = ForwardLogisticNormalLoss(transition_matrix=torch.eye(10).tolist(), **settings)
+    torch.testing.assert_close(identity(outputs, labels), plain(outputs, labels))
+    given = ForwardLogisticNormalLoss(transition_matrix=t.tolist(), **settings)
+    sure_of_7 = {"mean": torch.full((1, 10), -3.0).index_fill(1, torch.tensor([7]), 3.0),
+                 "scale": torch.zeros(1, 1)}  # fmt: skip
+    flipped = torch.tensor([1])  # the map sends 7 -> 1 with probability 0.4
+    assert float(given(sure_of_7, flipped)) < float(plain(sure_of_7, flipped))
+
+
+def test_transition_aware_ln_reports_both_schedules_and_rebuilds_from_its_config():
+    loss = ForwardLogisticNormalLoss(anneal_epochs=10, warmup_epochs=3, percentile=90.0)
+    loss.setup(10)
+    plan = loss.on_fit_start(TrainingContext(0, lambda: None, lambda: None, max_epochs=20))
+    lines = plan.message.splitlines()
+    assert lines[0].startswith("LogisticNormalLoss: min_scale (lambda) anneals")
+    assert lines[1].startswith("ForwardLogisticNormalLoss: plain LN for the first 3 of 20")
+    started = loss.on_train_epoch_start(TrainingContext(0, lambda: None, lambda: None))
+    assert set(started.metrics) == {"ln/min_scale"}  # LN's schedule goes on in the warm-up
+    rebuilt = ForwardLogisticNormalLoss(**loss.init_args())
+    assert rebuilt.config() == loss.config()
+    assert loss.init_args()["transition_matrix"] is None and loss.covariance == "isotropic"
+    assert {"transition_matrix", "transition_ready"} <= set(loss.state_dict())
+    with pytest.raises(ValueError, match="warmup_fraction must lie in"):
+        ForwardLogisticNormalLoss(warmup_fraction=1.0)
+    with pytest.raises(ValueError, match="min_scale must be"):
+        ForwardLogisticNormalLoss(min_scale=0.0)
+    with pytest.raises(RuntimeError, match=r"ForwardLogisticNormalLoss.setup\(num_classes\)"):
+        ForwardLogisticNormalLoss()({"mean": torch.zeros(1, 3), "scale": torch.zeros(1, 1)},
+                                    torch.tensor([0]))  # fmt: skip
 
 
 def test_transition_estimate_recovers_the_rows_of_confident_examples():
