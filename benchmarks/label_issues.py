@@ -92,7 +92,14 @@ LN_INSIDE = {"LN + ELR": ("ln_elr", "ELR"), "LN + Co-teaching": ("ln_coteaching"
 LN_CONFIG = str(ROOT / "zoo/configs/losses/ln_isotropic.yaml")
 #: Losses with a config of their own (``zoo/configs/losses/<name>.yaml``) by their name here.
 LOSS_CONFIGS = {"SGN": "sgn", "Forward": "forward", "Forward LN": "forward_ln"}
-METHODS = ("LN", "CE", *LOSS_CONFIGS, *STRATEGIES, *LN_INSIDE, CLEANLAB, *ON_TRUE_LABELS)
+#: A method with arguments of its own: name -> (run folder, the method, its extra arguments).
+VARIANTS = {
+    "Forward, patience 5": (
+        "forward_patience5", "Forward", ("--model.loss.init_args.warmup_patience=5",)
+    ),
+}  # fmt: skip
+METHODS = ("LN", "CE", *LOSS_CONFIGS, *VARIANTS, *STRATEGIES, *LN_INSIDE, CLEANLAB,
+           *ON_TRUE_LABELS)  # fmt: skip
 FOLD_TIME = re.compile(r"^done\s+.+ \((\d+(?:\.\d+)?) s\)$", re.MULTILINE)
 
 
@@ -155,7 +162,8 @@ def fit_args(
     (``ln_isotropic.yaml``, plus ``ln_args``), CE, SGN, Forward (``forward.yaml``, the config's
     own loss: its CE warm-up 0.4 of the run) or Forward LN (``forward_ln.yaml``), or a strategy's
     config
-    (ELR, SOP, Co-teaching: ``zoo/configs/strategies/<name>.yaml``) is added."""
+    (ELR, SOP, Co-teaching: ``zoo/configs/strategies/<name>.yaml``) is added; a variant
+    (:data:`VARIANTS`) is its method's command with its own arguments after."""
     args = [
         "--config", str(ROOT / "zoo/configs/own/images.yaml"), f"--seed_everything={seed}",
         f"--data.labels_file={labels}", f"--data.test_labels_file={test}",
@@ -163,6 +171,9 @@ def fit_args(
         "--data.batch_size=256", "--model.backbone=lenet5", f"--trainer.max_epochs={epochs}",
         "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
     ]  # fmt: skip
+    if loss in VARIANTS:
+        _, method, extra = VARIANTS[loss]
+        return [*fit_args(labels, test, epochs, method, seed, ln_args), *extra]
     if loss == "CE":
         args.append("--model.loss=ln_lightning.CrossEntropy")
     elif loss in LOSS_CONFIGS:
@@ -312,6 +323,7 @@ def benchmark(
     result: dict = {"noise": kind, "wrong": wrong_labels(labels)}
     single = {"LN": "ln", "CE": "ce", **LOSS_CONFIGS, **STRATEGIES}
     single.update({name: folder for name, (folder, _) in LN_INSIDE.items()})
+    single.update({name: folder for name, (folder, _, _) in VARIANTS.items()})
     commands = [
         ln_fit(fit_args(labels, test, epochs, m, seed, ln_args), out, single[m])
         for m in single

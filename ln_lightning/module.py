@@ -18,7 +18,7 @@ from ln_lightning.data.contract import check_data_contract
 from ln_lightning.data.dataset import unpack_batch
 from ln_lightning.deprecation import moved_names
 from ln_lightning.inference import ImagePredictions, SplitPredictions
-from ln_lightning.lightning_internals import attached_trainer
+from ln_lightning.lightning_internals import attached_trainer, is_fitting
 from ln_lightning.losses.base import NoisyLabelLoss
 from ln_lightning.losses.logistic_normal import LogisticNormalLoss
 from ln_lightning.metrics import TRAIN, VAL_LOSS
@@ -257,6 +257,10 @@ class NoisyLabelClassifier(pl.LightningModule):
     @override
     def on_validation_epoch_end(self) -> None:
         self.val_metrics.log_epoch_end(self, self.method.selectable(self))
+        accuracy = self.val_metrics.noisy_accuracy()
+        trainer = attached_trainer(self)
+        if accuracy is not None and is_fitting(trainer) and not trainer.sanity_checking:
+            self.method.on_validation_epoch_end(self, accuracy)
 
     @contextlib.contextmanager
     def test_metrics_prefix(self, prefix: str) -> Iterator[None]:

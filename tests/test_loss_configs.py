@@ -158,3 +158,33 @@ def test_ln_isotropic_on_an_own_data_config_is_the_ln_it_had(tmp_path):
             temperature=1.0, min_scale=1.0, covariance="isotropic", anneal_epochs=10
         ).config()
     )
+
+
+def test_forward_warmup_ends_when_noisy_validation_accuracy_stops_improving(
+    tmp_path, lightning_log
+):
+    # lr 0: only batch-norm statistics move, so the validation accuracy soon stops improving
+    # and, with patience 1, T is estimated before the warm-up's 7 epochs are over.
+    cli = quick_forward(
+        tmp_path, *quick(epochs=8, train_batches=2), "--model.optimizer.lr=0",
+        "--model.loss.init_args.warmup_epochs=7", "--model.loss.init_args.warmup_patience=1",
+    )  # fmt: skip
+    loss = cli.model.loss
+    with open(Path(cli.trainer.log_dir) / "metrics.csv") as handle:
+        accuracy = [float(r["val/acc_noisy"]) for r in csv.DictReader(handle) if r["val/acc_noisy"]]
+    patience, cap = 1, 7
+
+    def first_best(epochs: int) -> int:
+        return max(range(epochs), key=lambda epoch: (accuracy[epoch], -epoch))
+
+    estimated = next(
+        (e for e in range(1, cap) if e - 1 - first_best(e) >= patience), cap
+    )  # the rule, replayed on the logged accuracies
+    assert estimated < cap and bool(loss.transition_ready)
+    assert int(loss.warmup_best_epoch) == first_best(estimated)
+    assert float(loss.warmup_best_accuracy) == pytest.approx(accuracy[first_best(estimated)])
+    (said,) = [m for m in lightning_log if "transition matrix (estimated after" in m]
+    assert f"estimated after {estimated} CE epochs, 1 epoch after its best noisy" in said
+    # the buffers travel in the checkpoints written after each validation
+    saved = torch.load(next(tmp_path.rglob("last.ckpt")), weights_only=False)["state_dict"]
+    assert int(saved["loss.warmup_best_epoch"]) == first_best(estimated)

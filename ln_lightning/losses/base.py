@@ -53,6 +53,9 @@ class TrainingContext:
             ``epoch`` at the start of an epoch), for schedules finer than an epoch.
         max_epochs: The run's epoch budget (the trainer's ``max_epochs``), for phases set as a
             share of the run; ``None`` when the run has none (``max_epochs=-1``, or no trainer).
+        noisy_validation_accuracy: The epoch's accuracy on the noisy validation split (the
+            model-selection metric, summed over DDP ranks), given to
+            :meth:`NoisyLabelLoss.on_validation_epoch_end`; ``None`` in the other hooks.
 
     Example:
         >>> import torch
@@ -72,6 +75,7 @@ class TrainingContext:
     true_transition_matrix: Callable[[], Tensor | None]
     elapsed_epochs: float = 0.0
     max_epochs: int | None = None
+    noisy_validation_accuracy: float | None = None
 
 
 @dataclass
@@ -153,9 +157,10 @@ class NoisyLabelLoss(nn.Module, ABC):
     * :meth:`uncertainty`: a per-example uncertainty from the auxiliary heads (``None``).
     * :meth:`residuals`: how far each label is from the prediction, plain and under the learned
       covariance (LN's Fig. 6; ``None``).
-    * :meth:`setup`, :meth:`on_fit_start`, :meth:`on_train_epoch_start`: state that depends on
-      ``K``, or a change of phase during training (Forward correction's warm-up), with what the
-      run offers in a :class:`TrainingContext`; they may return a :class:`LossReport` for the
+    * :meth:`setup`, :meth:`on_fit_start`, :meth:`on_train_epoch_start`,
+      :meth:`on_validation_epoch_end`: state that depends on ``K``, or a change of phase during
+      training (Forward correction's warm-up), with what the run offers in a
+      :class:`TrainingContext`; they may return a :class:`LossReport` for the
       model to print, log and save (a loss does no I/O).
     * :meth:`on_train_batch_start`: a schedule by training time, before every training step
       (LN's annealed ``min_scale``).
@@ -233,6 +238,12 @@ class NoisyLabelLoss(nn.Module, ABC):
     def on_train_batch_start(self, context: TrainingContext) -> None:
         """Called before every training step, with ``context.elapsed_epochs`` (e.g. to follow a
         schedule). Keep it cheap: it runs once per step."""
+
+    def on_validation_epoch_end(self, context: TrainingContext) -> LossReport | None:
+        """Called after every validation epoch of a fit (not the sanity check) with the epoch's
+        ``context.noisy_validation_accuracy`` (e.g. to end a warm-up once it stops improving).
+        State it changes must live in buffers: the checkpoint of the epoch is written after it."""
+        return None
 
     def selectable(self, context: TrainingContext) -> bool:
         """Whether the weights of the epoch just trained (``context.epoch``) are this loss's own,

@@ -30,6 +30,10 @@ class TransitionPhase:
     reports. The loss trains as itself while ``transition_ready`` is false (the warm-up) and
     corrects with ``transition_matrix`` after. Arguments as :class:`ForwardCorrection`'s.
 
+    With ``warmup_patience``, the best noisy validation accuracy of the warm-up and its epoch
+    are buffers too (``warmup_best_accuracy``, ``warmup_best_epoch``), so a resumed run ends
+    its warm-up where the uninterrupted one would.
+
     Example:
         >>> from ln_lightning import CrossEntropy
         >>> class MyForward(TransitionPhase, CrossEntropy):  # T's phase on a loss of yours
@@ -42,6 +46,8 @@ class TransitionPhase:
 
     transition_matrix: Tensor
     transition_ready: Tensor
+    warmup_best_accuracy: Tensor
+    warmup_best_epoch: Tensor
 
     def __init__(
         self,
@@ -49,6 +55,7 @@ class TransitionPhase:
         warmup_epochs: int | None = None,
         warmup_fraction: float = WARMUP_FRACTION,
         percentile: float = 97.0,
+        warmup_patience: int | None = None,
         **loss_args: Any,
     ) -> None:
         super().__init__(**loss_args)
@@ -66,6 +73,13 @@ class TransitionPhase:
             raise ValueError(f"warmup_fraction must lie in (0, 1); got {warmup_fraction!r}.")
         if not 0.0 < percentile <= 100.0:
             raise ValueError(f"percentile must lie in (0, 100]; got {percentile!r}.")
+        if warmup_patience is not None and warmup_patience < 1:
+            raise ValueError(
+                "warmup_patience must be >= 1 (epochs without a better noisy validation "
+                f"accuracy before the warm-up ends), or None to keep the whole warm-up; got "
+                f"{warmup_patience!r}."
+            )
+        self.warmup_patience = None if warmup_patience is None else int(warmup_patience)
         self.source = transition_matrix
         self.warmup_epochs = None if warmup_epochs is None else int(warmup_epochs)
         self.warmup_fraction = float(warmup_fraction)
@@ -78,6 +92,8 @@ class TransitionPhase:
     def extra_repr(self) -> str:
         source = "given" if isinstance(self.source, list) else self.source or "estimated"
         warmup = self.warmup_epochs or f"{self.warmup_fraction:g} of max_epochs"
+        if self.warmup_patience is not None:
+            warmup = f"{warmup} or patience {self.warmup_patience}"
         own = super().extra_repr()
         return f"transition_matrix={source}, warmup={warmup}" + (f", {own}" if own else "")
 
@@ -88,6 +104,7 @@ class TransitionPhase:
             "warmup_epochs": self.warmup_epochs,
             "warmup_fraction": self.warmup_fraction,
             "percentile": self.percentile,
+            "warmup_patience": self.warmup_patience,
         }
 
     def setup(self, num_classes: int) -> None:
@@ -100,6 +117,9 @@ class TransitionPhase:
             matrix, ready = torch.eye(num_classes), False
         self.register_buffer("transition_matrix", matrix)
         self.register_buffer("transition_ready", torch.tensor(ready))
+        if self.warmup_patience is not None:  # only then: older checkpoints have none
+            self.register_buffer("warmup_best_accuracy", torch.tensor(-1.0, dtype=torch.float64))
+            self.register_buffer("warmup_best_epoch", torch.tensor(-1))
 
     def _require_setup(self) -> None:
         if not hasattr(self, "transition_ready"):
@@ -160,11 +180,17 @@ class TransitionPhase:
             )
         share = "" if self.warmup_epochs is not None else f", {self.warmup_fraction:g} of the run"
         budget = f" of {max_epochs}" if max_epochs is not None else ""
+        sooner = (
+            ""
+            if self.warmup_patience is None
+            else f" (sooner once the noisy validation accuracy has not improved for "
+            f"{_epochs(self.warmup_patience)})"
+        )
         return LossReport(
             message=(
                 f"{name}: {warmup} for the first {self.warmup}{budget} epochs"
-                f"{share}; then T is estimated from the model's predictions on the training data "
-                "and the rest of the run trains with the corrected loss."
+                f"{share}{sooner}; then T is estimated from the model's predictions on the "
+                "training data and the rest of the run trains with the corrected loss."
             )
         )
 
@@ -177,12 +203,36 @@ class TransitionPhase:
             return own
         if self.warmup is None:  # hooks called without fit's start (a loop of your own)
             self.warmup = self.warmup_length(context.max_epochs)
-        if context.epoch < self.warmup:
+        stalled = self._stalled(context.epoch)
+        if context.epoch < self.warmup and not stalled:
             return own
+        how = f"estimated after {context.epoch} {self.warmup_short} epochs"
+        if stalled and context.epoch < self.warmup:
+            best = int(self.warmup_best_epoch) + 1
+            how += (
+                f", {_epochs(context.epoch - best)} after its best noisy validation accuracy "
+                f"({100 * float(self.warmup_best_accuracy):.2f}% after epoch {best})"
+            )
         estimate = LF.estimate_transition_matrix(context.training_probabilities(), self.percentile)
-        return merge_reports(
-            own, self._set(estimate, f"estimated after {context.epoch} {self.warmup_short} epochs")
-        )
+        return merge_reports(own, self._set(estimate, how))
+
+    def on_validation_epoch_end(self, context: TrainingContext) -> LossReport | None:
+        own = super().on_validation_epoch_end(context)
+        accuracy = context.noisy_validation_accuracy
+        if self.warmup_patience is None or bool(self.transition_ready) or accuracy is None:
+            return own
+        if accuracy > float(self.warmup_best_accuracy):
+            self.warmup_best_accuracy.fill_(accuracy)
+            self.warmup_best_epoch.fill_(context.epoch)
+        return own
+
+    def _stalled(self, epoch: int) -> bool:
+        """Whether the warm-up's noisy validation accuracy has not improved for
+        ``warmup_patience`` epochs before ``epoch`` (an epoch whose validation did not run
+        counts as no improvement)."""
+        if self.warmup_patience is None or int(self.warmup_best_epoch) < 0:
+            return False
+        return epoch - 1 - int(self.warmup_best_epoch) >= self.warmup_patience
 
     def selectable(self, context: TrainingContext) -> bool:
         """``False`` while the run is still in its warm-up (``T`` to be estimated later in
@@ -246,6 +296,11 @@ class ForwardCorrection(TransitionPhase, SoftmaxLoss):
         warmup_fraction: The share of ``max_epochs`` trained with CE before estimating ``T``
             when ``warmup_epochs`` is ``None``, in (0, 1); at least one epoch.
         percentile: Outlier filter of the estimate, in (0, 100]; 100 is the plain arg-max.
+        warmup_patience: End the warm-up sooner, once the noisy validation accuracy has not
+            improved for this many epochs (>= 1): the point where cross-entropy starts to fit
+            the wrong labels, after which its predictions (and the ``T`` estimated from them)
+            repeat the noise. ``None`` (default): the whole warm-up. Needs a validation split;
+            without one the warm-up runs to its end.
         reduction: ``mean``, ``sum`` or ``none``.
 
     Example:
@@ -265,10 +320,16 @@ class ForwardCorrection(TransitionPhase, SoftmaxLoss):
         warmup_epochs: int | None = None,
         warmup_fraction: float = WARMUP_FRACTION,
         percentile: float = 97.0,
+        warmup_patience: int | None = None,
         reduction: str = "mean",
     ) -> None:
         super().__init__(
-            transition_matrix, warmup_epochs, warmup_fraction, percentile, reduction=reduction
+            transition_matrix,
+            warmup_epochs,
+            warmup_fraction,
+            percentile,
+            warmup_patience,
+            reduction=reduction,
         )
 
     def per_example(self, outputs: Mapping[str, Tensor], labels: Tensor) -> Tensor:
@@ -292,7 +353,7 @@ class ForwardLogisticNormalLoss(TransitionPhase, LogisticNormalLoss):
     uncertainties read the clean mean.
 
     Args:
-        transition_matrix, warmup_epochs, warmup_fraction, percentile: As
+        transition_matrix, warmup_epochs, warmup_fraction, percentile, warmup_patience: As
             :class:`ForwardCorrection`.
         temperature, min_scale, smoothing, dummy_class, covariance, anneal_epochs, reduction:
             As :class:`LogisticNormalLoss`.
@@ -316,6 +377,7 @@ class ForwardLogisticNormalLoss(TransitionPhase, LogisticNormalLoss):
         warmup_epochs: int | None = None,
         warmup_fraction: float = WARMUP_FRACTION,
         percentile: float = 97.0,
+        warmup_patience: int | None = None,
         temperature: float = 1.0,
         min_scale: float = 1.0,
         smoothing: float = 0.01,
@@ -329,6 +391,7 @@ class ForwardLogisticNormalLoss(TransitionPhase, LogisticNormalLoss):
             warmup_epochs,
             warmup_fraction,
             percentile,
+            warmup_patience,
             temperature=temperature,
             min_scale=min_scale,
             smoothing=smoothing,

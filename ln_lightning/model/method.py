@@ -5,7 +5,7 @@ members of :class:`TrainingMethod`, how to set up, what the network outputs, wha
 step's loss is, which parameters to optimise (and which optimisers of its own it brings), how
 to take a step when it optimises by hand, whether an epoch's weights may be selected (not
 during a warm-up), and what to do at the start of a fit, an epoch and a batch, after an
-optimiser step and when a checkpoint is loaded. It never asks what kind of
+optimiser step, after a validation epoch and when a checkpoint is loaded. It never asks what kind of
 method it has.
 
 The simple case is a loss (:class:`LossMethod`): the network's outputs go to the loss, whose
@@ -17,6 +17,7 @@ own, per-sample state, optimisers of its own) implements the same members.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Protocol
 
 import torch
@@ -87,6 +88,10 @@ class TrainingMethod(Protocol):
     def on_train_epoch_start(self, model: Any) -> None: ...
 
     def on_train_batch_start(self, model: Any, batch_idx: int) -> None: ...
+
+    def on_validation_epoch_end(self, model: Any, noisy_accuracy: float) -> None:
+        """After a fit's validation epoch, with its accuracy on the noisy validation split."""
+        ...
 
     def after_optimizer_step(self, model: Any) -> None: ...
 
@@ -226,6 +231,10 @@ class LossMethod(OptimisesTheNetwork):
 
     def on_train_batch_start(self, model: Any, batch_idx: int) -> None:
         self.loss.on_train_batch_start(self.context(model, batch_idx))
+
+    def on_validation_epoch_end(self, model: Any, noisy_accuracy: float) -> None:
+        context = replace(self.context(model), noisy_validation_accuracy=noisy_accuracy)
+        report(model, self.loss.on_validation_epoch_end(context))
 
     def after_optimizer_step(self, model: Any) -> None:
         """The EMA teacher's step (before any callback sees the step, so a checkpoint written

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
@@ -161,11 +160,17 @@ class ValMetrics(nn.Module):
         accuracy when a selection may pick these weights, NaN while the method warms up
         (``compute`` sums every DDP rank's counts, so ``sync_dist`` only averages equal
         values)."""
-        noisy = self.accuracies.noisy
-        if not noisy.update_called:  # no validation batch ran
+        accuracy = self.noisy_accuracy()
+        if accuracy is None:
             return
-        value = noisy.compute() if selectable else torch.full((), float("nan"), device=noisy.device)
+        value = accuracy if selectable else float("nan")
         module.log(SELECTION_MONITOR, value, sync_dist=True)
+
+    def noisy_accuracy(self) -> float | None:
+        """The epoch's accuracy on the noisy validation split (every DDP rank's counts);
+        ``None`` when no validation batch ran."""
+        noisy = self.accuracies.noisy
+        return float(noisy.compute()) if noisy.update_called else None
 
 
 class TestMetrics(nn.Module):

@@ -281,6 +281,9 @@ class TrainingStrategy(OptimisesTheNetwork, nn.Module):
     def on_train_batch_start(self, model: Any, batch_idx: int) -> None:
         self._loss_method.on_train_batch_start(model, batch_idx)
 
+    def on_validation_epoch_end(self, model: Any, noisy_accuracy: float) -> None:
+        self._loss_method.on_validation_epoch_end(model, noisy_accuracy)
+
     def after_optimizer_step(self, model: Any) -> None:
         self._loss_method.after_optimizer_step(model)
 

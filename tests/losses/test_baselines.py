@@ -155,6 +155,76 @@ def test_forward_phase_is_a_function_of_the_epoch(batch):
     assert "T is never estimated" in too_long.on_fit_start(context(0)).message
 
 
+@pytest.mark.parametrize("make", [ForwardCorrection, ForwardLogisticNormalLoss])
+def test_forward_warmup_ends_once_noisy_validation_accuracy_stops_improving(batch, make):
+    logits = batch[0]
+    probs = torch.softmax(logits, -1)
+    calls = []
+
+    def context(epoch: int, accuracy: float | None = None) -> TrainingContext:
+        def predictions():
+            calls.append(epoch)
+            return probs
+
+        return TrainingContext(
+            epoch=epoch, training_probabilities=predictions, true_transition_matrix=lambda: None,
+            max_epochs=20, noisy_validation_accuracy=accuracy,
+        )  # fmt: skip
+
+    loss = make(warmup_patience=3)  # cap: 0.4 of 20 = 8 epochs
+    loss.setup(10)
+    assert "sooner once the noisy validation accuracy has not improved for 3 epochs" in (
+        loss.on_fit_start(context(0)).message
+    )
+    # validation after epochs 0..4: best after epoch 1, then three epochs without a better one
+    for epoch, accuracy in enumerate([0.50, 0.60, 0.59, 0.60, 0.55]):
+        assert loss.on_train_epoch_start(context(epoch)) is None, epoch
+        assert not loss.selectable(context(epoch))
+        assert loss.on_validation_epoch_end(context(epoch, accuracy)) is None
+    assert (float(loss.warmup_best_accuracy), int(loss.warmup_best_epoch)) == (0.60, 1)
+    estimated = loss.on_train_epoch_start(context(5))
+    assert calls == [5] and bool(loss.transition_ready) and loss.selectable(context(5))
+    assert "estimated after 5 " in estimated.message
+    assert "3 epochs after its best noisy validation accuracy (60.00% after epoch 2)" in (
+        estimated.message
+    )
+    loss.on_validation_epoch_end(context(5, 0.99))  # after the warm-up: not its business
+    assert float(loss.warmup_best_accuracy) == 0.60
+
+    # state in buffers: a loss rebuilt from the config and the state dict is in the same phase
+    resumed = type(loss)(**loss.init_args())
+    resumed.setup(10)
+    partial = {k: v for k, v in loss.state_dict().items() if k != "transition_ready"}
+    resumed.load_state_dict({**partial, "transition_ready": torch.tensor(False)})
+    resumed.on_fit_start(context(5))
+    assert resumed.on_train_epoch_start(context(5)) is not None  # stalled: estimates at once
+
+    capped = make(warmup_patience=50)  # never stalls: the warm-up's own length still ends it
+    capped.setup(10)
+    capped.on_fit_start(context(0))
+    for epoch in range(8):
+        assert capped.on_train_epoch_start(context(epoch)) is None
+        capped.on_validation_epoch_end(context(epoch, 0.1 + epoch / 100))
+    assert "estimated after 8 " in capped.on_train_epoch_start(context(8)).message
+
+    unvalidated = make(warmup_patience=1)  # no validation split: the whole warm-up
+    unvalidated.setup(10)
+    unvalidated.on_fit_start(context(0))
+    assert all(unvalidated.on_train_epoch_start(context(e)) is None for e in range(8))
+
+
+def test_forward_without_patience_keeps_the_buffers_of_older_checkpoints():
+    plain = ForwardCorrection()
+    plain.setup(3)
+    assert set(plain.state_dict()) == {"transition_matrix", "transition_ready"}
+    patient = ForwardCorrection(warmup_patience=2)
+    patient.setup(3)
+    assert set(patient.state_dict()) == {
+        "transition_matrix", "transition_ready", "warmup_best_accuracy", "warmup_best_epoch",
+    }  # fmt: skip
+    assert patient.init_args()["warmup_patience"] == 2 and "patience 2" in repr(patient)
+
+
 @pytest.mark.parametrize("dummy_class", [True, False])
 @pytest.mark.parametrize("temperature", [1.0, 0.5])
 def test_forward_corrected_mean_maps_the_clean_probabilities_through_t(dummy_class, temperature):
@@ -358,6 +428,8 @@ def test_het_modules_heads_predictions_and_validation():
         (lambda: ForwardCorrection(warmup_epochs=0), "warmup_epochs must be >= 1, or None"),
         (lambda: ForwardCorrection(warmup_fraction=0.0), r"warmup_fraction must lie in \(0, 1\)"),
         (lambda: ForwardCorrection(warmup_fraction=1.0), r"warmup_fraction must lie in \(0, 1\)"),
+        (lambda: ForwardCorrection(warmup_patience=0), "warmup_patience must be >= 1"),
+        (lambda: ForwardLogisticNormalLoss(warmup_patience=-2), "warmup_patience must be >= 1"),
     ],
 )
 def test_invalid_hyper_parameters(make, match):
