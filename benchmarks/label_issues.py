@@ -1,4 +1,5 @@
-"""Finding wrong labels in your own images: LN in one run vs CE vs cleanlab's 5-fold procedure.
+"""Finding wrong labels in your own images: one run of the own-data default (Forward) or LN vs
+CE vs cleanlab's 5-fold procedure.
 
 Real Fashion-MNIST (the IDX files, e.g. Debian's ``dataset-fashion-mnist``) is written out as a
 folder of PNG files with a ``labels.csv`` per noise kind (40% symmetric, 40% asymmetric with the
@@ -6,20 +7,21 @@ project's map; ``clean_label`` kept so detection can be scored) and a clean ``te
 all through the ``ln-fit`` command line a user types (``zoo/configs/own/images.yaml``, LeNet-5 on
 28x28, Adam 1e-3, batch 256, the same epochs for every run, no augmentation):
 
-1. **LN, one run**: ``label_issues.csv`` of the run (in-sample scores, ``1 - p(given)``), with
-   LN annealed and isotropic (``zoo/configs/losses/ln_isotropic.yaml``, the own-data configs'
-   loss until stop 39);
-2. **CE, one run**: the same with cross-entropy (and **Forward**, the own-data configs' loss
-   since stop 39, **SGN**, or **Forward LN**, the transition-aware LN:
-   ``zoo/configs/losses/<name>.yaml``, with ``--methods Forward``, ``SGN`` or ``"Forward LN"``; the
-   training strategies **ELR**, **SOP**, **Co-teaching** and **DivideMix**,
-   ``zoo/configs/strategies/``; **LN + ELR** and **LN + Co-teaching**: LN inside them);
+1. **Forward, one run** (the own-data configs' loss since stop 39, ``forward.yaml``):
+   ``label_issues.csv`` of the run (in-sample scores, ``1 - p(given)``); **LN** on request
+   (``--methods LN``: annealed and isotropic, ``zoo/configs/losses/ln_isotropic.yaml``, the
+   own-data configs' loss until stop 39);
+2. **CE, one run**: the same with cross-entropy (and, on request, **SGN** or **Forward LN**, the
+   transition-aware LN: ``zoo/configs/losses/<name>.yaml``; ``"Forward, patience 5"``, whose
+   warm-up ends once noisy validation accuracy stalls; the training strategies **ELR**,
+   **SOP**, **Co-teaching** and **DivideMix**, ``zoo/configs/strategies/``; **LN + ELR** and
+   **LN + Co-teaching**: LN inside them);
 3. **cleanlab, 5-fold CE**: ``ln-fit-sweep folds --num-folds 5`` with CE (out-of-sample
    probabilities), then cleanlab's ``find_label_issues`` on them (its default, confident
    learning ranked by self-confidence);
-4. **retrained**: LN again on LN's ``cleaned_labels.csv`` (flagged images removed) and on its
-   ``relabeled_labels.csv`` (confident suggestions taken, the doubtful flags dropped), and CE on
-   cleanlab's cleaned labels.
+4. **retrained**: Forward (and LN, when asked for) again on its own ``cleaned_labels.csv``
+   (flagged images removed) and on its ``relabeled_labels.csv`` (confident suggestions taken,
+   the doubtful flags dropped), and CE on cleanlab's cleaned labels.
 5. **the ceiling** (``--methods "CE on the true labels"``): CE on the true labels of the same
    pictures, the accuracy a noisy-label method aims at (nothing to find: the detection columns
    are ``-``); and ``"Forward on the true labels"``, the own-data default on labels that are
@@ -32,7 +34,7 @@ test accuracy of the first and the retrained models.
 
     python benchmarks/label_issues.py --out runs/label_issues --jobs 2            # ~1 h, resumes
     python benchmarks/label_issues.py --out /tmp/li --epochs 1 --limit 600        # a smoke test
-    python benchmarks/label_issues.py --methods LN CE --no-retrain --seed 1       # one run each
+    python benchmarks/label_issues.py --methods Forward LN CE --no-retrain --seed 1  # one run each
     python benchmarks/label_issues.py --out runs/li_full --methods LN --ln-args \
         "--model.loss.covariance full"                                             # another LN
 """
@@ -82,6 +84,8 @@ ON_TRUE_LABELS = {
     CLEAN: ("ce_true", "CE"),
     "Forward on the true labels": ("forward_true", "Forward"),
 }
+#: Methods retrained on their own cleaned and relabeled labels, with their own loss.
+RETRAINED = ("Forward", "LN")
 #: The training strategies (``zoo/configs/strategies/<name>.yaml``, cross-entropy inside) by
 #: their name here -> the name of their config and run folder.
 STRATEGIES = {"ELR": "elr", "SOP": "sop", "Co-teaching": "coteaching", "DivideMix": "dividemix"}
@@ -368,13 +372,15 @@ def benchmark(
             result[method].update(accuracies(metrics))
     if not retrain:
         return result
-    retrains = [  # (method, result key, run name, labels file, loss)
-        ("LN", "retrained_test_acc", "ln_retrained", out / "ln/version_0/cleaned_labels.csv", "LN"),
-        ("LN", "relabeled_test_acc", "ln_relabeled", out / "ln/version_0/relabeled_labels.csv",
-         "LN"),
-        (CLEANLAB, "retrained_test_acc", "ce_retrained", out / "cleanlab_cleaned_labels.csv",
-         "CE"),
+    retrains = [  # (method, result key, run name, labels file, loss): each on its own files
+        (method, f"{key}_test_acc", f"{single[method]}_{key}",
+         out / f"{single[method]}/version_0/{file}_labels.csv", method)
+        for method in RETRAINED
+        for key, file in (("retrained", "cleaned"), ("relabeled", "relabeled"))
     ]  # fmt: skip
+    retrains.append(
+        (CLEANLAB, "retrained_test_acc", "ce_retrained", out / "cleanlab_cleaned_labels.csv", "CE")
+    )
     chosen = [r for r in retrains if r[0] in methods]
     run_many(
         [ln_fit(fit_args(labels_file, test, epochs, loss, seed, ln_args), out, name)
@@ -498,9 +504,9 @@ def main(argv: list[str] | None = None) -> None:
         help="several seeds in one command (each in <out>/seed<S>), then a summary over them",
     )  # fmt: skip
     parser.add_argument(
-        "--methods", nargs="+", choices=METHODS, default=["LN", "CE", CLEANLAB],
-        help="default: LN CE and cleanlab (SGN, Forward, the strategies and the true-label ceiling "
-        "on request)",
+        "--methods", nargs="+", choices=METHODS, default=["Forward", "CE", CLEANLAB],
+        help="default: Forward (the own-data default), CE and cleanlab (LN, SGN, the strategies "
+        "and the true-label ceiling on request)",
     )  # fmt: skip
     parser.add_argument("--no-retrain", action="store_true", help="skip the retrained models")
     parser.add_argument("--ln-args", default="", help="appended to the LN runs' ln-fit arguments")

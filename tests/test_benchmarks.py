@@ -97,20 +97,23 @@ def test_label_issues(script, capsys, tmp_path):
     script("label_issues").main([*args.split(), "--noise", "symmetric"])
     out = capsys.readouterr().out
     rows = table_rows(out, "symmetric 40% (N = 122)")  # of the 300 labels
-    assert [row[1] for row in rows] == ["LN", "CE", "cleanlab 5-fold CE"]
+    # the own-data default (Forward), CE and cleanlab
+    assert [row[1] for row in rows] == ["Forward", "CE", "cleanlab 5-fold CE"]
     assert all(0.0 <= float(row[2]) <= 1.0 and float(row[7]) > 0 for row in rows)
-    # compute: the folds' times summed (five runs), more than the LN run's alone
+    # compute: the folds' times summed (five runs), more than the Forward run's alone
     assert float(rows[2][8]) > float(rows[0][8]) > 0
-    retrained = tmp_path / "out" / "symmetric" / "ln_retrained" / "version_0" / "metrics.csv"
+    retrained = tmp_path / "out/symmetric/forward_retrained/version_0/metrics.csv"
     assert retrained.exists()
-    # LN retrained on its cleaned and on its relabeled labels: a test accuracy each, and what
-    # each retrain learnt from (the rows it kept, drops left out, and how many are wrong)
+    # Forward retrained on its cleaned and on its relabeled labels: a test accuracy each, and
+    # what each retrain learnt from (the rows it kept, drops left out, and how many are wrong)
     assert all(0 < float(cell) <= 100 for cell in rows[0][10:12])
     for name, file in (("cleaned", "cleaned_labels.csv"), ("relabeled", "relabeled_labels.csv")):
-        with (tmp_path / "out/symmetric/ln/version_0" / file).open() as handle:
+        with (tmp_path / "out/symmetric/forward/version_0" / file).open() as handle:
             kept = [r for r in csv.DictReader(handle) if r.get("decision") != "drop"]
         wrong = sum(r["label"] != r["clean_label"] for r in kept) / len(kept)
-        assert f"LN's {name} labels: {len(kept)} examples kept, {100 * wrong:.1f}% of" in out
+        assert f"Forward's {name} labels: {len(kept)} examples kept, {100 * wrong:.1f}% of" in out
+    config = tmp_path / "out/symmetric/forward_relabeled/version_0/config.yaml"
+    assert "ln_lightning.ForwardCorrection" in config.read_text()  # with its own loss
     assert rows[1][10:12] == ["-", "-"] and rows[2][11] == "-"  # CE; cleanlab: cleaned only
     # Run again: every finished command is skipped (its time read back), the table is the same.
     finished = retrained.stat().st_mtime_ns

@@ -12,6 +12,7 @@ from ln_lightning import (
     CoTeaching,
     CrossEntropy,
     DigitsDataModule,
+    ForwardCorrection,
     LogisticNormalLoss,
     NoisyLabelClassifier,
 )
@@ -90,6 +91,15 @@ def test_the_losss_own_hooks_still_run_under_a_strategy(tmp_path):
     params = model.loss.params
     at_start = params.min_scale_at(0.0, logit_dim(10, params.dummy_class))
     assert params.min_scale < model.loss.current_params.min_scale < at_start  # it moved
+
+
+def test_the_losss_validation_hook_runs_under_a_strategy(tmp_path):
+    """Forward's warm-up reads the noisy validation accuracy with ELR as without it."""
+    model, run = fitted(tmp_path, ELR(), ForwardCorrection(warmup_epochs=50, warmup_patience=50))
+    assert int(model.loss.warmup_best_epoch) >= 0  # the validation hook reached the loss
+    assert float(model.loss.warmup_best_accuracy) == pytest.approx(
+        max(float(run.callback_metrics["val/acc_noisy"]), float(model.loss.warmup_best_accuracy))
+    )
 
 
 @pytest.mark.parametrize(
