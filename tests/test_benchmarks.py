@@ -129,7 +129,7 @@ def test_label_issues(script, capsys, tmp_path):
         [*args.split(), "--noise", "symmetric", "--methods", "SGN", "Forward",
          "CE on the true labels", "Forward on the true labels", "--no-retrain"]
     )  # fmt: skip
-    sgn, forward, ceiling, clean_forward = table_rows(
+    forward, sgn, ceiling, clean_forward = table_rows(
         capsys.readouterr().out, "symmetric 40% (N = 122)"
     )
     assert sgn[1] == "SGN" and 0.0 <= float(sgn[2]) <= 1.0
