@@ -12,8 +12,8 @@ all through the ``ln-fit`` command line a user types (``zoo/configs/own/images.y
    (``--methods LN``: annealed and isotropic, ``zoo/configs/losses/ln_isotropic.yaml``, the
    own-data configs' loss until stop 39);
 2. **CE, one run**: the same with cross-entropy (and, on request, **SGN** or **Forward LN**, the
-   transition-aware LN: ``zoo/configs/losses/<name>.yaml``; ``"Forward, patience 5"``, whose
-   warm-up ends once noisy validation accuracy stalls; the training strategies **ELR**,
+   transition-aware LN: ``zoo/configs/losses/<name>.yaml``; ``"Forward, whole warm-up"``, without
+   ``warmup_patience`` (``forward.yaml`` before stop 41); the training strategies **ELR**,
    **SOP**, **Co-teaching** and **DivideMix**, ``zoo/configs/strategies/``; **LN + ELR** and
    **LN + Co-teaching**: LN inside them);
 3. **cleanlab, 5-fold CE**: ``ln-fit-sweep folds --num-folds 5`` with CE (out-of-sample
@@ -98,8 +98,9 @@ LN_CONFIG = str(ROOT / "zoo/configs/losses/ln_isotropic.yaml")
 LOSS_CONFIGS = {"SGN": "sgn", "Forward": "forward", "Forward LN": "forward_ln"}
 #: A method with arguments of its own: name -> (run folder, the method, its extra arguments).
 VARIANTS = {
-    "Forward, patience 5": (
-        "forward_patience5", "Forward", ("--model.loss.init_args.warmup_patience=5",)
+    "Forward, whole warm-up": (  # forward.yaml before stop 41
+        "forward_whole_warmup", "Forward",
+        ("--config", str(ROOT / "zoo/configs/losses/forward_whole_warmup.yaml")),
     ),
 }  # fmt: skip
 #: The own-data configs' loss: the first row of every table.

@@ -19,7 +19,8 @@ from tests.helpers import QUICK, quick
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "zoo/configs/losses").glob("*.yaml"))
 METHODS = {entry.name: entry for entry in registered("method")}
-VARIANTS = {"ln_annealed", "ln_isotropic"}  # LN annealed; and isotropic (the former own default)
+# LN annealed; and isotropic (the former own default); Forward without warmup_patience
+VARIANTS = {"ln_annealed", "ln_isotropic", "forward_whole_warmup"}
 
 
 def test_every_method_ships_a_config():
@@ -59,6 +60,7 @@ def test_every_loss_trains_from_the_cli(path, tmp_path):
     # across values of lambda): compare the epochs after it.
     extra = {
         "forward": ["--model.loss.warmup_epochs=1"],
+        "forward_whole_warmup": ["--model.loss.warmup_epochs=1"],
         "forward_ln": ["--model.loss.warmup_epochs=1", "--model.loss.anneal_epochs=1"],
         "ln_annealed": ["--model.loss.anneal_epochs=1"],
     }.get(path.stem, [])
@@ -80,7 +82,7 @@ def test_every_loss_trains_from_the_cli(path, tmp_path):
     assert len(losses) == 5 and all(map(torch.isfinite, torch.tensor(losses)))
     start = 1 if extra else 0
     assert losses[-1] < losses[start], losses
-    if path.stem in ("forward", "forward_ln"):
+    if path.stem.startswith("forward"):
         assert bool(loss.transition_ready)
         (written,) = tmp_path.rglob("transition_matrix.csv")  # the estimate of T, K x K
         rows = [[float(v) for v in line.split(",")] for line in written.read_text().split()]
@@ -150,6 +152,18 @@ def test_ln_isotropic_on_an_own_data_config_is_the_ln_it_had(tmp_path):
     default = run_cli(own, run=False).model.loss
     assert isinstance(default, ForwardCorrection)
     assert (default.warmup_fraction, default.percentile) == (0.4, 97.0)
+    assert (
+        default.config()
+        == run_cli(
+            [*own, "--config", str(ROOT / "zoo/configs/losses/forward.yaml")], run=False
+        ).model.loss.config()
+    )  # the own configs' loss is forward.yaml's: warm-up with patience 5
+    assert default.warmup_patience == 5
+    whole_warmup = str(ROOT / "zoo/configs/losses/forward_whole_warmup.yaml")
+    whole = run_cli([*own, "--config", whole_warmup], run=False).model.loss
+    assert whole.warmup_patience is None and "warmup_best_epoch" not in whole.state_dict()
+    forward_ln = str(ROOT / "zoo/configs/losses/forward_ln.yaml")
+    assert run_cli([*own, "--config", forward_ln], run=False).model.loss.warmup_patience is None
     ln_config = str(ROOT / "zoo/configs/losses/ln_isotropic.yaml")
     ln = run_cli([*own, "--config", ln_config], run=False).model.loss
     assert (
