@@ -168,12 +168,18 @@ class TransitionPhase:
         name, warmup = type(self).__name__, self.warmup_name
         self.warmup = self.warmup_length(max_epochs)
         if max_epochs is not None and self.warmup >= max_epochs:
+            outcome = (
+                f"so T is never estimated and the whole run is {warmup}"
+                if self.warmup_patience is None
+                else "so T is estimated only if the noisy validation accuracy stops improving "
+                f"for {_epochs(self.warmup_patience)} first; else the whole run is {warmup}"
+            )
             return LossReport(
                 message=(
                     f"{name}: the {self.warmup_short} warm-up ({_epochs(self.warmup)}) is not "
-                    f"shorter than the run ({_epochs(max_epochs)}), so T is never estimated and "
-                    f"the whole run is {warmup}. Lower --model.loss.init_args.warmup_epochs, or "
-                    f"leave it out (then {self.warmup_fraction:g} of max_epochs)."
+                    f"shorter than the run ({_epochs(max_epochs)}), {outcome}. Lower "
+                    "--model.loss.init_args.warmup_epochs, or leave it out (then "
+                    f"{self.warmup_fraction:g} of max_epochs)."
                 )
             )
         share = "" if self.warmup_epochs is not None else f", {self.warmup_fraction:g} of the run"

@@ -207,6 +207,11 @@ def test_forward_warmup_ends_once_noisy_validation_accuracy_stops_improving(batc
         capped.on_validation_epoch_end(context(epoch, 0.1 + epoch / 100))
     assert "estimated after 8 " in capped.on_train_epoch_start(context(8)).message
 
+    whole_run = make(warmup_epochs=20, warmup_patience=2)  # a stall is the only way to T
+    whole_run.setup(10)
+    said = whole_run.on_fit_start(context(0)).message
+    assert "T is estimated only if the noisy validation accuracy stops improving" in said
+
     unvalidated = make(warmup_patience=1)  # no validation split: the whole warm-up
     unvalidated.setup(10)
     unvalidated.on_fit_start(context(0))
