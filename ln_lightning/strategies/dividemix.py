@@ -27,6 +27,7 @@ __all__ = [
     "DivideMix",
     "clean_probability",
     "mixmatch_loss",
+    "negative_entropy",
     "refined_targets",
     "sharpen",
 ]
@@ -83,6 +84,21 @@ def mixmatch_loss(
     penalty = (prior * torch.log(prior / probs.mean(0))).sum()
     loss = x_loss + unlabelled_weight * u_loss + penalty
     return loss, {"labelled": float(x_loss.detach()), "unlabelled": float(u_loss.detach())}
+
+
+def negative_entropy(logits: Tensor) -> Tensor:
+    """The mean over the batch of ``sum_k p_k log p_k``, the reference's confidence penalty
+    (lowest, ``-log K``, at uniform predictions): added to the warm-up's cross-entropy under
+    asymmetric noise, it keeps the warm-up from fitting a confusable pair's flipped labels
+    with confidence before the first division.
+
+    Example:
+        >>> import math, torch
+        >>> round(float(negative_entropy(torch.zeros(3, 4))), 4) == round(-math.log(4), 4)
+        True
+    """
+    log_probs = F.log_softmax(logits.float(), dim=1)
+    return (log_probs.exp() * log_probs).sum(1).mean()
 
 
 def clean_probability(losses: Tensor, seed: int = 0) -> Tensor:
@@ -151,7 +167,7 @@ class DivideMix(TrainingStrategy):
 
     This version reads one view of each image per batch (the reference averages the
     predictions on two augmentations) and splits each batch into labelled and unlabelled rows
-    (the reference draws them from two loaders); the warm-up has no confidence penalty.
+    (the reference draws them from two loaders).
 
     Args:
         warmup_epochs: Epochs of plain cross-entropy before the first division, >= 1 (10 of
@@ -163,6 +179,9 @@ class DivideMix(TrainingStrategy):
             20%).
         rampup_epochs: Epochs over which the unlabelled weight grows from 0 after the warm-up,
             >= 0 (16).
+        warmup_confidence_penalty: The weight of the confidence penalty
+            (:func:`negative_entropy`) added to each network's warm-up cross-entropy, >= 0 (the
+            reference: 1 under asymmetric noise, 0 under symmetric noise).
 
     Example:
         >>> from ln_lightning import CrossEntropy, NoisyLabelClassifier
@@ -181,6 +200,7 @@ class DivideMix(TrainingStrategy):
         sharpen_temperature: float = 0.5,
         unlabelled_weight: float = 25.0,
         rampup_epochs: int = 16,
+        warmup_confidence_penalty: float = 0.0,
     ) -> None:
         super().__init__()
         if warmup_epochs < 1:
@@ -198,12 +218,18 @@ class DivideMix(TrainingStrategy):
                 "unlabelled_weight and rampup_epochs must be >= 0; got "
                 f"{unlabelled_weight!r} and {rampup_epochs!r}."
             )
+        if not warmup_confidence_penalty >= 0:
+            raise ValueError(
+                "warmup_confidence_penalty must be >= 0 (1 is the reference's under asymmetric "
+                f"noise, 0 turns it off); got {warmup_confidence_penalty!r}."
+            )
         self.warmup_epochs = int(warmup_epochs)
         self.clean_threshold = float(clean_threshold)
         self.alpha = float(alpha)
         self.sharpen_temperature = float(sharpen_temperature)
         self.unlabelled_weight = float(unlabelled_weight)
         self.rampup_epochs = int(rampup_epochs)
+        self.warmup_confidence_penalty = float(warmup_confidence_penalty)
 
     def build(self, model: Any) -> None:
         if type(model.loss) is not CrossEntropy:
@@ -332,6 +358,9 @@ class DivideMix(TrainingStrategy):
             outputs = model.network.training_outputs(sample.input)
             peer = self.peer.training_outputs(sample.input)
             loss = self.loss(outputs, sample.target) + self.loss(peer, sample.target)
+            if self.warmup_confidence_penalty:
+                penalty = negative_entropy(outputs["logits"]) + negative_entropy(peer["logits"])
+                loss = loss + self.warmup_confidence_penalty * penalty
             return loss, outputs
         with _evaluating(model.network, self.peer):
             mine = F.softmax(model.network(sample.input)["logits"].float(), 1)

@@ -16,9 +16,11 @@ from ln_lightning import (
     LogisticNormalLoss,
     NoisyLabelClassifier,
 )
+from ln_lightning.data.dataset import NoisySample
 from ln_lightning.strategies.dividemix import (
     clean_probability,
     mixmatch_loss,
+    negative_entropy,
     refined_targets,
     sharpen,
 )
@@ -52,6 +54,32 @@ def test_the_mixmatch_loss_by_hand():
     penalty = float(mixmatch_loss(skewed, torch.tensor([[0.75, 0.25]]), 0, 0.0)[0])
     expected = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)
     assert penalty == pytest.approx((0.75 - 0.75) ** 2 + expected, abs=1e-6)
+
+
+def test_the_warm_up_confidence_penalty_by_hand():
+    # p = (0.75, 0.25): 0.75 log 0.75 + 0.25 log 0.25; uniform: -log K, the lowest
+    skewed = torch.tensor([[math.log(3.0), 0.0]])
+    expected = 0.75 * math.log(0.75) + 0.25 * math.log(0.25)
+    assert float(negative_entropy(skewed)) == pytest.approx(expected)
+    assert float(negative_entropy(torch.zeros(5, 4))) == pytest.approx(-math.log(4))
+    with pytest.raises(ValueError, match="warmup_confidence_penalty must be >= 0"):
+        DivideMix(warmup_confidence_penalty=-1.0)
+    # a warm-up step adds the weighted penalty of both networks to their cross-entropies
+    sample = NoisySample(torch.randn(6, *SHAPE), torch.arange(6) % 10, None, torch.arange(6))
+    steps = {}
+    for weight in (0.0, 2.0):
+        torch.manual_seed(0)
+        model = NoisyLabelClassifier(
+            loss=CrossEntropy(),
+            strategy=DivideMix(warmup_confidence_penalty=weight),
+            input_shape=SHAPE,
+        ).eval()
+        steps[weight] = model.strategy.training_step(model, sample, 0)[0].item()
+    penalty = negative_entropy(model.network(sample.input)["logits"]) + negative_entropy(
+        model.strategy.peer(sample.input)["logits"]
+    )
+    assert float(penalty) < 0
+    assert steps[2.0] == pytest.approx(steps[0.0] + 2.0 * float(penalty), abs=1e-5)
 
 
 def test_the_mixture_divides_low_from_high_losses_the_same_way_every_time():
