@@ -14,7 +14,9 @@ all through the ``ln-fit`` command line a user types (``zoo/configs/own/images.y
 2. **CE, one run**: the same with cross-entropy (and, on request, **SGN** or **Forward LN**, the
    transition-aware LN: ``zoo/configs/losses/<name>.yaml``; ``"Forward, whole warm-up"``, without
    ``warmup_patience`` (``forward.yaml`` before stop 41); the training strategies **ELR**,
-   **SOP**, **Co-teaching** and **DivideMix**, ``zoo/configs/strategies/``; **LN + ELR** and
+   **SOP**, **Co-teaching** and **DivideMix**, ``zoo/configs/strategies/``;
+   ``"DivideMix, asymmetric recipe"``, the reference's settings under asymmetric noise
+   (``unlabelled_weight`` 0, the warm-up's confidence penalty); **LN + ELR** and
    **LN + Co-teaching**: LN inside them);
 3. **cleanlab, 5-fold CE**: ``ln-fit-sweep folds --num-folds 5`` with CE (out-of-sample
    probabilities), then cleanlab's ``find_label_issues`` on them (its default, confident
@@ -101,6 +103,11 @@ VARIANTS = {
     "Forward, whole warm-up": (  # forward.yaml before stop 41
         "forward_whole_warmup", "Forward",
         ("--config", str(ROOT / "zoo/configs/losses/forward_whole_warmup.yaml")),
+    ),
+    "DivideMix, asymmetric recipe": (  # the reference's settings under asymmetric noise
+        "dividemix_asymmetric", "DivideMix",
+        ("--model.strategy.init_args.unlabelled_weight=0",
+         "--model.strategy.init_args.warmup_confidence_penalty=1"),
     ),
 }  # fmt: skip
 #: The own-data configs' loss: the first row of every table.
