@@ -16,8 +16,8 @@ all through the ``ln-fit`` command line a user types (``zoo/configs/own/images.y
    ``warmup_patience`` (``forward.yaml`` before stop 41); the training strategies **ELR**,
    **SOP**, **Co-teaching** and **DivideMix**, ``zoo/configs/strategies/``;
    ``"DivideMix, asymmetric recipe"``, the reference's settings under asymmetric noise
-   (``unlabelled_weight`` 0, the warm-up's confidence penalty); **LN + ELR** and
-   **LN + Co-teaching**: LN inside them);
+   (``dividemix_asymmetric.yaml``: ``unlabelled_weight`` 0, the warm-up's confidence
+   penalty); **LN + ELR** and **LN + Co-teaching**: LN inside them);
 3. **cleanlab, 5-fold CE**: ``ln-fit-sweep folds --num-folds 5`` with CE (out-of-sample
    probabilities), then cleanlab's ``find_label_issues`` on them (its default, confident
    learning ranked by self-confidence);
@@ -106,8 +106,7 @@ VARIANTS = {
     ),
     "DivideMix, asymmetric recipe": (  # the reference's settings under asymmetric noise
         "dividemix_asymmetric", "DivideMix",
-        ("--model.strategy.init_args.unlabelled_weight=0",
-         "--model.strategy.init_args.warmup_confidence_penalty=1"),
+        ("--config", str(ROOT / "zoo/configs/strategies/dividemix_asymmetric.yaml")),
     ),
 }  # fmt: skip
 #: The own-data configs' loss: the first row of every table.
