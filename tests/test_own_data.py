@@ -24,6 +24,9 @@ from tests.helpers import SMALL_IMAGES
 ROOT = Path(__file__).resolve().parents[1]
 #: What the tests add to every documented command: tiny images, a small network, no progress bar.
 SMALL = SMALL_IMAGES
+#: The documented commands keep the config's learning rate (0.001): at SMALL's 0.01 the small CNN's
+#: ranking of the planted labels varied from 4 to 12 of the top 12 with the seed.
+DOCUMENTED = [a for a in SMALL if not a.startswith("--model.optimizer.lr")]
 
 
 def documented_commands() -> list[list[str]]:
@@ -37,12 +40,12 @@ def run(argv: list[str], monkeypatch, capsys) -> str:
     """``ln-fit ...`` or ``ln-fit-sweep ...`` in-process, with the small settings; its output."""
     program, *args = argv
     if program == "ln-fit":
-        monkeypatch.setattr(sys, "argv", ["ln-fit", *args, *SMALL])
+        monkeypatch.setattr(sys, "argv", ["ln-fit", *args, *DOCUMENTED])
         ln_fit_main()
     else:
         args = ["--num-folds" if a == "--num-folds" else a for a in args]
         args[args.index("--num-folds") + 1] = "2"  # two folds are enough here
-        sweep_main([*args, *SMALL])
+        sweep_main([*args, *DOCUMENTED])
     captured = capsys.readouterr()
     return captured.out + captured.err
 
@@ -82,11 +85,14 @@ def test_the_documented_own_data_commands(tree, monkeypatch, capsys, lightning_l
     flagged = {r["path"] for r in issues if r["is_issue"] == "1"}
     match = re.search(r"(\d+) of 72 labels look wrong \(confident learning", output)
     assert match and int(match.group(1)) == len(flagged)
-    # Two thirds of the 12 planted (chance: about 2). The bar was 9, which a fresh install (Pillow
-    # 13) missed by one with the paper's LN and with the annealed isotropic default alike.
-    assert len(flagged & wrong) >= 8 and len(flagged - wrong) <= 3
+    # The ranking is what holds on 72 images: the 12 planted fill 11-12 of the top 12 on each of
+    # seeds 0-11 (chance: 2). How many of them cross confident learning's thresholds varies from
+    # 1 to 12 with the seed (Forward's in-sample probabilities of their true class sit near that
+    # class's mean), so the flags are held to precision here; their recall is measured on the
+    # benchmark (docs/results.md, 0.70 for Forward).
     top = [r["path"] for r in issues[:12]]
-    assert len(set(top) & wrong) >= 6  # the most suspicious first (chance: 2 of 12)
+    assert len(set(top) & wrong) >= 10
+    assert flagged & wrong and len(flagged - wrong) <= 2
     assert {r["suggested_label"] for r in issues} <= set(IMAGE_CLASSES)  # names, not indices
     test_acc = re.search(r"test/acc\s*│\s*([\d.]+)", output)
     assert test_acc and float(test_acc.group(1)) > 0.5  # chance: 0.33
