@@ -15,9 +15,9 @@ all through the ``ln-fit`` command line a user types (``zoo/configs/own/images.y
    transition-aware LN: ``zoo/configs/losses/<name>.yaml``; ``"Forward, whole warm-up"``, without
    ``warmup_patience`` (``forward.yaml`` before stop 41); the training strategies **ELR**,
    **SOP**, **Co-teaching** and **DivideMix**, ``zoo/configs/strategies/``;
-   ``"DivideMix, asymmetric recipe"``, the reference's settings under asymmetric noise
-   (``dividemix_asymmetric.yaml``: ``unlabelled_weight`` 0, the warm-up's confidence
-   penalty); **LN + ELR** and **LN + Co-teaching**: LN inside them);
+   ``"DivideMix, unlabelled weight 25"``, the reference's weight for heavy symmetric noise
+   (``dividemix_unlabelled_25.yaml``, ``dividemix.yaml`` until stop 44); **LN + ELR** and
+   **LN + Co-teaching**: LN inside them);
 3. **cleanlab, 5-fold CE**: ``ln-fit-sweep folds --num-folds 5`` with CE (out-of-sample
    probabilities), then cleanlab's ``find_label_issues`` on them (its default, confident
    learning ranked by self-confidence);
@@ -104,9 +104,9 @@ VARIANTS = {
         "forward_whole_warmup", "Forward",
         ("--config", str(ROOT / "zoo/configs/losses/forward_whole_warmup.yaml")),
     ),
-    "DivideMix, asymmetric recipe": (  # the reference's settings under asymmetric noise
-        "dividemix_asymmetric", "DivideMix",
-        ("--config", str(ROOT / "zoo/configs/strategies/dividemix_asymmetric.yaml")),
+    "DivideMix, unlabelled weight 25": (  # dividemix.yaml until stop 44
+        "dividemix_unlabelled_25", "DivideMix",
+        ("--config", str(ROOT / "zoo/configs/strategies/dividemix_unlabelled_25.yaml")),
     ),
 }  # fmt: skip
 #: The own-data configs' loss: the first row of every table.

@@ -170,21 +170,27 @@ def test_label_issues(script, capsys, tmp_path):
     assert "LogisticNormalLoss" in config.read_text()
 
 
-def test_label_issues_runs_dividemix_with_the_reference_settings_for_asymmetric_noise(
+def test_label_issues_runs_dividemix_as_shipped_and_with_the_unlabelled_weight_it_had(
     script, tmp_path
 ):
+    import inspect
+
     from ln_lightning import DivideMix
     from ln_lightning.cli import run_cli
 
     benchmark = script("label_issues")
     write_mnist(tmp_path / "fashion", n_train=40, n_test=20)
     files = benchmark.write_folder(tmp_path / "out", [str(tmp_path / "fashion")], None, 0)
-    args = benchmark.fit_args(files["asymmetric"], files["test"], 2, "DivideMix, asymmetric recipe")
-    strategy = run_cli([*args, "--trainer.logger=false"], run=False).model.strategy
-    assert isinstance(strategy, DivideMix)
-    assert (strategy.unlabelled_weight, strategy.warmup_confidence_penalty) == (0.0, 1.0)
     shipped = benchmark.fit_args(files["asymmetric"], files["test"], 2, "DivideMix")
     strategy = run_cli([*shipped, "--trainer.logger=false"], run=False).model.strategy
+    assert isinstance(strategy, DivideMix)
+    assert (strategy.unlabelled_weight, strategy.warmup_confidence_penalty) == (0.0, 1.0)
+    defaults = inspect.signature(DivideMix).parameters.values()
+    assert all(getattr(strategy, p.name) == p.default for p in defaults)  # as the class's own
+    args = benchmark.fit_args(
+        files["asymmetric"], files["test"], 2, "DivideMix, unlabelled weight 25"
+    )
+    strategy = run_cli([*args, "--trainer.logger=false"], run=False).model.strategy
     assert (strategy.unlabelled_weight, strategy.warmup_confidence_penalty) == (25.0, 0.0)
 
 
