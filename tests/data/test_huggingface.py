@@ -20,7 +20,10 @@ datasets = pytest.importorskip("datasets")
 from ln_lightning.data import HFImageDataModule  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-SMALL = [*SMALL_IMAGES, "--trainer.max_epochs=20"]
+#: The config's own learning rate (0.001): at SMALL_IMAGES' 0.01 the small CNN's ranking of the
+#: planted labels varies with the seed (tests/test_own_data.py).
+SMALL = [*(a for a in SMALL_IMAGES if not a.startswith("--model.optimizer.lr")),
+         "--trainer.max_epochs=20"]  # fmt: skip
 
 
 def image_rows(root: Path, per_class: int, flips: int = 0, seed: int = 0) -> tuple[dict, list]:
@@ -84,7 +87,10 @@ def test_a_saved_data_set_trains_flags_rows_retrains_and_predicts(
     assert sorted(int(r["row_id"]) for r in issues) == list(range(72))  # every row, named
     assert {r["given_label"] for r in issues} <= set(IMAGE_CLASSES)
     flagged = {int(r["row_id"]) for r in issues if r["is_issue"] == "1"}
-    assert len(flagged & wrong) >= 8 and len(flagged - wrong) <= 3  # of 12 planted
+    # The 12 planted first (chance: 2 of the top 12); the flags held to precision, as in
+    # tests/test_own_data.py (how many cross the thresholds varies with the seed on 72 rows).
+    assert len({int(r["row_id"]) for r in issues[:12]} & wrong) >= 10
+    assert flagged & wrong and len(flagged - wrong) <= 2
     assert "test/acc" in output  # the data set's own test split
     page = (run / "label_issues.html").read_text()
     assert page.count("data:image/png;base64,") == len(flagged)  # pictures from the rows
