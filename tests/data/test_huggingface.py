@@ -13,17 +13,14 @@ from PIL import Image
 
 from ln_lightning.cli import main as ln_fit_main
 from ln_lightning.data.synthetic import IMAGE_CLASSES, write_image_files
-from tests.helpers import SMALL_IMAGES
+from tests.helpers import SMALL_IMAGES_CONFIG_LR
 
 datasets = pytest.importorskip("datasets")
 
 from ln_lightning.data import HFImageDataModule  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-#: The config's own learning rate (0.001): at SMALL_IMAGES' 0.01 the small CNN's ranking of the
-#: planted labels varies with the seed (tests/test_own_data.py).
-SMALL = [*(a for a in SMALL_IMAGES if not a.startswith("--model.optimizer.lr")),
-         "--trainer.max_epochs=20"]  # fmt: skip
+SMALL = [*SMALL_IMAGES_CONFIG_LR, "--trainer.max_epochs=20"]  # the config's learning rate
 
 
 def image_rows(root: Path, per_class: int, flips: int = 0, seed: int = 0) -> tuple[dict, list]:
