@@ -104,6 +104,9 @@ VARIANTS = {
         "forward_whole_warmup", "Forward",
         ("--config", str(ROOT / "zoo/configs/losses/forward_whole_warmup.yaml")),
     ),
+    "Forward, percentile 97": (  # forward.yaml until stop 45: the reference's outlier filter
+        "forward_percentile_97", "Forward", ("--model.loss.init_args.percentile=97",),
+    ),
     "DivideMix, unlabelled weight 25": (  # dividemix.yaml until stop 44
         "dividemix_unlabelled_25", "DivideMix",
         ("--config", str(ROOT / "zoo/configs/strategies/dividemix_unlabelled_25.yaml")),

@@ -194,6 +194,66 @@ def test_label_issues_runs_dividemix_as_shipped_and_with_the_unlabelled_weight_i
     assert (strategy.unlabelled_weight, strategy.warmup_confidence_penalty) == (25.0, 0.0)
 
 
+def test_label_issues_runs_forward_as_shipped_and_with_the_percentile_it_had(script, tmp_path):
+    from ln_lightning import ForwardCorrection
+    from ln_lightning.cli import run_cli
+
+    benchmark = script("label_issues")
+    write_mnist(tmp_path / "fashion", n_train=40, n_test=20)
+    files = benchmark.write_folder(tmp_path / "out", [str(tmp_path / "fashion")], None, 0)
+    losses = {}
+    for method in ("Forward", "Forward, percentile 97"):
+        args = benchmark.fit_args(files["asymmetric"], files["test"], 2, method)
+        losses[method] = run_cli([*args, "--trainer.logger=false"], run=False).model.loss
+    assert all(isinstance(loss, ForwardCorrection) for loss in losses.values())
+    assert losses["Forward"].percentile == 99.0  # forward.yaml since stop 45
+    assert losses["Forward, percentile 97"].percentile == 97.0  # the reference's, until then
+    shipped, before = (losses[m].config()["init_args"] for m in losses)
+    assert {k: v for k, v in before.items() if k != "percentile"} == {
+        k: v for k, v in shipped.items() if k != "percentile"
+    }  # nothing else differs
+
+
+def test_transition_estimate_scores_the_estimate_of_t_against_the_realised_labels(
+    script, capsys, tmp_path
+):
+    import torch
+
+    from ln_lightning.losses.functional import estimate_transition_matrix
+
+    benchmark = script("transition_estimate")
+    write_mnist(tmp_path / "fashion", n_train=200, n_test=20)
+    args = ["--out", str(tmp_path / "out"), "--source", str(tmp_path / "fashion"), "--epochs", "1"]
+    benchmark.main([*args, "--percentiles", "97", "100"])
+    out = capsys.readouterr().out
+    rows = table_rows(out, "0")
+    assert [row[1] for row in rows] == ["97", "100"]
+    run_dir = tmp_path / "out/seed0/asymmetric/ce_warmup_1/version_0"
+    probs, given, true, names = benchmark.read_training_split(run_dir)
+    assert len(probs) == len(given) == len(true) == 180  # the training split: 200 less val
+    truth = benchmark.realised_matrix(given, true, 10)
+    for i in range(10):  # by hand: the labels given to the images of class i
+        labelled = given[true == i]
+        if len(labelled):
+            expected = torch.bincount(labelled, minlength=10).float() / len(labelled)
+            torch.testing.assert_close(truth[i], expected)
+    for row, percentile in zip(rows, (97.0, 100.0), strict=True):
+        estimate = estimate_transition_matrix(probs, percentile)
+        error = (estimate - truth).abs().sum(-1)
+        assert float(row[2]) == pytest.approx(float(error.mean()), abs=6e-4)
+        assert float(row[3]) == pytest.approx(float(error.max()), abs=6e-4)
+    flips = [f"{names[i]} -> {names[j]}" for i in range(10) for j in range(10)
+             if i != j and truth[i, j] > 0.05]  # fmt: skip
+    assert flips and all(flip in rows[0][4] for flip in flips)
+    assert "percentile 97: " in out and "percentile 100: " in out
+    # run again: the CE run is not repeated, the table is the same
+    log = run_dir.parent.parent / "ce_warmup_1.seconds"
+    finished = log.stat().st_mtime_ns
+    benchmark.main([*args, "--percentiles", "97", "100"])
+    assert table_rows(capsys.readouterr().out, "0") == rows
+    assert log.stat().st_mtime_ns == finished
+
+
 @pytest.mark.slow  # keeps the default run under 5 minutes
 def test_device_check_runs_the_cpu_parts_without_cuda(script, capsys, tmp_path):
     import json

@@ -217,8 +217,30 @@ class TransitionPhase:
                 f", {_epochs(context.epoch - best)} after its best noisy validation accuracy "
                 f"({100 * float(self.warmup_best_accuracy):.2f}% after epoch {best})"
             )
-        estimate = LF.estimate_transition_matrix(context.training_probabilities(), self.percentile)
-        return merge_reports(own, self._set(estimate, how))
+        probabilities = context.training_probabilities()
+        estimate = LF.estimate_transition_matrix(probabilities, self.percentile)
+        return merge_reports(own, self._set(estimate, how), self._filter_caution(probabilities))
+
+    def _filter_caution(self, probabilities: Tensor) -> LossReport | None:
+        """A warning when the estimate's outlier filter sets aside half or more of the
+        examples the model predicts as some class: that class's row comes from another
+        class's example (many classes, or a percentile too low for them)."""
+        share = LF.filtered_share(probabilities, self.percentile)
+        if not bool((share >= 0.5).any()):
+            return None
+        worst = int(share.argmax())
+        amount = "all" if share[worst] >= 1 else f"{float(share[worst]):.0%}"
+        return LossReport(
+            message=(
+                f"Caution: percentile {self.percentile:g} sets aside the top "
+                f"{100 - self.percentile:g}% of all {len(probabilities)} examples by each "
+                f"class's probability, {amount} of the examples predicted as class index {worst} "
+                f"({int((share >= 0.5).sum())} of {len(share)} classes at half or more): their "
+                "rows of T come from other classes' examples. With many classes raise it "
+                "(--model.loss.init_args.percentile 100, no filter: the reference's choice "
+                "for CIFAR-100)."
+            )
+        )
 
     def on_validation_epoch_end(self, context: TrainingContext) -> LossReport | None:
         own = super().on_validation_epoch_end(context)

@@ -342,6 +342,48 @@ def test_transition_estimate_recovers_the_rows_of_confident_examples():
     assert (robust.diagonal() > 0.5).all()
 
 
+def _confident(num_examples: int, num_classes: int) -> torch.Tensor:
+    """Balanced classes, each example's own class 4 logits up: mostly confident and right."""
+    logits = torch.randn(num_examples, num_classes, generator=torch.Generator().manual_seed(0))
+    logits[torch.arange(num_examples), torch.arange(num_examples) % num_classes] += 4
+    return logits.softmax(-1)
+
+
+def test_the_outlier_filter_sets_aside_a_share_of_each_class_that_grows_with_the_classes():
+    probs = _confident(6000, 10)
+    share = LF.filtered_share(probs, 97.0)
+    # by hand: examples at or above the 97th percentile of p(i|x) over those predicted as i
+    threshold = torch.quantile(probs[:, 3], 0.97, interpolation="higher")
+    by_hand = (probs[:, 3] >= threshold).sum() / (probs.argmax(-1) == 3).sum()
+    torch.testing.assert_close(share[3], by_hand.float())
+    assert 0.25 < float(share.max()) < 0.35  # 3% of all = 30% of one class in ten
+    assert (LF.filtered_share(probs, 100.0) == 0).all()
+    many = LF.filtered_share(_confident(6000, 60), 97.0)
+    assert (many > 1).all()  # 3% of all is more than a class of 60: into other classes
+    with pytest.raises(ValueError, match="percentile must lie in"):
+        LF.filtered_share(probs, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("num_classes", "percentile", "cautioned"),
+    [(10, 97.0, False), (10, 99.0, False), (60, 97.0, True), (60, 100.0, False)],
+)
+def test_forward_estimate_cautions_when_the_filter_reaches_into_other_classes(
+    num_classes, percentile, cautioned
+):
+    probs = _confident(6000, num_classes)
+    loss = ForwardCorrection(warmup_epochs=1, percentile=percentile)
+    loss.setup(num_classes)
+    context = TrainingContext(1, lambda: probs, lambda: None, max_epochs=3)
+    loss.on_fit_start(context)
+    message = loss.on_train_epoch_start(context).message
+    assert "estimated after 1 CE epoch" in message and bool(loss.transition_ready)
+    assert ("Caution: percentile 97 sets aside the top 3% of all 6000" in message) is cautioned
+    if cautioned:
+        assert "--model.loss.init_args.percentile 100" in message
+        assert f"{num_classes} of {num_classes} classes at half or more" in message
+
+
 @pytest.mark.parametrize("num_samples", [1, 7, 100])
 @pytest.mark.parametrize("temperature", [1.0, 0.5])
 def test_het_with_zero_scale_is_ce(batch, num_samples, temperature):

@@ -18,6 +18,7 @@ torch alone.
 from ln_lightning.losses.functional._common import check_labels, upcast
 from ln_lightning.losses.functional.forward import (
     estimate_transition_matrix,
+    filtered_share,
     forward_corrected_cross_entropy,
     forward_corrected_mean,
 )
@@ -77,6 +78,7 @@ __all__ = [
     "check_labels",
     "cross_entropy",
     "estimate_transition_matrix",
+    "filtered_share",
     "forward_corrected_cross_entropy",
     "forward_corrected_mean",
     "gaussian_terms",
