@@ -120,17 +120,22 @@ def cli_args(args: tuple[str, ...], tmp_path: Path, steps: bool) -> list[str]:
 
 
 def declared_loss(args: tuple[str, ...]) -> tuple[str, dict]:
-    """Class name and init_args of the loss the last config naming one declares."""
+    """Class name and init_args of the loss the last config naming one declares, with the
+    cell's own ``--model.loss.init_args.<name> <value>`` after it."""
     import yaml
 
     name, init_args = "ln_lightning.LogisticNormalLoss", {}
-    for arg in args:
+    prefix = "--model.loss.init_args."
+    for i, arg in enumerate(args):
         path = Path(arg.split("=", 1)[-1])
         if path.suffix == ".yaml" and path.is_file():
             config = yaml.safe_load(path.read_text()) or {}
             loss = config.get("model", {}).get("init_args", {}).get("loss")
             if loss:
-                name, init_args = loss["class_path"], loss.get("init_args", {})
+                name, init_args = loss["class_path"], dict(loss.get("init_args", {}))
+        elif arg.startswith(prefix):
+            key, _, value = arg[len(prefix) :].partition("=")
+            init_args[key] = yaml.safe_load(value if value else args[i + 1])
     return name.rsplit(".", 1)[-1], init_args
 
 
