@@ -210,7 +210,8 @@ class TransitionPhase:
         stalled = self._stalled(context.epoch)
         if context.epoch < self.warmup and not stalled:
             return own
-        how = f"estimated after {context.epoch} {self.warmup_short} epochs"
+        unit = "epoch" if context.epoch == 1 else "epochs"
+        how = f"estimated after {context.epoch} {self.warmup_short} {unit}"
         if stalled and context.epoch < self.warmup:
             best = int(self.warmup_best_epoch) + 1
             how += (
@@ -229,16 +230,20 @@ class TransitionPhase:
         if not bool((share >= 0.5).any()):
             return None
         worst = int(share.argmax())
-        amount = "all" if share[worst] >= 1 else f"{float(share[worst]):.0%}"
+        if torch.isinf(share[worst]):
+            what = f"the model predicts no example as class index {worst}"
+        else:
+            amount = "all" if share[worst] >= 1 else f"{float(share[worst]):.0%}"
+            what = f"{amount} of the examples predicted as class index {worst}"
         return LossReport(
             message=(
                 f"Caution: percentile {self.percentile:g} sets aside the top "
                 f"{100 - self.percentile:g}% of all {len(probabilities)} examples by each "
-                f"class's probability, {amount} of the examples predicted as class index {worst} "
-                f"({int((share >= 0.5).sum())} of {len(share)} classes at half or more): their "
-                "rows of T come from other classes' examples. With many classes raise it "
-                "(--model.loss.init_args.percentile 100, no filter: the reference's choice "
-                "for CIFAR-100)."
+                f"class's probability, {what} ({int((share >= 0.5).sum())} of {len(share)} "
+                "classes at half or more): their rows of T come from other classes' examples. "
+                "With many classes raise it (--model.loss.init_args.percentile 100, no filter: "
+                "the reference's choice for CIFAR-100); a class the model never predicts needs "
+                "a longer warm-up or more of its examples."
             )
         )
 

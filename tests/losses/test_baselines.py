@@ -384,6 +384,18 @@ def test_forward_estimate_cautions_when_the_filter_reaches_into_other_classes(
         assert f"{num_classes} of {num_classes} classes at half or more" in message
 
 
+def test_forward_estimate_cautions_when_the_model_never_predicts_a_class():
+    probs = torch.cat([_confident(600, 3), torch.full((600, 1), 1e-4)], dim=1)
+    probs = probs / probs.sum(-1, keepdim=True)  # class 3: never the arg-max
+    loss = ForwardCorrection(warmup_epochs=1, percentile=99.0)
+    loss.setup(4)
+    context = TrainingContext(1, lambda: probs, lambda: None, max_epochs=3)
+    loss.on_fit_start(context)
+    message = loss.on_train_epoch_start(context).message
+    assert "the model predicts no example as class index 3 (1 of 4 classes" in message
+    assert "a longer warm-up" in message
+
+
 @pytest.mark.parametrize("num_samples", [1, 7, 100])
 @pytest.mark.parametrize("temperature", [1.0, 0.5])
 def test_het_with_zero_scale_is_ce(batch, num_samples, temperature):
