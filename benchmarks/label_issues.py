@@ -7,7 +7,8 @@ project's map; ``clean_label`` kept so detection can be scored) and a clean ``te
 all through the ``ln-fit`` command line a user types (``zoo/configs/own/images.yaml``, LeNet-5 on
 28x28, Adam 1e-3, batch 256, the same epochs for every run, no augmentation):
 
-1. **Forward, one run** (the own-data configs' loss since stop 39, ``forward.yaml``):
+1. **Forward, one run** (the own-data configs' loss since stop 39; ``T`` at the 99th percentile
+   since stop 45, ``"Forward, percentile 97"`` the reference's filter before):
    ``label_issues.csv`` of the run (in-sample scores, ``1 - p(given)``); **LN** on request
    (``--methods LN``: annealed and isotropic, ``zoo/configs/losses/ln_isotropic.yaml``, the
    own-data configs' loss until stop 39);
@@ -97,14 +98,14 @@ LN_INSIDE = {"LN + ELR": ("ln_elr", "ELR"), "LN + Co-teaching": ("ln_coteaching"
 #: LN as the own-data configs had it until stop 39 (annealed, isotropic).
 LN_CONFIG = str(ROOT / "zoo/configs/losses/ln_isotropic.yaml")
 #: Losses with a config of their own (``zoo/configs/losses/<name>.yaml``) by their name here.
-LOSS_CONFIGS = {"SGN": "sgn", "Forward": "forward", "Forward LN": "forward_ln"}
+LOSS_CONFIGS = {"SGN": "sgn", "Forward LN": "forward_ln"}
 #: A method with arguments of its own: name -> (run folder, the method, its extra arguments).
 VARIANTS = {
     "Forward, whole warm-up": (  # forward.yaml before stop 41
         "forward_whole_warmup", "Forward",
         ("--config", str(ROOT / "zoo/configs/losses/forward_whole_warmup.yaml")),
     ),
-    "Forward, percentile 97": (  # forward.yaml until stop 45: the reference's outlier filter
+    "Forward, percentile 97": (  # the own configs' until stop 45: the reference's filter
         "forward_percentile_97", "Forward", ("--model.loss.init_args.percentile=97",),
     ),
     "DivideMix, unlabelled weight 25": (  # dividemix.yaml until stop 44
@@ -114,7 +115,7 @@ VARIANTS = {
 }  # fmt: skip
 #: The own-data configs' loss: the first row of every table.
 DEFAULT = "Forward"
-METHODS = (DEFAULT, "LN", "CE", *(m for m in LOSS_CONFIGS if m != DEFAULT), *VARIANTS,
+METHODS = (DEFAULT, "LN", "CE", *LOSS_CONFIGS, *VARIANTS,
            *STRATEGIES, *LN_INSIDE, CLEANLAB, *ON_TRUE_LABELS)  # fmt: skip
 FOLD_TIME = re.compile(r"^done\s+.+ \((\d+(?:\.\d+)?) s\)$", re.MULTILINE)
 
@@ -175,8 +176,9 @@ def fit_args(
     labels: Path, test: Path, epochs: int, loss: str, seed: int = 0, ln_args: str = ""
 ) -> list[str]:
     """The user's command: the own-images config with its loss replaced by LN
-    (``ln_isotropic.yaml``, plus ``ln_args``), CE, SGN, Forward (``forward.yaml``, the config's
-    own loss: its CE warm-up 0.4 of the run) or Forward LN (``forward_ln.yaml``), or a strategy's
+    (``ln_isotropic.yaml``, plus ``ln_args``), CE, SGN or Forward LN (``forward_ln.yaml``), or
+    Forward, the config's own loss (its CE warm-up 0.4 of the run, ``T`` estimated at the 99th
+    percentile; ``forward.yaml`` on its own keeps the reference's 97th), or a strategy's
     config
     (ELR, SOP, Co-teaching: ``zoo/configs/strategies/<name>.yaml``) is added; a variant
     (:data:`VARIANTS`) is its method's command with its own arguments after."""
@@ -190,7 +192,9 @@ def fit_args(
     if loss in VARIANTS:
         _, method, extra = VARIANTS[loss]
         return [*fit_args(labels, test, epochs, method, seed, ln_args), *extra]
-    if loss == "CE":
+    if loss == DEFAULT:  # the config's own loss (Forward, its T at the 99th percentile)
+        pass
+    elif loss == "CE":
         args.append("--model.loss=ln_lightning.CrossEntropy")
     elif loss in LOSS_CONFIGS:
         args += ["--config", str(ROOT / f"zoo/configs/losses/{LOSS_CONFIGS[loss]}.yaml")]
@@ -337,7 +341,7 @@ def benchmark(
 ) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     result: dict = {"noise": kind, "wrong": wrong_labels(labels)}
-    single = {"LN": "ln", "CE": "ce", **LOSS_CONFIGS, **STRATEGIES}
+    single = {DEFAULT: "forward", "LN": "ln", "CE": "ce", **LOSS_CONFIGS, **STRATEGIES}
     single.update({name: folder for name, (folder, _) in LN_INSIDE.items()})
     single.update({name: folder for name, (folder, _, _) in VARIANTS.items()})
     commands = [

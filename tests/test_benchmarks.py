@@ -206,7 +206,7 @@ def test_label_issues_runs_forward_as_shipped_and_with_the_percentile_it_had(scr
         args = benchmark.fit_args(files["asymmetric"], files["test"], 2, method)
         losses[method] = run_cli([*args, "--trainer.logger=false"], run=False).model.loss
     assert all(isinstance(loss, ForwardCorrection) for loss in losses.values())
-    assert losses["Forward"].percentile == 99.0  # forward.yaml since stop 45
+    assert losses["Forward"].percentile == 99.0  # the own configs' since stop 45
     assert losses["Forward, percentile 97"].percentile == 97.0  # the reference's, until then
     shipped, before = (losses[m].config()["init_args"] for m in losses)
     assert {k: v for k, v in before.items() if k != "percentile"} == {
