@@ -7,8 +7,8 @@ project's map; ``clean_label`` kept so detection can be scored) and a clean ``te
 all through the ``ln-fit`` command line a user types (``zoo/configs/own/images.yaml``, LeNet-5 on
 28x28, Adam 1e-3, batch 256, the same epochs for every run, no augmentation):
 
-1. **Forward, one run** (the own-data configs' loss since stop 39; ``T`` at the 99th percentile
-   since stop 45, ``"Forward, percentile 97"`` the reference's filter before):
+1. **Forward, one run** (the own-data configs' loss since stop 39; ``T`` at the reference's 97th
+   percentile, ``"Forward, percentile 99"`` a more confident anchor):
    ``label_issues.csv`` of the run (in-sample scores, ``1 - p(given)``); **LN** on request
    (``--methods LN``: annealed and isotropic, ``zoo/configs/losses/ln_isotropic.yaml``, the
    own-data configs' loss until stop 39);
@@ -105,8 +105,8 @@ VARIANTS = {
         "forward_whole_warmup", "Forward",
         ("--config", str(ROOT / "zoo/configs/losses/forward_whole_warmup.yaml")),
     ),
-    "Forward, percentile 97": (  # the own configs' until stop 45: the reference's filter
-        "forward_percentile_97", "Forward", ("--model.loss.init_args.percentile=97",),
+    "Forward, percentile 99": (  # T from a more confident anchor: better at 20 epochs only
+        "forward_percentile_99", "Forward", ("--model.loss.init_args.percentile=99",),
     ),
     "DivideMix, unlabelled weight 25": (  # dividemix.yaml until stop 44
         "dividemix_unlabelled_25", "DivideMix",
@@ -177,8 +177,8 @@ def fit_args(
 ) -> list[str]:
     """The user's command: the own-images config with its loss replaced by LN
     (``ln_isotropic.yaml``, plus ``ln_args``), CE, SGN or Forward LN (``forward_ln.yaml``), or
-    Forward, the config's own loss (its CE warm-up 0.4 of the run, ``T`` estimated at the 99th
-    percentile; ``forward.yaml`` on its own keeps the reference's 97th), or a strategy's
+    Forward, the config's own loss (its CE warm-up 0.4 of the run, then ``T`` estimated), or a
+    strategy's
     config
     (ELR, SOP, Co-teaching: ``zoo/configs/strategies/<name>.yaml``) is added; a variant
     (:data:`VARIANTS`) is its method's command with its own arguments after."""
@@ -192,7 +192,7 @@ def fit_args(
     if loss in VARIANTS:
         _, method, extra = VARIANTS[loss]
         return [*fit_args(labels, test, epochs, method, seed, ln_args), *extra]
-    if loss == DEFAULT:  # the config's own loss (Forward, its T at the 99th percentile)
+    if loss == DEFAULT:  # the config's own loss (Forward)
         pass
     elif loss == "CE":
         args.append("--model.loss=ln_lightning.CrossEntropy")

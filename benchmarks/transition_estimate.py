@@ -28,7 +28,7 @@ from label_issues import SOURCES, fit_args, ln_fit, run, write_folder  # the own
 
 from ln_lightning.losses.functional import estimate_transition_matrix
 
-#: The reference's filter (97, ``forward.yaml`` until stop 45), the default since (99), none.
+#: Around the reference's filter (97, the default): a weaker one, a stronger one (99), none.
 PERCENTILES = (95.0, 97.0, 99.0, 100.0)
 
 
