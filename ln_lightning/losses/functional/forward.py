@@ -149,9 +149,9 @@ def filtered_share(probs: Tensor, percentile: float) -> Tensor:
     _check_percentile(percentile)
     probs = probs.float()
     num_classes = probs.shape[-1]
-    predicted = torch.bincount(probs.argmax(-1), minlength=num_classes).float()
     if percentile == 100.0:
         return torch.zeros(num_classes)
+    predicted = torch.bincount(probs.argmax(-1), minlength=num_classes).float()
     threshold = torch.quantile(probs, percentile / 100.0, dim=0, interpolation="higher")
     return (probs >= threshold).sum(0).float() / predicted
 
