@@ -8,7 +8,10 @@ all through the ``ln-fit`` command line a user types (``zoo/configs/own/images.y
 28x28, Adam 1e-3, batch 256, the same epochs for every run, no augmentation):
 
 1. **Forward, one run** (the own-data configs' loss since stop 39; ``T`` at the reference's 97th
-   percentile, ``"Forward, percentile 99"`` a more confident anchor):
+   percentile, ``"Forward, percentile 99"`` a more confident anchor; evaluated, as every run
+   of the own configs since stop 46, with the moving average of its weights,
+   ``weight_average_decay``; ``"Forward, no weight average"`` and ``"CE, no weight average"``
+   with the last step's weights, the recipe until stop 46):
    ``label_issues.csv`` of the run (in-sample scores, ``1 - p(given)``); **LN** on request
    (``--methods LN``: annealed and isotropic, ``zoo/configs/losses/ln_isotropic.yaml``, the
    own-data configs' loss until stop 39);
@@ -108,6 +111,10 @@ VARIANTS = {
     "Forward, percentile 99": (  # T from a more confident anchor: better at 20 epochs only
         "forward_percentile_99", "Forward", ("--model.loss.init_args.percentile=99",),
     ),
+    "Forward, no weight average": (  # the own configs until stop 46: the final weights evaluate
+        "forward_no_average", "Forward", ("--model.weight_average_decay=null",),
+    ),
+    "CE, no weight average": ("ce_no_average", "CE", ("--model.weight_average_decay=null",)),
     "DivideMix, unlabelled weight 25": (  # dividemix.yaml until stop 44
         "dividemix_unlabelled_25", "DivideMix",
         ("--config", str(ROOT / "zoo/configs/strategies/dividemix_unlabelled_25.yaml")),

@@ -38,7 +38,8 @@ class NoisyLabelClassifier(pl.LightningModule):
     the heads its loss asks for, an EMA teacher when the loss asks for one, SGN), the method
     that trains it (a loss), the metrics of each stage and the checkpoint's record. Predictions
     come from ``loss.predict_proba`` (for LN: ``S_C(mu / tau)``, Sec. 3.3), always the
-    network's. Logged per epoch, synchronised across DDP ranks: ``train/loss``,
+    network's: with ``weight_average_decay``, in evaluation mode, its weights' moving average.
+    Logged per epoch, synchronised across DDP ranks: ``train/loss``,
     ``train/acc_noisy``, ``train/acc_clean``, the memorisation curves of Fig. 4, ``val/loss``,
     ``val/acc_noisy`` (the paper's model-selection metric), ``val/acc_noisy_after_warmup`` (the
     same, NaN while the method warms up with another loss: what the shipped configs'
@@ -69,6 +70,16 @@ class NoisyLabelClassifier(pl.LightningModule):
         optimizer: Callable mapping parameters to an optimiser; Adam(lr=1e-3), the paper's MNIST
             setting, by default. From the CLI: ``--model.optimizer SGD --model.optimizer.lr 0.01``.
         lr_scheduler: Optional callable mapping the optimiser to a scheduler (stepped per epoch).
+        weight_average_decay: Evaluate and predict with an exponential moving average of the
+            network's weights (and batch-norm statistics), moved after every optimiser step
+            with this decay, ramped up from the start of the run (``min(decay, (1 + n) /
+            (10 + n))`` after ``n`` steps; :func:`~ln_lightning.model.network.weight_average`).
+            In evaluation mode (validation, so checkpoint selection; test; prediction; the
+            passes over the training split, so Forward correction's estimate of ``T`` and the
+            strategies' selections) the network runs the average; in training mode its own
+            weights; exports keep the average. A strategy's peer network keeps its own.
+            ``None`` (default): evaluate with the weights as they are. The own-data configs
+            set 0.998 (docs/results.md).
 
     Example:
         >>> import torch
@@ -96,6 +107,7 @@ class NoisyLabelClassifier(pl.LightningModule):
         compile: bool = False,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
+        weight_average_decay: float | None = None,
     ) -> None:
         super().__init__()
         if num_classes < 2:
@@ -113,8 +125,16 @@ class NoisyLabelClassifier(pl.LightningModule):
         self.backbone_name = backbone if isinstance(backbone, str) else resume.class_path(backbone)
         options = {"pretrained": pretrained, "pretrained_file": pretrained_file,
                    "backbone_kwargs": backbone_kwargs}  # fmt: skip
-        self._network_settings = (backbone, options, compile)
-        self.network = Network(backbone, self.loss, num_classes, self.input_shape, options, compile)
+        self._network_settings = (backbone, options, compile, weight_average_decay)
+        self.network = Network(
+            backbone,
+            self.loss,
+            num_classes,
+            self.input_shape,
+            options,
+            compile,
+            weight_average_decay=weight_average_decay,
+        )
         self.strategy = strategy
         if strategy is not None:
             strategy.attach(self)
@@ -147,9 +167,16 @@ class NoisyLabelClassifier(pl.LightningModule):
     def build_network(self) -> Network:
         """Another network like the model's (the same backbone, heads and options, its own
         initial weights): what a strategy with a peer network builds."""
-        backbone, options, compile = self._network_settings
+        backbone, options, compile, decay = self._network_settings
         return Network(
-            backbone, self.loss, self.num_classes, self.input_shape, options, compile, fresh=True
+            backbone,
+            self.loss,
+            self.num_classes,
+            self.input_shape,
+            options,
+            compile,
+            fresh=True,
+            weight_average_decay=decay,
         )
 
     def forward(self, inputs: Tensor) -> dict[str, Tensor]:
@@ -162,9 +189,9 @@ class NoisyLabelClassifier(pl.LightningModule):
         return self.network.training_outputs(inputs)
 
     def update_teacher(self) -> None:
-        """Move the EMA teacher one step towards the current weights (:meth:`optimizer_step`
-        does it after every step); nothing without a teacher."""
-        self.network.update_teacher()
+        """Move the EMA teacher and the evaluating average one step towards the current weights
+        (:meth:`optimizer_step` does it after every step); nothing without them."""
+        self.network.update_averages()
 
     def predict_proba(self, inputs: Tensor) -> Tensor:
         """Class probabilities of shape ``(B, K)``."""

@@ -214,6 +214,27 @@ def test_label_issues_runs_forward_as_shipped_and_at_the_99th_percentile(script,
     }  # nothing else differs
 
 
+def test_label_issues_evaluates_with_the_own_configs_weight_average_or_without(script, tmp_path):
+    from ln_lightning.cli import run_cli
+
+    benchmark = script("label_issues")
+    write_mnist(tmp_path / "fashion", n_train=40, n_test=20)
+    files = benchmark.write_folder(tmp_path / "out", [str(tmp_path / "fashion")], None, 0)
+    # the ceiling ("CE on the true labels") is CE's command on the true labels: CE's recipe
+    assert benchmark.ON_TRUE_LABELS[benchmark.CLEAN][1] == "CE"
+    for method in ("Forward", "CE"):
+        models = [
+            run_cli([*benchmark.fit_args(files["asymmetric"], files["test"], 2, name),
+                     "--trainer.logger=false"], run=False).model
+            for name in (method, f"{method}, no weight average")
+        ]  # fmt: skip
+        shipped, without = models
+        assert shipped.hparams.weight_average_decay == 0.998  # the own configs' recipe
+        assert shipped.network.average is not None
+        assert without.network.average is None and without.hparams.weight_average_decay is None
+        assert shipped.loss.config() == without.loss.config()  # nothing else differs
+
+
 def test_transition_estimate_scores_the_estimate_of_t_against_the_realised_labels(
     script, capsys, tmp_path
 ):

@@ -55,6 +55,17 @@ def test_the_ema_teacher_is_the_same_on_both_ranks(tmp_path):
     assert state["state_dict"]["network.teacher.n_averaged"] == state["global_step"] + 1
 
 
+def test_the_evaluating_average_is_the_same_on_both_ranks(tmp_path):
+    out, (rank0, rank1), _ = run_ddp(tmp_path, "--model.weight_average_decay=0.9")
+    assert rank0["network"] == rank1["network"]  # the average's parameters are the network's
+    assert rank0["metrics"]["val/acc_noisy"] == rank1["metrics"]["val/acc_noisy"]
+    (checkpoint,) = out.glob("logs/digits/*/checkpoints/last.ckpt")
+    state = torch.load(checkpoint, weights_only=False)
+    assert state["state_dict"]["network.average.n_averaged"] == state["global_step"] + 1
+    average = {k for k in state["state_dict"] if k.startswith("network.average.module.")}
+    assert average and all(state["state_dict"][k].isfinite().all() for k in average)
+
+
 def test_both_ranks_train_on_the_same_noisy_labels_and_report_the_same_metrics(ddp_run):
     _, (rank0, rank1), log = ddp_run
     assert rank0["world_size"] == rank1["world_size"] == 2

@@ -33,8 +33,11 @@ SCHEDULES = {
 LN_ANNEALED = ("--model.loss.anneal_epochs=2",)
 SGN = ("--config", "zoo/configs/losses/sgn.yaml", "--model.loss.alpha=0.5",
        "--model.loss.ema_decay=0.9")  # fmt: skip
+#: The evaluating average of the weights (the own-data configs'), one update a step.
+AVERAGED = (*LN_ANNEALED, "--model.weight_average_decay=0.9")
 #: fixture parameter -> (schedule, loss arguments)
-CASES = {**{name: (name, LN_ANNEALED) for name in SCHEDULES}, "sgn": ("killed_mid_epoch", SGN)}
+CASES = {**{name: (name, LN_ANNEALED) for name in SCHEDULES}, "sgn": ("killed_mid_epoch", SGN),
+         "weight_average": ("killed_mid_epoch", AVERAGED)}  # fmt: skip
 
 
 def ln_fit(
@@ -159,6 +162,8 @@ def test_resumed_run_ends_with_the_same_weights_and_metrics(runs):
         torch.testing.assert_close(resumed["state_dict"][key], value, rtol=0, atol=1e-6, msg=key)
     if out.name.startswith("sgn"):  # the teacher is in the weights compared, one update a step
         assert whole["state_dict"]["network.teacher.n_averaged"] == whole["global_step"] + 1
+    if out.name.startswith("weight_average"):  # likewise the average, which evaluates
+        assert whole["state_dict"]["network.average.n_averaged"] == whole["global_step"] + 1
     expected, got = metrics(out, "whole"), metrics(out, "resumed")
     resumed_epoch = SCHEDULES[schedule][1] // BATCHES
     for (step, key), value in expected.items():

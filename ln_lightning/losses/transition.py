@@ -223,27 +223,32 @@ class TransitionPhase:
         return merge_reports(own, self._set(estimate, how), self._filter_caution(probabilities))
 
     def _filter_caution(self, probabilities: Tensor) -> LossReport | None:
-        """A warning when the estimate's outlier filter sets aside half or more of the
-        examples the model predicts as some class: that class's row comes from another
-        class's example (many classes, or a percentile too low for them)."""
-        share = LF.filtered_share(probabilities, self.percentile)
-        if not bool((share >= 0.5).any()):
+        """A warning when a row of ``T`` is read off an example the model predicts as another
+        class (the outlier filter set aside every example of the class: many classes, or a
+        percentile too low for them; or the model never predicts the class). A filter that
+        only takes much of a class it under-predicts (a class the noise flips away from) is
+        not one: its row still comes from its own examples."""
+        anchors = LF.transition_anchors(probabilities, self.percentile)
+        classes = torch.arange(len(anchors), device=anchors.device)
+        foreign = probabilities[anchors].argmax(-1) != classes
+        if not bool(foreign.any()):
             return None
-        worst = int(share.argmax())
+        share = LF.filtered_share(probabilities, self.percentile)
+        worst = int(torch.where(foreign, share, torch.zeros_like(share)).argmax())
         if torch.isinf(share[worst]):
             what = f"the model predicts no example as class index {worst}"
         else:
             amount = "all" if share[worst] >= 1 else f"{float(share[worst]):.0%}"
-            what = f"{amount} of the examples predicted as class index {worst}"
+            what = f"it sets aside {amount} of the examples predicted as class index {worst}"
         return LossReport(
             message=(
-                f"Caution: percentile {self.percentile:g} sets aside the top "
-                f"{100 - self.percentile:g}% of all {len(probabilities)} examples by each "
-                f"class's probability, {what} ({int((share >= 0.5).sum())} of {len(share)} "
-                "classes at half or more): their rows of T come from other classes' examples. "
-                "With many classes raise it (--model.loss.init_args.percentile 100, no filter: "
-                "the reference's choice for CIFAR-100); a class the model never predicts needs "
-                "a longer warm-up or more of its examples."
+                f"Caution: {int(foreign.sum())} of {len(anchors)} rows of T come from examples "
+                f"the model predicts as another class: percentile {self.percentile:g} sets "
+                f"aside the top {100 - self.percentile:g}% of all {len(probabilities)} "
+                f"examples by each class's probability, and {what}. With many classes raise it "
+                "(--model.loss.init_args.percentile 100, no filter: the reference's choice for "
+                "CIFAR-100); a class the model never predicts needs a longer warm-up or more "
+                "of its examples."
             )
         )
 

@@ -239,4 +239,4 @@ class LossMethod(OptimisesTheNetwork):
     def after_optimizer_step(self, model: Any) -> None:
         """The EMA teacher's step (before any callback sees the step, so a checkpoint written
         at this step holds the updated teacher)."""
-        model.network.update_teacher()
+        model.network.update_averages()

@@ -1,5 +1,6 @@
-"""The network: a backbone, the heads its loss asks for, and the EMA teacher a loss may ask for,
-as one ``nn.Module`` (what a training method with networks of its own builds more of)."""
+"""The network: a backbone, the heads its loss asks for, the EMA teacher a loss may ask for and
+the average of its weights that evaluates, as one ``nn.Module`` (what a training method with
+networks of its own builds more of)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from ln_lightning.backbones import build_backbone, feature_dim
 from ln_lightning.heads import LinearHeads
 from ln_lightning.losses.base import NoisyLabelLoss, teacher_key
 
-__all__ = ["Network", "ema_teacher", "reinitialised_copy"]
+__all__ = ["Network", "ema_teacher", "reinitialised_copy", "weight_average"]
 
 
 class _Student(nn.Module):
@@ -56,6 +57,50 @@ def ema_teacher(network: nn.Module, decay: float) -> AveragedModel:
     return teacher
 
 
+def ramped_ema_multi_avg_fn(decay: float) -> Any:
+    """``AveragedModel``'s ``multi_avg_fn`` for an EMA whose decay ramps up with the number of
+    updates ``n``: ``min(decay, (1 + n) / (10 + n))``, TensorFlow's ``ExponentialMovingAverage``
+    with ``num_updates``. Early in a run (or on a small data set) the average then spans about
+    the last tenth of the steps taken instead of starting weights that a fixed decay keeps for
+    ``1 / (1 - decay)`` steps. Floating tensors are averaged, others (batch-norm's step count)
+    copied."""
+
+    @torch.no_grad()
+    def update(averaged: list[Tensor], current: list[Tensor], updates: Tensor) -> None:
+        # AveragedModel passes the count before this update: 1 after the copy at the start.
+        step = min(decay, (1.0 + float(updates)) / (10.0 + float(updates)))
+        floats = [(a, c) for a, c in zip(averaged, current, strict=True) if a.is_floating_point()]
+        if floats:
+            torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], 1.0 - step)
+        for a, c in zip(averaged, current, strict=True):
+            if not a.is_floating_point():
+                a.copy_(c)
+
+    return update
+
+
+def weight_average(network: nn.Module, decay: float) -> AveragedModel:
+    """An exponential moving average of ``network``'s weights *and* buffers (batch-norm
+    statistics), starting at its current ones, with the decay ramped up as in
+    :func:`ramped_ema_multi_avg_fn`: what :class:`Network` evaluates with when it is given a
+    ``weight_average_decay``. Its parameters take no gradient.
+
+    Example:
+        >>> import torch
+        >>> layer = torch.nn.Linear(2, 1)
+        >>> average = weight_average(layer, decay=0.999)
+        >>> with torch.no_grad():
+        ...     _ = layer.weight.add_(11.0)
+        >>> average.update_parameters(layer)  # 2nd update: decay min(0.999, 2 / 11)
+        >>> torch.allclose(average.module.weight, layer.weight - 11.0 * 2 / 11)
+        True
+    """
+    average = AveragedModel(network, multi_avg_fn=ramped_ema_multi_avg_fn(decay), use_buffers=True)
+    average.requires_grad_(False)
+    average.n_averaged.fill_(1)
+    return average
+
+
 def reinitialised_copy(module: nn.Module) -> nn.Module:
     """A deep copy of ``module`` whose layers draw their initial weights again
     (``reset_parameters`` of every layer that has one).
@@ -77,7 +122,13 @@ def reinitialised_copy(module: nn.Module) -> nn.Module:
 
 class Network(nn.Module):
     """``backbone -> features -> heads``, plus an EMA teacher of both when the loss asks for one
-    (``loss.teacher_decay``, SGN).
+    (``loss.teacher_decay``, SGN), plus an average of its weights that evaluates when
+    ``weight_average_decay`` is given.
+
+    With the average, the network in evaluation mode (``.eval()``: validation, test,
+    prediction, the passes over the training split) runs the average's weights; in training mode
+    its own. The average moves towards the weights after every optimiser step
+    (:meth:`update_averages`).
 
     Args:
         backbone: A timm model name (``num_classes=0``; the zoo's included) or an ``nn.Module``
@@ -91,6 +142,9 @@ class Network(nn.Module):
         fresh: With an ``nn.Module`` backbone, train a copy of it with its weights initialised
             again (``reset_parameters``) instead of the module itself: another network like it
             (a strategy's peer).
+        weight_average_decay: The decay of the evaluating average
+            (:func:`weight_average`), in ``(0, 1)``; ``None``: evaluate with the weights as
+            they are.
 
     Example:
         >>> from ln_lightning import ShiftedGaussianNoise
@@ -109,8 +163,10 @@ class Network(nn.Module):
         backbone_options: dict[str, Any] | None = None,
         compile: bool = False,
         fresh: bool = False,
+        weight_average_decay: float | None = None,
     ) -> None:
         super().__init__()
+        check_weight_average_decay(weight_average_decay)
         in_chans = input_shape[0] if input_shape else None  # channels, or a vector's width
         if fresh and isinstance(backbone, nn.Module):
             backbone = reinitialised_copy(backbone)
@@ -123,11 +179,19 @@ class Network(nn.Module):
         self.teacher: AveragedModel | None = (
             ema_teacher(_Student(self.backbone, self.heads), decay) if decay is not None else None
         )
+        self.average: AveragedModel | None = (
+            weight_average(_Student(self.backbone, self.heads), weight_average_decay)
+            if weight_average_decay is not None
+            else None
+        )
         if compile:  # after the dry run of feature_dim, which would compile for one shape
             self.backbone.compile()
 
     def forward(self, inputs: Tensor) -> dict[str, Tensor]:
-        """Head outputs (what the loss consumes) for a batch of inputs."""
+        """Head outputs (what the loss consumes) for a batch of inputs: the average's in
+        evaluation mode, when there is one."""
+        if self.average is not None and not self.training:
+            return self.average(inputs)
         return self.heads(self.backbone(inputs))
 
     def teacher_outputs(self, inputs: Tensor) -> dict[str, Tensor] | None:
@@ -146,18 +210,35 @@ class Network(nn.Module):
             outputs.update({teacher_key(name): value for name, value in taught.items()})
         return outputs
 
-    def update_teacher(self) -> None:
-        """Move the teacher one step towards the current weights (after an optimiser step)."""
-        if self.teacher is not None:
-            self.teacher.update_parameters(_Student(self.backbone, self.heads))
+    def update_averages(self) -> None:
+        """Move the teacher and the evaluating average one step towards the current weights
+        (after an optimiser step)."""
+        for averaged in (self.teacher, self.average):
+            if averaged is not None:
+                averaged.update_parameters(_Student(self.backbone, self.heads))
 
     def trained_parameters(self) -> list[nn.Parameter]:
-        """The parameters an optimiser updates: all but the teacher's."""
-        teacher = {id(p) for p in self.teacher.parameters()} if self.teacher is not None else set()
-        return [p for p in self.parameters() if id(p) not in teacher]
+        """The parameters an optimiser updates: all but the teacher's and the average's."""
+        copies = {id(p) for copy in (self.teacher, self.average) if copy is not None
+                  for p in copy.parameters()}  # fmt: skip
+        return [p for p in self.parameters() if id(p) not in copies]
 
     def keep_only(self, heads: Iterable[str]) -> None:
-        """Drop every head but ``heads``, and the teacher (for export: training is no longer
-        possible afterwards, prediction is)."""
+        """Drop every head but ``heads`` and the teacher; the average's weights become the
+        network's (for export: training is no longer possible afterwards, prediction is, as it
+        was in evaluation mode)."""
+        if self.average is not None:
+            student = _Student(self.backbone, self.heads)
+            student.load_state_dict(self.average.module.state_dict())
+            self.average = None
         self.heads.keep_only(heads)
         self.teacher = None
+
+
+def check_weight_average_decay(decay: float | None) -> None:
+    """A clear error for a decay outside ``(0, 1)``."""
+    if decay is not None and not 0.0 < decay < 1.0:
+        raise ValueError(
+            f"weight_average_decay must lie in (0, 1) (e.g. 0.998: the average of about the last "
+            f"500 steps), or be None to evaluate with the weights as they are; got {decay!r}."
+        )

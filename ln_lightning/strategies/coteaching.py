@@ -124,4 +124,4 @@ class CoTeaching(TrainingStrategy):
 
     def after_optimizer_step(self, model: Any) -> None:
         super().after_optimizer_step(model)
-        self.peer.update_teacher()
+        self.peer.update_averages()

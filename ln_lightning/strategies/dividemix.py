@@ -396,4 +396,4 @@ class DivideMix(TrainingStrategy):
 
     def after_optimizer_step(self, model: Any) -> None:
         super().after_optimizer_step(model)
-        self.peer.update_teacher()
+        self.peer.update_averages()

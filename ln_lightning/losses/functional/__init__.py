@@ -21,6 +21,7 @@ from ln_lightning.losses.functional.forward import (
     filtered_share,
     forward_corrected_cross_entropy,
     forward_corrected_mean,
+    transition_anchors,
 )
 from ln_lightning.losses.functional.heteroscedastic import (
     check_het_hparams,
@@ -107,5 +108,6 @@ __all__ = [
     "softmax_centered",
     "target_logit_scale",
     "target_logits",
+    "transition_anchors",
     "upcast",
 ]

@@ -92,9 +92,9 @@ def estimate_transition_matrix(probs: Tensor, percentile: float = 97.0) -> Tenso
     """Estimate ``T`` from a model's class probabilities on the noisy training data.
 
     Row ``i`` is the predicted distribution of the example that is most confidently class ``i``
-    (Patrini et al. 2017). With ``percentile < 100`` the examples above that percentile of
-    ``p(i|x)`` are treated as outliers and the most confident of the rest is used, as in the
-    reference implementation (97).
+    (Patrini et al. 2017), its anchor (:func:`transition_anchors`). With ``percentile < 100``
+    the examples above that percentile of ``p(i|x)`` are treated as outliers and the most
+    confident of the rest is used, as in the reference implementation (97).
 
     Args:
         probs: ``(N, K)`` predicted probabilities (of the noisy labels).
@@ -102,6 +102,29 @@ def estimate_transition_matrix(probs: Tensor, percentile: float = 97.0) -> Tenso
 
     Returns:
         ``(K, K)`` float32 row-stochastic estimate.
+    """
+    probs = probs.float()
+    estimate = probs[transition_anchors(probs, percentile)]
+    return estimate / estimate.sum(-1, keepdim=True)
+
+
+def transition_anchors(probs: Tensor, percentile: float = 97.0) -> Tensor:
+    """The example each row of :func:`estimate_transition_matrix` is read from: per class
+    ``i``, the highest ``p(i|x)`` below the ``percentile`` of ``p(i|x)`` over all examples
+    (the plain arg-max at 100).
+
+    Args:
+        probs: ``(N, K)`` predicted probabilities.
+        percentile: In (0, 100].
+
+    Returns:
+        ``(K,)`` int64 indices into ``probs``.
+
+    Example:
+        >>> import torch
+        >>> probs = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.4, 0.6]])
+        >>> transition_anchors(probs, 100).tolist(), transition_anchors(probs, 50).tolist()
+        ([0, 2], [3, 1])
     """
     _check_percentile(percentile)
     probs = probs.float()
@@ -111,9 +134,7 @@ def estimate_transition_matrix(probs: Tensor, percentile: float = 97.0) -> Tenso
         scores = torch.where(probs >= threshold, torch.zeros_like(probs), probs)
     else:
         scores = probs
-    best = scores.argmax(dim=0)  # (K,): one example per class
-    estimate = probs[best]
-    return estimate / estimate.sum(-1, keepdim=True)
+    return scores.argmax(dim=0)
 
 
 def filtered_share(probs: Tensor, percentile: float) -> Tensor:
