@@ -11,7 +11,9 @@ all through the ``ln-fit`` command line a user types (``zoo/configs/own/images.y
    percentile, ``"Forward, percentile 99"`` a more confident anchor; evaluated, as every run
    of the own configs since stop 46, with the moving average of its weights,
    ``weight_average_decay``; ``"Forward, no weight average"`` and ``"CE, no weight average"``
-   with the last step's weights, the recipe until stop 46):
+   with the last step's weights, the recipe until stop 46; ``"Forward, true T"`` given the
+   labels' realised ``T`` from the first step, ``transition_matrix: data``, the bound on what a
+   better estimate can give):
    ``label_issues.csv`` of the run (in-sample scores, ``1 - p(given)``); **LN** on request
    (``--methods LN``: annealed and isotropic, ``zoo/configs/losses/ln_isotropic.yaml``, the
    own-data configs' loss until stop 39);
@@ -115,6 +117,9 @@ VARIANTS = {
         "forward_no_average", "Forward", ("--model.weight_average_decay=null",),
     ),
     "CE, no weight average": ("ce_no_average", "CE", ("--model.weight_average_decay=null",)),
+    "Forward, true T": (  # the realised T of the labels (the data module's), no warm-up
+        "forward_true_t", "Forward", ("--model.loss.init_args.transition_matrix=data",),
+    ),
     "DivideMix, unlabelled weight 25": (  # dividemix.yaml until stop 44
         "dividemix_unlabelled_25", "DivideMix",
         ("--config", str(ROOT / "zoo/configs/strategies/dividemix_unlabelled_25.yaml")),

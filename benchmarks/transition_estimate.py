@@ -27,6 +27,7 @@ import torch
 from label_issues import SOURCES, fit_args, ln_fit, run, write_folder  # the own-images benchmark
 
 from ln_lightning.losses.functional import estimate_transition_matrix
+from ln_lightning.noise import realised_transition_matrix
 
 #: Around the reference's filter (97, the default): a weaker one, a stronger one (99), none.
 PERCENTILES = (95.0, 97.0, 99.0, 100.0)
@@ -54,9 +55,7 @@ def read_training_split(
 
 def realised_matrix(given: torch.Tensor, true: torch.Tensor, num_classes: int) -> torch.Tensor:
     """``T[i, j]``: the share of the images of true class ``i`` labelled ``j``."""
-    counts = torch.zeros(num_classes, num_classes)
-    counts.index_put_((true, given), torch.ones(len(true)), accumulate=True)
-    return counts / counts.sum(-1, keepdim=True).clamp_min(1)
+    return realised_transition_matrix(true, given, num_classes)
 
 
 def errors(probs: torch.Tensor, truth: torch.Tensor, percentile: float) -> dict:

@@ -233,6 +233,9 @@ def test_label_issues_evaluates_with_the_own_configs_weight_average_or_without(s
         assert shipped.network.average is not None
         assert without.network.average is None and without.hparams.weight_average_decay is None
         assert shipped.loss.config() == without.loss.config()  # nothing else differs
+    oracle = run_cli([*benchmark.fit_args(files["asymmetric"], files["test"], 2, "Forward, true T"),
+                      "--trainer.logger=false"], run=False).model  # fmt: skip
+    assert oracle.loss.source == "data"  # the data module's realised matrix, no warm-up
 
 
 def test_transition_estimate_scores_the_estimate_of_t_against_the_realised_labels(

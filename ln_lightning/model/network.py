@@ -91,7 +91,7 @@ def weight_average(network: nn.Module, decay: float) -> AveragedModel:
         >>> average = weight_average(layer, decay=0.999)
         >>> with torch.no_grad():
         ...     _ = layer.weight.add_(11.0)
-        >>> average.update_parameters(layer)  # 2nd update: decay min(0.999, 2 / 11)
+        >>> average.update_parameters(layer)  # the first update: decay min(0.999, 2 / 11)
         >>> torch.allclose(average.module.weight, layer.weight - 11.0 * 2 / 11)
         True
     """
