@@ -240,5 +240,6 @@ def check_weight_average_decay(decay: float | None) -> None:
     if decay is not None and not 0.0 < decay < 1.0:
         raise ValueError(
             f"weight_average_decay must lie in (0, 1) (e.g. 0.998: the average of about the last "
-            f"500 steps), or be None to evaluate with the weights as they are; got {decay!r}."
+            f"500 steps), or be null (None in Python) to evaluate with the weights as they are; "
+            f"got {decay!r}."
         )
