@@ -237,6 +237,6 @@ class LossMethod(OptimisesTheNetwork):
         report(model, self.loss.on_validation_epoch_end(context))
 
     def after_optimizer_step(self, model: Any) -> None:
-        """The EMA teacher's step (before any callback sees the step, so a checkpoint written
-        at this step holds the updated teacher)."""
+        """The EMA teacher's and the evaluating average's step (before any callback sees the
+        step, so a checkpoint written at this step holds them updated)."""
         model.network.update_averages()

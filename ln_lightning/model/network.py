@@ -51,10 +51,16 @@ def ema_teacher(network: nn.Module, decay: float) -> AveragedModel:
         >>> torch.allclose(teacher.module.weight, layer.weight - 1.0)
         True
     """
-    teacher = AveragedModel(network, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
-    teacher.requires_grad_(False)
-    teacher.n_averaged.fill_(1)
-    return teacher
+    return _frozen_average(network, get_ema_multi_avg_fn(decay), use_buffers=False)
+
+
+def _frozen_average(network: nn.Module, multi_avg_fn: Any, use_buffers: bool) -> AveragedModel:
+    """``AveragedModel`` of ``network`` that takes no gradient and counts the current weights
+    as its first average (``n_averaged = 1``)."""
+    average = AveragedModel(network, multi_avg_fn=multi_avg_fn, use_buffers=use_buffers)
+    average.requires_grad_(False)
+    average.n_averaged.fill_(1)
+    return average
 
 
 def ramped_ema_multi_avg_fn(decay: float) -> Any:
@@ -95,10 +101,7 @@ def weight_average(network: nn.Module, decay: float) -> AveragedModel:
         >>> torch.allclose(average.module.weight, layer.weight - 11.0 * 2 / 11)
         True
     """
-    average = AveragedModel(network, multi_avg_fn=ramped_ema_multi_avg_fn(decay), use_buffers=True)
-    average.requires_grad_(False)
-    average.n_averaged.fill_(1)
-    return average
+    return _frozen_average(network, ramped_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def reinitialised_copy(module: nn.Module) -> nn.Module:
