@@ -117,6 +117,9 @@ VARIANTS = {
         "forward_no_average", "Forward", ("--model.weight_average_decay=null",),
     ),
     "CE, no weight average": ("ce_no_average", "CE", ("--model.weight_average_decay=null",)),
+    "Forward, warm-up 0.2": (  # a shorter CE warm-up: less time to fit the wrong labels
+        "forward_warmup_02", "Forward", ("--model.loss.init_args.warmup_fraction=0.2",),
+    ),
     "Forward, true T": (  # the realised T of the labels (the data module's), no warm-up
         "forward_true_t", "Forward", ("--model.loss.init_args.transition_matrix=data",),
     ),

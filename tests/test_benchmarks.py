@@ -194,7 +194,14 @@ def test_label_issues_runs_dividemix_as_shipped_and_with_the_unlabelled_weight_i
     assert (strategy.unlabelled_weight, strategy.warmup_confidence_penalty) == (25.0, 0.0)
 
 
-def test_label_issues_runs_forward_as_shipped_and_at_the_99th_percentile(script, tmp_path):
+@pytest.mark.parametrize(
+    ("variant", "setting", "value"),
+    [("Forward, percentile 99", "percentile", 99.0),
+     ("Forward, warm-up 0.2", "warmup_fraction", 0.2)],
+)  # fmt: skip
+def test_label_issues_runs_forward_as_shipped_and_its_variants(
+    script, tmp_path, variant, setting, value
+):
     from ln_lightning import ForwardCorrection
     from ln_lightning.cli import run_cli
 
@@ -202,15 +209,16 @@ def test_label_issues_runs_forward_as_shipped_and_at_the_99th_percentile(script,
     write_mnist(tmp_path / "fashion", n_train=40, n_test=20)
     files = benchmark.write_folder(tmp_path / "out", [str(tmp_path / "fashion")], None, 0)
     losses = {}
-    for method in ("Forward", "Forward, percentile 99"):
+    for method in ("Forward", variant):
         args = benchmark.fit_args(files["asymmetric"], files["test"], 2, method)
         losses[method] = run_cli([*args, "--trainer.logger=false"], run=False).model.loss
     assert all(isinstance(loss, ForwardCorrection) for loss in losses.values())
     assert losses["Forward"].percentile == 97.0  # the own configs': the reference's filter
-    assert losses["Forward, percentile 99"].percentile == 99.0
+    assert losses["Forward"].warmup_fraction == 0.4  # the own configs' warm-up share
+    assert getattr(losses[variant], setting) == value
     shipped, other = (losses[m].config()["init_args"] for m in losses)
-    assert {k: v for k, v in other.items() if k != "percentile"} == {
-        k: v for k, v in shipped.items() if k != "percentile"
+    assert {k: v for k, v in other.items() if k != setting} == {
+        k: v for k, v in shipped.items() if k != setting
     }  # nothing else differs
 
 
