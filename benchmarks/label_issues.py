@@ -123,6 +123,17 @@ VARIANTS = {
     "Forward, true T": (  # the realised T of the labels (the data module's), no warm-up
         "forward_true_t", "Forward", ("--model.loss.init_args.transition_matrix=data",),
     ),
+    "Co-teaching, forget rate 0.35": (  # the share of wrong labels under symmetric 40% noise
+        "coteaching_forget_035", "Co-teaching", ("--model.strategy.init_args.forget_rate=0.35",),
+    ),
+    "Forward + Co-teaching, forget rate 0.35": (  # the own config's Forward as the criterion
+        "forward_coteaching_035", "Forward",
+        ("--model.strategy=ln_lightning.CoTeaching", "--model.strategy.init_args.forget_rate=0.35"),
+    ),
+    "Forward + Co-teaching, forget rate 0.16": (  # the share of wrong labels, class-dependent
+        "forward_coteaching_016", "Forward",
+        ("--model.strategy=ln_lightning.CoTeaching", "--model.strategy.init_args.forget_rate=0.16"),
+    ),
     "DivideMix, unlabelled weight 25": (  # dividemix.yaml until stop 44
         "dividemix_unlabelled_25", "DivideMix",
         ("--config", str(ROOT / "zoo/configs/strategies/dividemix_unlabelled_25.yaml")),

@@ -549,3 +549,63 @@ def test_het_sampling_is_reproducible_from_the_global_seed():
     torch.manual_seed(5)
     torch.testing.assert_close(loss(outputs, labels), first)
     assert not torch.equal(loss(outputs, labels), first)  # fresh samples on the next step
+
+
+def test_wrong_label_share_weighs_each_class_by_the_prior():
+    flips = expected_transition_matrix(4, "asymmetric", 0.4, {0: 1, 2: 3})  # 2 of 4 rows flip
+    torch.testing.assert_close(LF.wrong_label_share(flips), torch.tensor(0.2))  # (0.4 + 0.4) / 4
+    prior = torch.tensor([0.7, 0.1, 0.1, 0.1])  # most examples in a flipped class
+    torch.testing.assert_close(LF.wrong_label_share(flips, prior), torch.tensor(0.32))  # .28+.04
+    symmetric = expected_transition_matrix(10, "symmetric", 0.4)
+    by_hand = 1 - float(symmetric.diagonal().mean())
+    assert abs(float(LF.wrong_label_share(symmetric)) - by_hand) < 1e-6
+    assert float(LF.wrong_label_share(torch.eye(5))) == 0.0
+
+
+def test_wrong_label_spread_tells_symmetric_noise_from_confused_pairs():
+    symmetric = expected_transition_matrix(10, "symmetric", 0.4)
+    torch.testing.assert_close(LF.wrong_label_spread(symmetric), torch.tensor(1.0))
+    pairs = expected_transition_matrix(10, "asymmetric", 0.4, {0: 6, 2: 4, 5: 7, 9: 7})
+    torch.testing.assert_close(LF.wrong_label_spread(pairs), torch.tensor(1 / 9))
+    assert float(LF.wrong_label_spread(torch.eye(4))) == 1.0  # nothing wrong: nothing to spread
+    # by hand: row 0 sends 0.3 to class 1 and 0.1 to class 2 (q = 3/4, 1/4: 1.6 classes of 3);
+    # row 1 sends 0.2 evenly (3 of 3); rows 2 and 3 none; weights 0.4 and 0.2
+    matrix = torch.tensor([[0.6, 0.3, 0.1, 0.0], [0.2 / 3, 0.8, 0.2 / 3, 0.2 / 3],
+                           [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])  # fmt: skip
+    by_hand = (0.4 * (1 / (0.75**2 + 0.25**2)) + 0.2 * 3.0) / 0.6 / 3
+    torch.testing.assert_close(LF.wrong_label_spread(matrix), torch.tensor(by_hand))
+    with pytest.raises(ValueError, match="3 classes or more"):
+        LF.wrong_label_spread(torch.eye(2))
+
+
+@pytest.mark.parametrize(
+    ("kind", "class_map", "words"),
+    [("symmetric", None, "spread over the other classes (spread 1.00"),
+     ("asymmetric", {0: 6, 2: 4, 5: 7, 9: 7}, "concentrated (spread 0.11")],
+)  # fmt: skip
+def test_forward_says_how_many_labels_its_t_calls_wrong_and_how_they_spread(kind, class_map, words):
+    matrix = expected_transition_matrix(10, kind, 0.4, class_map)
+    report = _estimate_from_anchors(matrix)
+    share = 1 - float(matrix.diagonal().mean())
+    assert f"About {share:.0%} of the labels are wrong by this T" in report.message
+    assert words in report.message and "0.11 when each class's go to one" in report.message
+    assert report.metrics["forward/wrong_label_share"] == pytest.approx(share)
+    assert "forward/wrong_label_spread" in report.metrics
+    said = _estimate_from_anchors(torch.tensor([[0.8, 0.2], [0.1, 0.9]]))
+    assert "About 15% of the labels are wrong by this T (1 - its mean diagonal)." in said.message
+    assert "forward/wrong_label_spread" not in said.metrics  # no spread with 2 classes
+
+
+def _estimate_from_anchors(matrix: torch.Tensor):
+    """Forward's report after its warm-up on predictions whose anchors are ``matrix``'s rows."""
+    num_classes = len(matrix)
+    blur = torch.linspace(0.0, 0.5, 20)
+    probs = torch.stack([(1 - b) * matrix[i] + b / num_classes for i in range(num_classes)
+                         for b in blur])  # fmt: skip
+    loss = ForwardCorrection(warmup_epochs=1, percentile=100.0)
+    loss.setup(num_classes)
+    context = TrainingContext(1, lambda: probs, lambda: None, max_epochs=3)
+    loss.on_fit_start(context)
+    report = loss.on_train_epoch_start(context)
+    torch.testing.assert_close(loss.transition_matrix, matrix)
+    return report

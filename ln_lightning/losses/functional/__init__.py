@@ -22,6 +22,8 @@ from ln_lightning.losses.functional.forward import (
     forward_corrected_cross_entropy,
     forward_corrected_mean,
     transition_anchors,
+    wrong_label_share,
+    wrong_label_spread,
 )
 from ln_lightning.losses.functional.heteroscedastic import (
     check_het_hparams,
@@ -110,4 +112,6 @@ __all__ = [
     "target_logits",
     "transition_anchors",
     "upcast",
+    "wrong_label_share",
+    "wrong_label_spread",
 ]

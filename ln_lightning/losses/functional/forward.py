@@ -108,6 +108,68 @@ def estimate_transition_matrix(probs: Tensor, percentile: float = 97.0) -> Tenso
     return estimate / estimate.sum(-1, keepdim=True)
 
 
+def wrong_label_share(transition_matrix: Tensor, prior: Tensor | None = None) -> Tensor:
+    """The share of labels a transition matrix calls wrong: ``sum_i prior_i (1 - T_ii)``.
+
+    Args:
+        transition_matrix: Row-stochastic ``(K, K)``, ``T[i, j] = P(noisy j | true i)``.
+        prior: ``(K,)`` share of each true class; ``None`` weighs the classes equally.
+
+    Returns:
+        Float32 scalar in [0, 1].
+
+    Example:
+        >>> import torch
+        >>> flips = torch.tensor([[0.6, 0.4], [0.0, 1.0]])  # 40% of class 0 labelled 1
+        >>> round(float(wrong_label_share(flips)), 2)
+        0.2
+    """
+    matrix = transition_matrix.float()
+    num_classes = matrix.shape[0]
+    weights = matrix.new_full((num_classes,), 1.0 / num_classes) if prior is None else prior
+    return (weights.float() * (1.0 - matrix.diagonal())).sum()
+
+
+def wrong_label_spread(transition_matrix: Tensor) -> Tensor:
+    """How evenly a transition matrix spreads each class's wrong labels over the other classes:
+    1 when they go to every other class alike (symmetric noise), ``1 / (K - 1)`` when all go to
+    one class (a confused pair).
+
+    Per row ``i`` the wrong labels' distribution ``q`` (``T[i, j != i]``, normalised) counts
+    ``1 / sum_j q_j^2`` classes (the inverse Simpson index), divided by ``K - 1``; the rows are
+    averaged with their wrong-label mass ``1 - T_ii`` as weights, so rows with hardly any
+    wrong labels count little.
+
+    Args:
+        transition_matrix: Row-stochastic ``(K, K)``, ``K >= 3``.
+
+    Returns:
+        Float32 scalar in ``[1 / (K - 1), 1]``; 1 for the identity (nothing wrong).
+
+    Example:
+        >>> import torch
+        >>> symmetric = torch.full((4, 4), 0.1) + 0.6 * torch.eye(4)
+        >>> round(float(wrong_label_spread(symmetric)), 2)
+        1.0
+        >>> pairs = torch.tensor(
+        ...     [[0.6, 0.4, 0, 0], [0, 1.0, 0, 0], [0, 0, 0.7, 0.3], [0, 0, 0, 1.0]]
+        ... )
+        >>> round(float(wrong_label_spread(pairs)), 2)
+        0.33
+    """
+    matrix = transition_matrix.float()
+    num_classes = matrix.shape[0]
+    if num_classes < 3:
+        raise ValueError(f"the spread needs 3 classes or more; got {num_classes}.")
+    off = matrix * (1.0 - torch.eye(num_classes, device=matrix.device))
+    mass = off.sum(-1)
+    if float(mass.sum()) <= 0.0:
+        return matrix.new_tensor(1.0)
+    shares = off / mass.clamp_min(torch.finfo(matrix.dtype).tiny).unsqueeze(-1)
+    classes = 1.0 / (shares**2).sum(-1).clamp_min(torch.finfo(matrix.dtype).tiny)
+    return (mass * classes).sum() / mass.sum() / (num_classes - 1)
+
+
 def transition_anchors(probs: Tensor, percentile: float = 97.0) -> Tensor:
     """The example each row of :func:`estimate_transition_matrix` is read from: per class
     ``i``, the highest ``p(i|x)`` below the ``percentile`` of ``p(i|x)`` over all examples
