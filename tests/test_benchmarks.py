@@ -473,3 +473,26 @@ def test_near_duplicates(script, capsys, tmp_path):
     assert table_rows(out, "Datalab near_duplicate (defaults), signature")
     written = (tmp_path / "out" / "run" / "version_0" / "near_duplicates.csv").read_text()
     assert written.startswith("similarity,first,first_label,second,second_label\n")
+
+
+@pytest.mark.parametrize(
+    ("variant", "loss", "forget_rate"),
+    [("Co-teaching, forget rate 0.35", "CrossEntropy", 0.35),
+     ("Forward + Co-teaching, forget rate 0.35", "ForwardCorrection", 0.35),
+     ("Forward + Co-teaching, forget rate 0.16", "ForwardCorrection", 0.16)],
+)  # fmt: skip
+def test_label_issues_runs_coteaching_at_a_given_forget_rate(
+    script, tmp_path, variant, loss, forget_rate
+):
+    from ln_lightning import CoTeaching
+    from ln_lightning.cli import run_cli
+
+    benchmark = script("label_issues")
+    write_mnist(tmp_path / "fashion", n_train=40, n_test=20)
+    files = benchmark.write_folder(tmp_path / "out", [str(tmp_path / "fashion")], None, 0)
+    args = benchmark.fit_args(files["symmetric"], files["test"], 2, variant)
+    model = run_cli([*args, "--trainer.logger=false"], run=False).model
+    assert isinstance(model.strategy, CoTeaching) and type(model.loss).__name__ == loss
+    assert model.strategy.forget_rate == forget_rate
+    assert model.strategy.gradual_epochs == 5  # coteaching.yaml's schedule, as shipped
+    assert model.hparams.weight_average_decay == 0.998  # the own config's average
