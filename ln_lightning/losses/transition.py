@@ -310,6 +310,9 @@ class TransitionPhase:
 #: own-images benchmark's estimates: 0.85-0.92 under symmetric noise, 0.11-0.13 under its
 #: class-dependent map (docs/results.md).
 EVEN_SPREAD = 0.5
+#: The share of wrong labels from which evenly spread noise gets the Co-teaching hint (the
+#: benchmark's estimate on its true labels: 0.03).
+EVEN_NOISE_HINT = 0.1
 
 
 def noise_summary(matrix: Tensor) -> tuple[str, dict[str, float]]:
@@ -322,12 +325,20 @@ def noise_summary(matrix: Tensor) -> tuple[str, dict[str, float]]:
         return words + ".", metrics
     spread = float(LF.wrong_label_spread(matrix))
     metrics["forward/wrong_label_spread"] = spread
-    shape = "spread over the other classes" if spread >= EVEN_SPREAD else "concentrated"
-    return (
+    even = spread >= EVEN_SPREAD
+    shape = "spread over the other classes" if even else "concentrated"
+    words = (
         f"{words}, {shape} (spread {spread:.2f}: 1 when they go to every other class alike, "
-        f"{1 / (matrix.shape[0] - 1):.2f} when each class's go to one).",
-        metrics,
+        f"{1 / (matrix.shape[0] - 1):.2f} when each class's go to one)."
     )
+    if even and share >= EVEN_NOISE_HINT:
+        words += (
+            "\n  Wrong labels spread this evenly are where Co-teaching, leaving out about that "
+            "share of each batch, measured above forward correction (docs/results.md, symmetric "
+            "noise; about 2x the compute): --config zoo/configs/strategies/coteaching.yaml "
+            f"--model.strategy.init_args.forget_rate {share:.2f}"
+        )
+    return words, metrics
 
 
 def _epochs(count: int) -> str:

@@ -591,6 +591,11 @@ def test_forward_says_how_many_labels_its_t_calls_wrong_and_how_they_spread(kind
     assert words in report.message and "0.11 when each class's go to one" in report.message
     assert report.metrics["forward/wrong_label_share"] == pytest.approx(share)
     assert "forward/wrong_label_spread" in report.metrics
+    hint = f"coteaching.yaml --model.strategy.init_args.forget_rate {share:.2f}"
+    assert (hint in report.message) is (kind == "symmetric")  # only where the noise is even
+    little = _estimate_from_anchors(expected_transition_matrix(10, "symmetric", 0.05))
+    assert "spread over the other classes" in little.message
+    assert "Co-teaching" not in little.message  # 4.5% wrong: nothing to leave out
     said = _estimate_from_anchors(torch.tensor([[0.8, 0.2], [0.1, 0.9]]))
     assert "About 15% of the labels are wrong by this T (1 - its mean diagonal)." in said.message
     assert "forward/wrong_label_spread" not in said.metrics  # no spread with 2 classes
