@@ -102,7 +102,9 @@ class CoTeaching(TrainingStrategy):
                 f"Co-teaching: each network learns from the {1 - self.forget_rate:.0%} of each "
                 "batch with the smallest loss under its peer (the share left out grows from 0 "
                 f"over the first {self.gradual_epochs} epochs). Set "
-                "--model.strategy.forget_rate to the share of wrong labels you expect."
+                "--model.strategy.forget_rate to the share of wrong labels you expect (forward "
+                "correction's log estimates it after its warm-up: 'About N% of the labels are "
+                "wrong by this T')."
             )
         )
 
