@@ -126,6 +126,9 @@ VARIANTS = {
     "Co-teaching, forget rate 0.35": (  # the share of wrong labels under symmetric 40% noise
         "coteaching_forget_035", "Co-teaching", ("--model.strategy.init_args.forget_rate=0.35",),
     ),
+    "Co-teaching, forget rate 0.37": (  # what Forward's log estimates on the symmetric labels
+        "coteaching_forget_037", "Co-teaching", ("--model.strategy.init_args.forget_rate=0.37",),
+    ),
     "Forward + Co-teaching, forget rate 0.35": (  # the own config's Forward as the criterion
         "forward_coteaching_035", "Forward",
         ("--model.strategy=ln_lightning.CoTeaching", "--model.strategy.init_args.forget_rate=0.35"),

@@ -478,6 +478,7 @@ def test_near_duplicates(script, capsys, tmp_path):
 @pytest.mark.parametrize(
     ("variant", "loss", "forget_rate"),
     [("Co-teaching, forget rate 0.35", "CrossEntropy", 0.35),
+     ("Co-teaching, forget rate 0.37", "CrossEntropy", 0.37),
      ("Forward + Co-teaching, forget rate 0.35", "ForwardCorrection", 0.35),
      ("Forward + Co-teaching, forget rate 0.16", "ForwardCorrection", 0.16)],
 )  # fmt: skip
