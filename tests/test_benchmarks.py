@@ -27,6 +27,23 @@ def script(monkeypatch):
     return load
 
 
+@pytest.fixture
+def benchmark_model(script, tmp_path):
+    """``model(method, noise="asymmetric")``: the model ``label_issues.py`` builds for a method
+    (its ``fit_args``, unrun) on a small folder in the benchmark's format."""
+    from ln_lightning.cli import run_cli
+
+    benchmark = script("label_issues")
+    write_mnist(tmp_path / "fashion", n_train=40, n_test=20)
+    files = benchmark.write_folder(tmp_path / "out", [str(tmp_path / "fashion")], None, 0)
+
+    def model(method: str, noise: str = "asymmetric"):
+        args = benchmark.fit_args(files[noise], files["test"], 2, method)
+        return run_cli([*args, "--trainer.logger=false"], run=False).model
+
+    return model
+
+
 def table_rows(text: str, first_cell: str) -> list[list[str]]:
     rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("|")]
     return [[cell.strip() for cell in row] for row in rows if row[0].strip() == first_cell]
@@ -171,26 +188,18 @@ def test_label_issues(script, capsys, tmp_path):
 
 
 def test_label_issues_runs_dividemix_as_shipped_and_with_the_unlabelled_weight_it_had(
-    script, tmp_path
+    benchmark_model,
 ):
     import inspect
 
     from ln_lightning import DivideMix
-    from ln_lightning.cli import run_cli
 
-    benchmark = script("label_issues")
-    write_mnist(tmp_path / "fashion", n_train=40, n_test=20)
-    files = benchmark.write_folder(tmp_path / "out", [str(tmp_path / "fashion")], None, 0)
-    shipped = benchmark.fit_args(files["asymmetric"], files["test"], 2, "DivideMix")
-    strategy = run_cli([*shipped, "--trainer.logger=false"], run=False).model.strategy
+    strategy = benchmark_model("DivideMix").strategy
     assert isinstance(strategy, DivideMix)
     assert (strategy.unlabelled_weight, strategy.warmup_confidence_penalty) == (0.0, 1.0)
     defaults = inspect.signature(DivideMix).parameters.values()
     assert all(getattr(strategy, p.name) == p.default for p in defaults)  # as the class's own
-    args = benchmark.fit_args(
-        files["asymmetric"], files["test"], 2, "DivideMix, unlabelled weight 25"
-    )
-    strategy = run_cli([*args, "--trainer.logger=false"], run=False).model.strategy
+    strategy = benchmark_model("DivideMix, unlabelled weight 25").strategy
     assert (strategy.unlabelled_weight, strategy.warmup_confidence_penalty) == (25.0, 0.0)
 
 
@@ -200,18 +209,11 @@ def test_label_issues_runs_dividemix_as_shipped_and_with_the_unlabelled_weight_i
      ("Forward, warm-up 0.2", "warmup_fraction", 0.2)],
 )  # fmt: skip
 def test_label_issues_runs_forward_as_shipped_and_its_variants(
-    script, tmp_path, variant, setting, value
+    benchmark_model, variant, setting, value
 ):
     from ln_lightning import ForwardCorrection
-    from ln_lightning.cli import run_cli
 
-    benchmark = script("label_issues")
-    write_mnist(tmp_path / "fashion", n_train=40, n_test=20)
-    files = benchmark.write_folder(tmp_path / "out", [str(tmp_path / "fashion")], None, 0)
-    losses = {}
-    for method in ("Forward", variant):
-        args = benchmark.fit_args(files["asymmetric"], files["test"], 2, method)
-        losses[method] = run_cli([*args, "--trainer.logger=false"], run=False).model.loss
+    losses = {method: benchmark_model(method).loss for method in ("Forward", variant)}
     assert all(isinstance(loss, ForwardCorrection) for loss in losses.values())
     assert losses["Forward"].percentile == 97.0  # the own configs': the reference's filter
     assert losses["Forward"].warmup_fraction == 0.4  # the own configs' warm-up share
@@ -222,27 +224,21 @@ def test_label_issues_runs_forward_as_shipped_and_its_variants(
     }  # nothing else differs
 
 
-def test_label_issues_evaluates_with_the_own_configs_weight_average_or_without(script, tmp_path):
-    from ln_lightning.cli import run_cli
-
+def test_label_issues_evaluates_with_the_own_configs_weight_average_or_without(
+    script, benchmark_model
+):
     benchmark = script("label_issues")
-    write_mnist(tmp_path / "fashion", n_train=40, n_test=20)
-    files = benchmark.write_folder(tmp_path / "out", [str(tmp_path / "fashion")], None, 0)
     # the ceiling ("CE on the true labels") is CE's command on the true labels: CE's recipe
     assert benchmark.ON_TRUE_LABELS[benchmark.CLEAN][1] == "CE"
     for method in ("Forward", "CE"):
-        models = [
-            run_cli([*benchmark.fit_args(files["asymmetric"], files["test"], 2, name),
-                     "--trainer.logger=false"], run=False).model
-            for name in (method, f"{method}, no weight average")
-        ]  # fmt: skip
-        shipped, without = models
+        shipped, without = (
+            benchmark_model(name) for name in (method, f"{method}, no weight average")
+        )
         assert shipped.hparams.weight_average_decay == 0.998  # the own configs' recipe
         assert shipped.network.average is not None
         assert without.network.average is None and without.hparams.weight_average_decay is None
         assert shipped.loss.config() == without.loss.config()  # nothing else differs
-    oracle = run_cli([*benchmark.fit_args(files["asymmetric"], files["test"], 2, "Forward, true T"),
-                      "--trainer.logger=false"], run=False).model  # fmt: skip
+    oracle = benchmark_model("Forward, true T")
     assert oracle.loss.source == "data"  # the data module's realised matrix, no warm-up
 
 
@@ -483,16 +479,11 @@ def test_near_duplicates(script, capsys, tmp_path):
      ("Forward + Co-teaching, forget rate 0.16", "ForwardCorrection", 0.16)],
 )  # fmt: skip
 def test_label_issues_runs_coteaching_at_a_given_forget_rate(
-    script, tmp_path, variant, loss, forget_rate
+    benchmark_model, variant, loss, forget_rate
 ):
     from ln_lightning import CoTeaching
-    from ln_lightning.cli import run_cli
 
-    benchmark = script("label_issues")
-    write_mnist(tmp_path / "fashion", n_train=40, n_test=20)
-    files = benchmark.write_folder(tmp_path / "out", [str(tmp_path / "fashion")], None, 0)
-    args = benchmark.fit_args(files["symmetric"], files["test"], 2, variant)
-    model = run_cli([*args, "--trainer.logger=false"], run=False).model
+    model = benchmark_model(variant, noise="symmetric")
     assert isinstance(model.strategy, CoTeaching) and type(model.loss).__name__ == loss
     assert model.strategy.forget_rate == forget_rate
     assert model.strategy.gradual_epochs == 5  # coteaching.yaml's schedule, as shipped
