@@ -1,5 +1,5 @@
-"""Finding wrong labels in your own images: one run of the own-data default (Forward) or LN vs
-CE vs cleanlab's 5-fold procedure.
+"""Finding wrong labels in your own images: one run of the own-data default (forward correction
+or Co-teaching, chosen by the run), Forward alone or LN vs CE vs cleanlab's 5-fold procedure.
 
 Real Fashion-MNIST (the IDX files, e.g. Debian's ``dataset-fashion-mnist``) is written out as a
 folder of PNG files with a ``labels.csv`` per noise kind (40% symmetric, 40% asymmetric with the
@@ -7,13 +7,17 @@ project's map; ``clean_label`` kept so detection can be scored) and a clean ``te
 all through the ``ln-fit`` command line a user types (``zoo/configs/own/images.yaml``, LeNet-5 on
 28x28, Adam 1e-3, batch 256, the same epochs for every run, no augmentation):
 
-1. **Forward, one run** (the own-data configs' loss since stop 39; ``T`` at the reference's 97th
-   percentile, ``"Forward, percentile 99"`` a more confident anchor; evaluated, as every run
-   of the own configs since stop 46, with the moving average of its weights,
-   ``weight_average_decay``; ``"Forward, no weight average"`` and ``"CE, no weight average"``
-   with the last step's weights, the recipe until stop 46; ``"Forward, true T"`` given the
-   labels' realised ``T`` from the first step, ``transition_matrix: data``, the bound on what a
-   better estimate can give):
+1. **Forward or Co-teaching, one run**: the own-data configs as they ship since stop 48
+   (``ForwardOrCoTeaching``: a peer network for the first 0.1 of the epochs, then forward
+   correction or Co-teaching by the ``T`` estimated then; ``"Forward or Co-teaching, decision
+   0.2"``, ``"..., forget rate 0.35"`` and ``"..., percentile 97"`` its probes). **Forward**
+   (``forward.yaml``: the loss alone, the own-data configs' method from stop 39 to 47; ``T`` at
+   the reference's 97th percentile, ``"Forward, percentile 99"`` a more confident anchor;
+   evaluated, as every run of the own configs since stop 46, with the moving average of its
+   weights, ``weight_average_decay``; ``"Forward, no weight average"`` and ``"CE, no weight
+   average"`` with the last step's weights, the recipe until stop 46; ``"Forward, true T"``
+   given the labels' realised ``T`` from the first step, ``transition_matrix: data``, the bound
+   on what a better estimate can give):
    ``label_issues.csv`` of the run (in-sample scores, ``1 - p(given)``); **LN** on request
    (``--methods LN``: annealed and isotropic, ``zoo/configs/losses/ln_isotropic.yaml``, the
    own-data configs' loss until stop 39);
@@ -27,13 +31,14 @@ all through the ``ln-fit`` command line a user types (``zoo/configs/own/images.y
 3. **cleanlab, 5-fold CE**: ``ln-fit-sweep folds --num-folds 5`` with CE (out-of-sample
    probabilities), then cleanlab's ``find_label_issues`` on them (its default, confident
    learning ranked by self-confidence);
-4. **retrained**: Forward (and LN, when asked for) again on its own ``cleaned_labels.csv``
-   (flagged images removed) and on its ``relabeled_labels.csv`` (confident suggestions taken,
-   the doubtful flags dropped), and CE on cleanlab's cleaned labels.
+4. **retrained**: the default, Forward and LN (those asked for) again on their own
+   ``cleaned_labels.csv`` (flagged images removed) and on their ``relabeled_labels.csv``
+   (confident suggestions taken, the doubtful flags dropped), and CE on cleanlab's cleaned
+   labels.
 5. **the ceiling** (``--methods "CE on the true labels"``): CE on the true labels of the same
    pictures, the accuracy a noisy-label method aims at (nothing to find: the detection columns
-   are ``-``); and ``"Forward on the true labels"``, the own-data default on labels that are
-   all right.
+   are ``-``); and ``"Forward on the true labels"``, the own-data default until stop 47 on
+   labels that are all right.
 
 It prints (and writes as JSON) per noise kind: AUROC of the ranking score, precision and recall
 among the top N (N = the true number of wrong labels), the flags' precision and recall, the wall
@@ -42,7 +47,7 @@ test accuracy of the first and the retrained models.
 
     python benchmarks/label_issues.py --out runs/label_issues --jobs 2            # ~1 h, resumes
     python benchmarks/label_issues.py --out /tmp/li --epochs 1 --limit 600        # a smoke test
-    python benchmarks/label_issues.py --methods Forward LN CE --no-retrain --seed 1  # one run each
+    python benchmarks/label_issues.py --methods Forward LN CE --no-retrain --seed 1 # one run each
     python benchmarks/label_issues.py --out runs/li_full --methods LN --ln-args \
         "--model.loss.covariance full"                                             # another LN
 """
@@ -82,18 +87,23 @@ ROOT = Path(__file__).resolve().parents[1]
 NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
          "Ankle boot")  # fmt: skip
 SOURCES = ("/usr/share/datasets/fashion-mnist", "data", "data/FashionMNIST/raw")
+#: The own-data configs' method as they ship (since stop 48 forward correction or Co-teaching,
+#: ``ForwardOrCoTeaching``; Forward alone until then): the first row of every table.
+DEFAULT = "Forward or Co-teaching"
 #: ``ln-fit-sweep folds`` prints ``done     <fold dir> (<seconds> s)`` per fold.
 CLEANLAB = "cleanlab 5-fold CE"
 #: CE trained on the true labels of the same pictures: the ceiling a noisy-label method aims at.
 CLEAN = "CE on the true labels"
 #: The runs on the true labels (nothing to find, so no detection columns): the ceiling, and the
-#: own-data default (Forward) on clean labels, what it costs a user whose labels are right.
+#: own-data defaults (Forward until stop 47, then Forward or Co-teaching) on clean labels, what
+#: they cost a user whose labels are right.
 ON_TRUE_LABELS = {
     CLEAN: ("ce_true", "CE"),
     "Forward on the true labels": ("forward_true", "Forward"),
+    f"{DEFAULT} on the true labels": ("forward_or_coteaching_true", DEFAULT),
 }
 #: Methods retrained on their own cleaned and relabeled labels, with their own loss.
-RETRAINED = ("Forward", "LN")  # the default, and the default before
+RETRAINED = (DEFAULT, "Forward", "LN")  # the default, and the defaults before
 #: The training strategies (``zoo/configs/strategies/<name>.yaml``, cross-entropy inside) by
 #: their name here -> the name of their config and run folder.
 STRATEGIES = {"ELR": "elr", "SOP": "sop", "Co-teaching": "coteaching", "DivideMix": "dividemix"}
@@ -103,7 +113,7 @@ LN_INSIDE = {"LN + ELR": ("ln_elr", "ELR"), "LN + Co-teaching": ("ln_coteaching"
 #: LN as the own-data configs had it until stop 39 (annealed, isotropic).
 LN_CONFIG = str(ROOT / "zoo/configs/losses/ln_isotropic.yaml")
 #: Losses with a config of their own (``zoo/configs/losses/<name>.yaml``) by their name here.
-LOSS_CONFIGS = {"SGN": "sgn", "Forward LN": "forward_ln"}
+LOSS_CONFIGS = {"Forward": "forward", "SGN": "sgn", "Forward LN": "forward_ln"}
 #: A method with arguments of its own: name -> (run folder, the method, its extra arguments).
 VARIANTS = {
     "Forward, whole warm-up": (  # forward.yaml before stop 41
@@ -137,13 +147,23 @@ VARIANTS = {
         "forward_coteaching_016", "Forward",
         ("--model.strategy=ln_lightning.CoTeaching", "--model.strategy.init_args.forget_rate=0.16"),
     ),
+    "Forward or Co-teaching, decision 0.2": (  # a later decision: a closer estimate of the share
+        "forward_or_coteaching_decision_02", DEFAULT,
+        ("--model.strategy.init_args.decision_fraction=0.2",),
+    ),
+    "Forward or Co-teaching, forget rate 0.35": (  # the true share, whatever T estimates
+        "forward_or_coteaching_forget_035", DEFAULT,
+        ("--model.strategy.init_args.forget_rate=0.35",),
+    ),
+    "Forward or Co-teaching, percentile 97": (  # the decision's T with the loss's filter
+        "forward_or_coteaching_percentile_97", DEFAULT,
+        ("--model.strategy.init_args.percentile=97",),
+    ),
     "DivideMix, unlabelled weight 25": (  # dividemix.yaml until stop 44
         "dividemix_unlabelled_25", "DivideMix",
         ("--config", str(ROOT / "zoo/configs/strategies/dividemix_unlabelled_25.yaml")),
     ),
 }  # fmt: skip
-#: The own-data configs' loss: the first row of every table.
-DEFAULT = "Forward"
 METHODS = (DEFAULT, "LN", "CE", *LOSS_CONFIGS, *VARIANTS,
            *STRATEGIES, *LN_INSIDE, CLEANLAB, *ON_TRUE_LABELS)  # fmt: skip
 FOLD_TIME = re.compile(r"^done\s+.+ \((\d+(?:\.\d+)?) s\)$", re.MULTILINE)
@@ -221,10 +241,10 @@ def fit_args(
     if loss in VARIANTS:
         _, method, extra = VARIANTS[loss]
         return [*fit_args(labels, test, epochs, method, seed, ln_args), *extra]
-    if loss == DEFAULT:  # the config's own loss (Forward)
+    if loss == DEFAULT:  # the config as it is
         pass
-    elif loss == "CE":
-        args.append("--model.loss=ln_lightning.CrossEntropy")
+    elif loss == "CE":  # the loss alone, as the zoo's loss configs have it
+        args += ["--model.strategy=null", "--model.loss=ln_lightning.CrossEntropy"]
     elif loss in LOSS_CONFIGS:
         args += ["--config", str(ROOT / f"zoo/configs/losses/{LOSS_CONFIGS[loss]}.yaml")]
     elif loss in STRATEGIES:
@@ -370,7 +390,8 @@ def benchmark(
 ) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     result: dict = {"noise": kind, "wrong": wrong_labels(labels)}
-    single = {DEFAULT: "forward", "LN": "ln", "CE": "ce", **LOSS_CONFIGS, **STRATEGIES}
+    single = {DEFAULT: "forward_or_coteaching", "LN": "ln", "CE": "ce", **LOSS_CONFIGS,
+              **STRATEGIES}  # fmt: skip
     single.update({name: folder for name, (folder, _) in LN_INSIDE.items()})
     single.update({name: folder for name, (folder, _, _) in VARIANTS.items()})
     commands = [

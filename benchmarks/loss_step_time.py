@@ -47,7 +47,7 @@ def load_loss(path: Path) -> NoisyLabelLoss:
     """Instantiate the loss of a loss config with jsonargparse, as the CLI does."""
     parser = ArgumentParser()
     parser.add_argument("--loss", type=NoisyLabelLoss)
-    config = yaml.safe_load(path.read_text())["model"]["init_args"]
+    config = {"loss": yaml.safe_load(path.read_text())["model"]["init_args"]["loss"]}
     instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes
     return instantiate(parser.parse_object(config)).loss
 

@@ -9,9 +9,15 @@ recipe): one CE run as long as the 20-epoch run's warm-up (8 epochs, the same we
 has when it estimates, since its warm-up is CE with the same seed), then, from that run's
 ``label_issues.csv`` (every training image's probabilities, given and true label), the estimate
 at each percentile against the realised ``T`` of the labels. It prints per seed and percentile
-the mean L1 error of a row, the largest, and the estimated flip rates of the true map's flips.
+the mean L1 error of a row, the largest, the share of wrong labels the estimate gives
+(``wrong_label_share``, beside the labels' own) and its ``wrong_label_spread``, the share of
+training labels the model's prediction differs from (``ForwardOrCoTeaching``'s cap on the share
+it leaves out), and the estimated flip rates of the true map's flips. ``--epochs 2`` (or 3)
+is the moment ``ForwardOrCoTeaching``, the own configs' method, decides at in a 20- (30-)
+epoch run: the same CE weights, since its model trains with CE beside the peer until then.
 
     python benchmarks/transition_estimate.py --out runs/matrix --seeds 0 1 2    # ~3 CE runs
+    python benchmarks/transition_estimate.py --out runs/matrix --epochs 2 --noise symmetric
     python benchmarks/transition_estimate.py --out /tmp/te --limit 600 --epochs 1  # smoke test
 """
 
@@ -26,7 +32,11 @@ import numpy
 import torch
 from label_issues import SOURCES, fit_args, ln_fit, run, write_folder  # the own-images benchmark
 
-from ln_lightning.losses.functional import estimate_transition_matrix
+from ln_lightning.losses.functional import (
+    estimate_transition_matrix,
+    wrong_label_share,
+    wrong_label_spread,
+)
 from ln_lightning.noise import realised_transition_matrix
 
 #: Around the reference's filter (97, the default): a weaker one, a stronger one (99), none.
@@ -59,7 +69,8 @@ def realised_matrix(given: torch.Tensor, true: torch.Tensor, num_classes: int) -
 
 
 def errors(probs: torch.Tensor, truth: torch.Tensor, percentile: float) -> dict:
-    """The estimate at ``percentile`` against ``truth``: row L1 errors and the flip rates."""
+    """The estimate at ``percentile`` against ``truth``: row L1 errors, the share of wrong labels
+    and their spread by the estimate, and the flip rates."""
     estimate = estimate_transition_matrix(probs, percentile)
     rows = (estimate - truth).abs().sum(-1)
     flips = [(i, j) for i in range(len(truth)) for j in range(len(truth))
@@ -67,6 +78,8 @@ def errors(probs: torch.Tensor, truth: torch.Tensor, percentile: float) -> dict:
     return {
         "mean_l1": float(rows.mean()),
         "max_l1": float(rows.max()),
+        "share": float(wrong_label_share(estimate)),
+        "spread": float(wrong_label_spread(estimate)),
         "flips": [(i, j, float(truth[i, j]), float(estimate[i, j])) for i, j in flips],
     }
 
@@ -85,8 +98,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     lines = [
         "| seed | percentile | row L1 error, mean | row L1 error, max "
+        "| wrong labels: true, estimated | spread: true, estimated | model disagrees "
         "| flips: true rate: estimated |",
-        "| --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     by_percentile: dict[float, list[float]] = {p: [] for p in args.percentiles}
     for seed in args.seeds:
@@ -97,6 +111,8 @@ def main(argv: list[str] | None = None) -> None:
         run(ln_fit(command, out / args.noise, name)[1], out / args.noise / f"{name}.log")
         probs, given, true, names = read_training_split(out / args.noise / name / "version_0")
         truth = realised_matrix(given, true, probs.shape[1])
+        true_share, true_spread = wrong_label_share(truth), wrong_label_spread(truth)
+        disagrees = float((probs.argmax(-1) != given).float().mean())
         for percentile in args.percentiles:
             found = errors(probs, truth, percentile)
             by_percentile[percentile].append(found["mean_l1"])
@@ -105,7 +121,8 @@ def main(argv: list[str] | None = None) -> None:
             )
             lines.append(
                 f"| {seed} | {percentile:g} | {found['mean_l1']:.3f} | {found['max_l1']:.3f} "
-                f"| {flips} |"
+                f"| {true_share:.3f}: {found['share']:.3f} "
+                f"| {true_spread:.2f}: {found['spread']:.2f} | {disagrees:.3f} | {flips} |"
             )
     print("\n".join(lines))
     print("\nMean row L1 error over the seeds:")

@@ -114,23 +114,24 @@ def test_label_issues(script, capsys, tmp_path):
     script("label_issues").main([*args.split(), "--noise", "symmetric"])
     out = capsys.readouterr().out
     rows = table_rows(out, "symmetric 40% (N = 122)")  # of the 300 labels
-    # the own-data default (Forward), CE and cleanlab
-    assert [row[1] for row in rows] == ["Forward", "CE", "cleanlab 5-fold CE"]
+    # the own-data default (forward correction or Co-teaching, chosen by the run), CE, cleanlab
+    assert [row[1] for row in rows] == ["Forward or Co-teaching", "CE", "cleanlab 5-fold CE"]
     assert all(0.0 <= float(row[2]) <= 1.0 and float(row[7]) > 0 for row in rows)
-    # compute: the folds' times summed (five runs), more than the Forward run's alone
+    # compute: the folds' times summed (five runs), more than the default's run alone
     assert float(rows[2][8]) > float(rows[0][8]) > 0
-    retrained = tmp_path / "out/symmetric/forward_retrained/version_0/metrics.csv"
+    retrained = tmp_path / "out/symmetric/forward_or_coteaching_retrained/version_0/metrics.csv"
     assert retrained.exists()
-    # Forward retrained on its cleaned and on its relabeled labels: a test accuracy each, and
+    # The default retrained on its cleaned and on its relabeled labels: a test accuracy each, and
     # what each retrain learnt from (the rows it kept, drops left out, and how many are wrong)
     assert all(0 < float(cell) <= 100 for cell in rows[0][10:12])
     for name, file in (("cleaned", "cleaned_labels.csv"), ("relabeled", "relabeled_labels.csv")):
-        with (tmp_path / "out/symmetric/forward/version_0" / file).open() as handle:
+        with (tmp_path / "out/symmetric/forward_or_coteaching/version_0" / file).open() as handle:
             kept = [r for r in csv.DictReader(handle) if r.get("decision") != "drop"]
         wrong = sum(r["label"] != r["clean_label"] for r in kept) / len(kept)
-        assert f"Forward's {name} labels: {len(kept)} examples kept, {100 * wrong:.1f}% of" in out
-    config = tmp_path / "out/symmetric/forward_relabeled/version_0/config.yaml"
-    assert "ln_lightning.ForwardCorrection" in config.read_text()  # with its own loss
+        assert f"Co-teaching's {name} labels: {len(kept)} examples kept, {100 * wrong:.1f}%" in out
+    config = tmp_path / "out/symmetric/forward_or_coteaching_relabeled/version_0/config.yaml"
+    assert "ln_lightning.ForwardOrCoTeaching" in config.read_text()  # with its own method
+    assert "ln_lightning.ForwardCorrection" in config.read_text()
     assert rows[1][10:12] == ["-", "-"] and rows[2][11] == "-"  # CE; cleanlab: cleaned only
     # Run again: every finished command is skipped (its time read back), the table is the same.
     finished = retrained.stat().st_mtime_ns
@@ -247,7 +248,7 @@ def test_transition_estimate_scores_the_estimate_of_t_against_the_realised_label
 ):
     import torch
 
-    from ln_lightning.losses.functional import estimate_transition_matrix
+    from ln_lightning.losses.functional import estimate_transition_matrix, wrong_label_spread
 
     benchmark = script("transition_estimate")
     write_mnist(tmp_path / "fashion", n_train=200, n_test=20)
@@ -270,9 +271,16 @@ def test_transition_estimate_scores_the_estimate_of_t_against_the_realised_label
         error = (estimate - truth).abs().sum(-1)
         assert float(row[2]) == pytest.approx(float(error.mean()), abs=6e-4)
         assert float(row[3]) == pytest.approx(float(error.max()), abs=6e-4)
+        # the share of wrong labels and their spread (what ForwardOrCoTeaching decides by)
+        true_share, estimated_share = (float(v) for v in row[4].split(": "))
+        assert true_share == pytest.approx(float(1 - truth.diagonal().mean()), abs=6e-4)
+        assert estimated_share == pytest.approx(float(1 - estimate.diagonal().mean()), abs=6e-4)
+        assert row[5].split(": ")[1] == f"{float(wrong_label_spread(estimate)):.2f}"
+        disagrees = float((probs.argmax(-1) != given).float().mean())
+        assert float(row[6]) == pytest.approx(disagrees, abs=6e-4)
     flips = [f"{names[i]} -> {names[j]}" for i in range(10) for j in range(10)
              if i != j and truth[i, j] > 0.05]  # fmt: skip
-    assert flips and all(flip in rows[0][4] for flip in flips)
+    assert flips and all(flip in rows[0][7] for flip in flips)
     assert "percentile 97: " in out and "percentile 100: " in out
     # run again: the CE run is not repeated, the table is the same
     log = run_dir.parent.parent / "ce_warmup_1.seconds"

@@ -32,11 +32,15 @@ def test_every_method_ships_a_config():
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
-def test_config_switches_only_the_loss(path):
+def test_config_switches_the_loss_alone(path):
     config = yaml.safe_load(path.read_text())
     assert list(config) == ["model"]
     assert list(config["model"]) == ["init_args"]
-    assert list(config["model"]["init_args"]) == ["loss"]
+    # the loss alone: an own-data config's strategy (ForwardOrCoTeaching) is dropped
+    assert config["model"]["init_args"] == {
+        "strategy": None,
+        "loss": config["model"]["init_args"]["loss"],
+    }
     assert set(config["model"]["init_args"]["loss"]) <= {"class_path", "init_args"}
 
 
@@ -146,13 +150,18 @@ def test_forward_says_when_its_warmup_leaves_the_run_plain_cross_entropy(tmp_pat
 
 
 def test_ln_isotropic_on_an_own_data_config_is_the_ln_it_had(tmp_path):
-    # The own-data configs train with forward correction; ln_isotropic.yaml on top gives back
-    # exactly the LN they had (nothing of Forward's settings left over).
+    # The own-data configs train with forward correction (inside ForwardOrCoTeaching since stop
+    # 48); ln_isotropic.yaml on top gives back exactly the LN they had (nothing of Forward's
+    # settings, nor the strategy, left over).
     write_image_files(tmp_path / "photos", 2)
     own = ["--config", str(ROOT / "zoo/configs/own/images.yaml"), "--trainer.logger=false",
            f"--data.root={tmp_path / 'photos'}"]  # fmt: skip
-    default = run_cli(own, run=False).model.loss
+    shipped = run_cli(own, run=False).model
+    default = shipped.loss
     assert isinstance(default, ForwardCorrection)
+    assert type(shipped.strategy).__name__ == "ForwardOrCoTeaching"  # since stop 48
+    alone = run_cli([*own, "--config", str(ROOT / "zoo/configs/losses/forward.yaml")], run=False)
+    assert alone.model.strategy is None  # a loss config: the loss alone
     assert (default.warmup_fraction, default.percentile) == (0.4, 97.0)
     assert (
         default.config()
@@ -167,7 +176,9 @@ def test_ln_isotropic_on_an_own_data_config_is_the_ln_it_had(tmp_path):
     forward_ln = str(ROOT / "zoo/configs/losses/forward_ln.yaml")
     assert run_cli([*own, "--config", forward_ln], run=False).model.loss.warmup_patience is None
     ln_config = str(ROOT / "zoo/configs/losses/ln_isotropic.yaml")
-    ln = run_cli([*own, "--config", ln_config], run=False).model.loss
+    ln_model = run_cli([*own, "--config", ln_config], run=False).model
+    assert ln_model.strategy is None  # LN alone, not refused by the default's strategy
+    ln = ln_model.loss
     assert (
         ln.config()
         == LogisticNormalLoss(

@@ -45,7 +45,7 @@ def test_the_methods_are_the_papers_baselines_and_ln():
 
 
 def test_the_strategies_are_the_fields():
-    assert list_strategies() == ["coteaching", "dividemix", "elr", "sop"]
+    assert list_strategies() == ["coteaching", "dividemix", "elr", "forward_or_coteaching", "sop"]
     assert get_strategy("elr").cls is ln_lightning.ELR
     assert ln_lightning.TrainingStrategy is ln_lightning.strategies.TrainingStrategy
 

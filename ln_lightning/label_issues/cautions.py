@@ -8,10 +8,41 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["MIN_TRUSTED_PER_CLASS", "caution_rows", "caution_text", "cautions"]
+__all__ = [
+    "MIN_TRUSTED_PER_CLASS",
+    "caution_rows",
+    "caution_text",
+    "cautions",
+    "chance_level",
+    "near_chance",
+]
 
 #: A class with fewer labelled examples than this has a threshold too noisy to trust.
 MIN_TRUSTED_PER_CLASS = 10
+
+
+def chance_level(given: Tensor, num_classes: int) -> float:
+    """The accuracy of a model that knows nothing: the larger of ``1 / K`` and the share of the
+    most common given label.
+
+    Example:
+        >>> import torch
+        >>> chance_level(torch.tensor([0, 0, 0, 1]), 4)
+        0.75
+    """
+    counts = torch.bincount(given.long(), minlength=num_classes)
+    return max(1.0 / num_classes, float(counts.max()) / max(1, int(counts.sum())))
+
+
+def near_chance(accuracy: float, chance: float) -> bool:
+    """Whether an accuracy on the given (noisy) labels is too close to chance for the model's
+    probabilities to be read: below ``chance + (1 - chance) / 4``.
+
+    Example:
+        >>> near_chance(0.33, 0.25), near_chance(0.6, 0.25)
+        (True, False)
+    """
+    return accuracy < chance + (1.0 - chance) / 4
 
 
 def cautions(
@@ -44,8 +75,8 @@ def cautions(
     overall = []
     if len(val_accuracy):
         last = float(val_accuracy[-1])
-        chance = max(1.0 / num_classes, float(counts.max()) / max(1, int(counts.sum())))
-        if last < chance + (1.0 - chance) / 4:
+        chance = chance_level(given, num_classes)
+        if near_chance(last, chance):
             overall.append(
                 f"the model is near chance on the noisy validation split (accuracy {last:.2f}, "
                 f"chance {chance:.2f})"

@@ -172,12 +172,12 @@ class TransitionPhase:
                 f"so T is never estimated and the whole run is {warmup}"
                 if self.warmup_patience is None
                 else "so T is estimated only if the noisy validation accuracy stops improving "
-                f"for {_epochs(self.warmup_patience)} first; else the whole run is {warmup}"
+                f"for {epochs_phrase(self.warmup_patience)} first; else the whole run is {warmup}"
             )
             return LossReport(
                 message=(
-                    f"{name}: the {self.warmup_short} warm-up ({_epochs(self.warmup)}) is not "
-                    f"shorter than the run ({_epochs(max_epochs)}), {outcome}. Lower "
+                    f"{name}: the {self.warmup_short} warm-up ({epochs_phrase(self.warmup)}) is "
+                    f"not shorter than the run ({epochs_phrase(max_epochs)}), {outcome}. Lower "
                     "--model.loss.init_args.warmup_epochs, or leave it out (then "
                     f"{self.warmup_fraction:g} of max_epochs)."
                 )
@@ -188,7 +188,7 @@ class TransitionPhase:
             ""
             if self.warmup_patience is None
             else f" (sooner once the noisy validation accuracy has not improved for "
-            f"{_epochs(self.warmup_patience)})"
+            f"{epochs_phrase(self.warmup_patience)})"
         )
         return LossReport(
             message=(
@@ -215,7 +215,7 @@ class TransitionPhase:
         if stalled and context.epoch < self.warmup:
             best = int(self.warmup_best_epoch) + 1
             how += (
-                f", {_epochs(context.epoch - best)} after its best noisy validation accuracy "
+                f", {epochs_phrase(context.epoch - best)} after its best noisy validation accuracy "
                 f"({100 * float(self.warmup_best_accuracy):.2f}% after epoch {best})"
             )
         probabilities = context.training_probabilities()
@@ -293,6 +293,28 @@ class TransitionPhase:
             return self.warmup_epochs is None
         return self.warmup_length(context.max_epochs) >= context.max_epochs  # T never comes
 
+    def keep_warmup_loss(self) -> None:
+        """Train with the warm-up loss for the rest of the run: ``T`` becomes the identity (the
+        corrected loss of the identity is the warm-up loss exactly) and is never estimated. For
+        a training strategy that handles the wrong labels by other means
+        (:class:`~ln_lightning.strategies.ForwardOrCoTeaching`); in the checkpoint, as ``T`` is.
+
+        Example:
+            >>> import torch
+            >>> from ln_lightning import ForwardCorrection
+            >>> loss = ForwardCorrection()
+            >>> loss.setup(3)
+            >>> loss.keep_warmup_loss()
+            >>> logits, labels = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+            >>> bool(loss.transition_ready), torch.allclose(
+            ...     loss({"logits": logits}, labels),
+            ...     torch.nn.functional.cross_entropy(logits, labels))
+            (True, True)
+        """
+        self._require_setup()
+        self.transition_matrix.copy_(torch.eye(self.transition_matrix.shape[0]))
+        self.transition_ready.fill_(True)
+
     def _set(self, matrix: Tensor, how: str) -> LossReport:
         check_transition_matrix(matrix, self.transition_matrix.shape[0])
         self.transition_matrix.copy_(matrix)
@@ -341,6 +363,6 @@ def noise_summary(matrix: Tensor) -> tuple[str, dict[str, float]]:
     return words, metrics
 
 
-def _epochs(count: int) -> str:
+def epochs_phrase(count: int) -> str:
     """``1 epoch``, ``3 epochs``."""
     return f"{count} epoch" if count == 1 else f"{count} epochs"

@@ -12,6 +12,12 @@ from tests.test_resume import finish, last_checkpoint, ln_fit, steps
 
 pytestmark = pytest.mark.slow
 
+FORWARD_OR_COTEACHING = (
+    "--config", "zoo/configs/strategies/forward_or_coteaching.yaml",
+    "--model.strategy.decision_epochs=1", "--model.loss.init_args.warmup_epochs=2",
+    "--model.strategy.gradual_epochs=2", "--model.strategy.min_spread=0",
+    "--model.strategy.forget_rate=0.3",
+)  # fmt: skip
 #: strategy -> (its ln-fit arguments, checkpoint every n steps, SIGKILL after this step). SOP
 #: optimises by hand with two optimisers: Lightning counts two steps a batch.
 CASES = {
@@ -24,6 +30,14 @@ CASES = {
     ),
     "coteaching": (
         ("--config", "zoo/configs/strategies/coteaching.yaml", "--model.strategy.gradual_epochs=2"),
+        4,
+        15,
+    ),
+    # decided at epoch 1's start (step 11), before the kill; min_spread 0: Co-teaching
+    "forward_or_coteaching": (FORWARD_OR_COTEACHING, 4, 15),
+    # the other branch: the peer set aside (under DDP a zero reaches its parameters)
+    "forward_or_coteaching_forward": (
+        (*FORWARD_OR_COTEACHING[:-2], "--model.strategy.min_share=0.99"),
         4,
         15,
     ),
