@@ -29,9 +29,10 @@ __all__ = ["ForwardOrCoTeaching", "coteaching_share"]
 
 #: The values of :attr:`ForwardOrCoTeaching.choice`.
 UNDECIDED, FORWARD, COTEACHING = -1, 0, 1
-#: The decision's outlier filter. On the own-images benchmark after 2 of 8 CE epochs (seed 0,
-#: 35.8% of the labels wrong, evenly): percentile 97 estimated 42% wrong, 99 36%, 99.9 30%,
-#: 100 24%; under its class-dependent map (16%): 25%, 20%, 15%, 10%.
+#: The decision's outlier filter. On the own-images benchmark after 2 CE epochs (the decision of
+#: a 20-epoch run; 3 seeds, ``benchmarks/transition_estimate.py --epochs 2``): 35.8% of the
+#: labels wrong, evenly, read as 41.9% at percentile 97, 35.4% at 99, 22.8% at 100; 15.8%,
+#: in confused pairs, as 24.4%, 19.4%, 9.8%.
 DECISION_PERCENTILE = 99.0
 #: The most Co-teaching leaves out of a batch when the share comes from an estimate.
 MAX_FORGET_RATE = 0.9

@@ -14,10 +14,15 @@ pytestmark = pytest.mark.slow
 
 FORWARD_OR_COTEACHING = (
     "--config", "zoo/configs/strategies/forward_or_coteaching.yaml",
-    "--model.strategy.decision_epochs=1", "--model.loss.init_args.warmup_epochs=2",
+    "--model.strategy.decision_epochs=1", "--model.loss.init_args.warmup_epochs=3",
     "--model.strategy.gradual_epochs=2", "--model.strategy.min_spread=0",
-    "--model.strategy.forget_rate=0.3",
+    "--model.strategy.forget_rate=0.3", "--trainer.max_epochs=4",
 )  # fmt: skip
+#: ForwardOrCoTeaching's cases -> the choice the run must end with (its buffer ``choice``): the
+#: model is near chance after one epoch of digits (the decision waits), decides at epoch 2.
+CHOSEN = {"forward_or_coteaching": 1, "forward_or_coteaching_forward": 0}
+#: Under DDP each rank sees half of each epoch: two more epochs before the decision can come.
+LONGER = ("--trainer.max_epochs=6", "--model.loss.init_args.warmup_epochs=5")
 #: strategy -> (its ln-fit arguments, checkpoint every n steps, SIGKILL after this step). SOP
 #: optimises by hand with two optimisers: Lightning counts two steps a batch.
 CASES = {
@@ -33,13 +38,13 @@ CASES = {
         4,
         15,
     ),
-    # decided at epoch 1's start (step 11), before the kill; min_spread 0: Co-teaching
-    "forward_or_coteaching": (FORWARD_OR_COTEACHING, 4, 15),
+    # decided at epoch 2's start (step 22), before the kill; min_spread 0: Co-teaching
+    "forward_or_coteaching": (FORWARD_OR_COTEACHING, 4, 26),
     # the other branch: the peer set aside (under DDP a zero reaches its parameters)
     "forward_or_coteaching_forward": (
-        (*FORWARD_OR_COTEACHING[:-2], "--model.strategy.min_share=0.99"),
+        (*FORWARD_OR_COTEACHING[:-3], "--model.strategy.min_share=0.99", "--trainer.max_epochs=4"),
         4,
-        15,
+        26,
     ),
 }
 
@@ -70,12 +75,14 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_weights_and_state(name, tmp_
     assert any(key.startswith("strategy.") for key in state)  # its state is compared too
     for key, value in state.items():
         torch.testing.assert_close(got["state_dict"][key], value, rtol=0, atol=1e-6, msg=key)
+    if name in CHOSEN:
+        assert int(state["strategy.choice"]) == CHOSEN[name]
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_two_ddp_processes_keep_the_same_strategy_state(name, tmp_path):
     args, _, _ = CASES[name]
-    _, (rank0, rank1), _ = run_ddp(tmp_path, *args)
+    out, (rank0, rank1), _ = run_ddp(tmp_path, *args, *(LONGER if name in CHOSEN else ()))
     assert rank0["strategy"] is not None and rank0["strategy"] == rank1["strategy"]
     assert rank0["network"] == rank1["network"]
     assert rank0["metrics"]["val/acc_noisy"] == rank1["metrics"]["val/acc_noisy"]
@@ -83,3 +90,7 @@ def test_two_ddp_processes_keep_the_same_strategy_state(name, tmp_path):
         # DivideMix's pass); both hold every example's ELR target, every example's division
         training = len(set(rank0["seen"]["0"]) | set(rank1["seen"]["0"]))
         assert rank0["rows_updated"] == rank1["rows_updated"] == training
+    if name in CHOSEN:  # the branch was taken, on both ranks alike (the digests above)
+        last = max(out.glob("steps/*.ckpt"), key=lambda path: path.stat().st_mtime_ns)
+        state = torch.load(last, weights_only=False)["state_dict"]
+        assert int(state["strategy.choice"]) == CHOSEN[name]
