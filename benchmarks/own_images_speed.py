@@ -3,7 +3,10 @@
 Writes ``--images`` PNG files in ``--classes`` class folders (grey 28x28 pictures, resized by the
 transform like any photo), then trains each recipe for ``--epochs`` epochs through the same
 ``ln-fit fit --config zoo/configs/own/images.yaml ...`` a user types, in this process, and reads
-the mean training time per epoch (no start-up, no validation):
+the mean training time per epoch (no start-up, no validation) of the loss alone
+(``--model.strategy null``: forward correction; the config's ``ForwardOrCoTeaching`` also
+trains a peer network for the first tenth of the epochs, and for all of them where the labels'
+noise is even, which doubles the network's share of an epoch there):
 
 * ``default``: the config as shipped (ResNet-18 from timm at 224 pixels, timm's training
   augmentation, batch 64);
@@ -71,6 +74,7 @@ def epoch_seconds(images: Path, recipe: list[str], epochs: int, accelerator: str
         [
             "--config", str(ROOT / "zoo/configs/own/images.yaml"),
             f"--data.root={images}", *recipe, f"--trainer.max_epochs={epochs}",
+            "--model.strategy=null",
             f"--trainer.accelerator={accelerator}", "--trainer.limit_val_batches=0",
             "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
             f"--trainer.logger.init_args.save_dir={images.parent / 'runs'}",
