@@ -136,15 +136,14 @@ class TransitionPhase:
         Raises:
             ValueError: No ``warmup_epochs`` and no epoch budget to take a share of.
         """
-        if self.warmup_epochs is not None:
-            return self.warmup_epochs
-        if max_epochs is None:
-            raise ValueError(
-                f"{type(self).__name__}: warmup_fraction needs the run's max_epochs, and this "
-                "run has no epoch limit (max_steps only?); give the warm-up epochs before T is "
-                "estimated with --model.loss.init_args.warmup_epochs N."
-            )
-        return max(1, round(self.warmup_fraction * max_epochs))
+        return epochs_of_run(
+            self.warmup_epochs,
+            self.warmup_fraction,
+            max_epochs,
+            f"{type(self).__name__}: warmup_fraction needs the run's max_epochs, and this run has "
+            "no epoch limit (max_steps only?); give the warm-up epochs before T is estimated "
+            "with --model.loss.init_args.warmup_epochs N.",
+        )
 
     def on_fit_start(self, context: TrainingContext) -> LossReport | None:
         own = super().on_fit_start(context)
@@ -361,6 +360,28 @@ def noise_summary(matrix: Tensor) -> tuple[str, dict[str, float]]:
             f"--model.strategy.init_args.forget_rate {share:.2f}"
         )
     return words, metrics
+
+
+def epochs_of_run(
+    count: int | None, fraction: float, max_epochs: int | None, no_budget: str
+) -> int:
+    """A phase's epochs: ``count`` when given, else ``fraction`` of ``max_epochs`` rounded, at
+    least 1 (a warm-up, a strategy's decision).
+
+    Example:
+        >>> epochs_of_run(None, 0.4, 20, ""), epochs_of_run(5, 0.4, 20, "")
+        (8, 5)
+        >>> epochs_of_run(None, 0.1, 3, "")  # at least one
+        1
+
+    Raises:
+        ValueError: ``no_budget``, when there is no count and no ``max_epochs``.
+    """
+    if count is not None:
+        return count
+    if max_epochs is None:
+        raise ValueError(no_budget)
+    return max(1, round(fraction * max_epochs))
 
 
 def epochs_phrase(count: int) -> str:

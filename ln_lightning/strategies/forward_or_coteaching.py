@@ -19,6 +19,7 @@ from ln_lightning.losses.transition import (
     EVEN_NOISE_HINT,
     EVEN_SPREAD,
     TransitionPhase,
+    epochs_of_run,
     epochs_phrase,
 )
 from ln_lightning.model.method import epoch_budget, report
@@ -194,14 +195,13 @@ class ForwardOrCoTeaching(CoTeaching):
         Raises:
             ValueError: No ``decision_epochs`` and no epoch budget to take a share of.
         """
-        if self.decision_epochs is not None:
-            return self.decision_epochs
-        if max_epochs is None:
-            raise ValueError(
-                "ForwardOrCoTeaching: decision_fraction needs the run's max_epochs, and this run "
-                "has no epoch limit; give --model.strategy.init_args.decision_epochs N."
-            )
-        return max(1, round(self.decision_fraction * max_epochs))
+        return epochs_of_run(
+            self.decision_epochs,
+            self.decision_fraction,
+            max_epochs,
+            "ForwardOrCoTeaching: decision_fraction needs the run's max_epochs, and this run has "
+            "no epoch limit; give --model.strategy.init_args.decision_epochs N.",
+        )
 
     # ------------------------------------------------------------------ the loss's hooks
     def on_fit_start(self, model: Any) -> None:
